@@ -1,0 +1,174 @@
+#pragma once
+// CPU executor of the bidirectional Transformer-LS attention (spec §1.3, steps 1–12).
+// Memory per batch item is O(L·(D + nh·r)): no L × L matrix is ever formed.
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <type_traits>
+#include <vector>
+
+#include "lsattn/attention.hpp"
+#include "lsattn/backend/cpu/eigen.hpp"
+#include "lsattn/backend/cpu/layer_norm.hpp"
+#include "lsattn/backend/cpu/linear.hpp"
+#include "lsattn/backend/cpu/parallel.hpp"
+
+namespace lsattn::detail {
+
+template <>
+struct Executor<cpu, BidirectionalWindow, SequenceProjection> {
+  // Queries per task when there is no window to define blocks (w ≤ 0).
+  static constexpr index_t global_only_block = 64;
+
+  template <class T, class Combiner>
+  static void run(const AttentionConfig& config, const BidirectionalWindow& window, const SequenceProjection& projection,
+                  const AttentionInputs<T, host_space>& in, const typename Combiner::template Params<T, host_space>& norm,
+                  const HostView<T, 3>& context) {
+    static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>, "lsattn: the CPU backend computes in float or double");
+    using namespace cpu_detail;
+    using Matrix = RowMatrix<T>;
+    constexpr T minus_infinity = -std::numeric_limits<T>::infinity();
+
+    const index_t batch = in.query.extent(0), length = in.query.extent(1);
+    const index_t heads = config.heads, head_dim = config.head_dim, width = config.width();
+    const index_t rank = projection.rank;
+    const bool has_cls = in.has_cls();
+    const index_t global_count = rank + (has_cls ? 1 : 0);  // cls key first, then the landmarks
+    const index_t out_rows = length + (has_cls ? 1 : 0);
+    const T scale = T(1) / std::sqrt(static_cast<T>(head_dim));
+    const int threads = config.threads;
+
+    const index_t row_blocks = (length + linear_row_block - 1) / linear_row_block;
+    const index_t query_blocks = window.enabled() ? window.block_count(length)
+                                                  : (length + global_only_block - 1) / global_only_block;
+
+    Matrix query(length, width), key(length, width), value(length, width);
+    Matrix global_key(global_count, width), global_value(global_count, width);
+    Matrix probabilities(length, heads * rank);
+    std::vector<char> valid(static_cast<std::size_t>(length), 1);
+
+    for (index_t b = 0; b < batch; ++b) {
+      const index_t token_offset = b * length * width;
+      T* context_rows = context.data() + (b * out_rows + (has_cls ? 1 : 0)) * width;
+      index_t valid_count = length;
+      if (!in.mask.empty()) {
+        valid_count = 0;
+        for (index_t t = 0; t < length; ++t) valid_count += (valid[t] = in.mask(b, t) != T(0));
+      }
+
+      // Steps 1–2: scaled queries; keys and values through the local LN.
+      parallel_for(row_blocks, threads, [&](index_t block) {
+        const index_t first = block * linear_row_block, rows = std::min(linear_row_block, length - first);
+        const index_t offset = token_offset + first * width;
+        matrix(query.data() + first * width, rows, width, width) =
+            matrix(in.query.data() + offset, rows, width, width) * scale;
+        if constexpr (Combiner::normalizes) {
+          layer_norm_rows(in.key.data() + offset, key.data() + first * width, rows, width, norm.local);
+          layer_norm_rows(in.value.data() + offset, value.data() + first * width, rows, width, norm.local);
+        } else {
+          std::copy_n(in.key.data() + offset, rows * width, key.data() + first * width);
+          std::copy_n(in.value.data() + offset, rows * width, value.data() + first * width);
+        }
+      });
+
+      // Step 4: P = softmax over the valid tokens, per head and landmark; K̄ = Pᵀ K, V̄ = Pᵀ V.
+      if (rank > 0) {
+        const index_t columns = heads * rank;
+        probabilities = matrix(in.projection_logits.data() + b * length * columns, length, columns, columns);
+        parallel_for(heads, threads, [&](index_t h) {
+          auto head_probabilities = probabilities.middleCols(h * rank, rank);
+          if (valid_count == 0) {
+            // No valid token: define P = 0 (the published code gives NaN); nothing reads it.
+            head_probabilities.setZero();
+            return;
+          }
+          for (index_t t = 0; t < length; ++t)
+            if (!valid[t]) head_probabilities.row(t).setConstant(minus_infinity);
+          const Eigen::Matrix<T, 1, Eigen::Dynamic> column_max = head_probabilities.colwise().maxCoeff();
+          head_probabilities = (head_probabilities.rowwise() - column_max).array().exp();
+          const Eigen::Matrix<T, 1, Eigen::Dynamic> column_sum = head_probabilities.colwise().sum();
+          head_probabilities.array().rowwise() /= column_sum.array();
+        });
+        parallel_for(2 * heads, threads, [&](index_t task) {
+          const index_t h = task / 2;
+          const Matrix& source = task % 2 == 0 ? key : value;
+          Matrix& target = task % 2 == 0 ? global_key : global_value;
+          target.block(global_count - rank, h * head_dim, rank, head_dim).noalias() =
+              probabilities.middleCols(h * rank, rank).transpose() * source.middleCols(h * head_dim, head_dim);
+        });
+      }
+      // Step 5: the cls token is global key/value 0, unnormalised by the local LN.
+      if (has_cls) {
+        std::copy_n(in.cls_key.data() + b * width, width, global_key.data());
+        std::copy_n(in.cls_value.data() + b * width, width, global_value.data());
+      }
+      // Step 6: the global LN over the merged width, across heads.
+      if constexpr (Combiner::normalizes) {
+        layer_norm_rows(global_key.data(), global_key.data(), global_count, width, norm.global);
+        layer_norm_rows(global_value.data(), global_value.data(), global_count, width, norm.global);
+      }
+
+      // Steps 7–10: one joint softmax over [global keys ‖ window keys] per query block and head.
+      parallel_for(query_blocks * heads, threads, [&](index_t task) {
+        const index_t g = task / heads, h = task % heads;
+        const IndexRange queries =
+            window.enabled() ? window.queries(g, length)
+                             : IndexRange{g * global_only_block, std::min(length, (g + 1) * global_only_block)};
+        const IndexRange keys = window.enabled() ? window.keys(g, length) : IndexRange{};
+        const index_t query_count = queries.size(), key_count = keys.size();
+        const index_t column = h * head_dim;
+
+        thread_local Matrix scores;
+        scores.resize(query_count, global_count + key_count);
+        const auto block_queries = query.block(queries.begin, column, query_count, head_dim);
+        const auto window_keys = key.block(keys.begin, column, key_count, head_dim);
+        const auto window_values = value.block(keys.begin, column, key_count, head_dim);
+        const auto head_global_keys = global_key.middleCols(column, head_dim);
+        const auto head_global_values = global_value.middleCols(column, head_dim);
+
+        scores.leftCols(global_count).noalias() = block_queries * head_global_keys.transpose();
+        scores.rightCols(key_count).noalias() = block_queries * window_keys.transpose();
+        for (index_t j = 0; j < key_count; ++j)
+          if (!valid[keys.begin + j]) scores.col(global_count + j).setConstant(minus_infinity);
+        for (index_t i = 0; i < query_count; ++i) {
+          auto row = scores.row(i);
+          if (!valid[queries.begin + i]) {
+            row.setZero();  // step 9: padded query rows get probability 0, hence context 0
+            continue;
+          }
+          row = (row.array() - row.maxCoeff()).exp();
+          row /= row.sum();
+        }
+        auto block_context = matrix(context_rows + queries.begin * width + column, query_count, head_dim, width);
+        block_context.noalias() = scores.leftCols(global_count) * head_global_values;
+        block_context.noalias() += scores.rightCols(key_count) * window_values;
+      });
+
+      // Step 11: the cls query attends to its raw self key/value and to the tokens' contexts.
+      if (has_cls) {
+        T* cls_context = context.data() + b * out_rows * width;
+        parallel_for(heads, threads, [&](index_t h) {
+          const index_t column = h * head_dim;
+          const Eigen::Matrix<T, 1, Eigen::Dynamic> cls_query =
+              matrix(in.cls_query.data() + b * width + column, 1, head_dim, width) * scale;
+          const auto cls_key = matrix(in.cls_key.data() + b * width + column, 1, head_dim, width);
+          const auto cls_value = matrix(in.cls_value.data() + b * width + column, 1, head_dim, width);
+          const auto token_context = matrix(static_cast<const T*>(context_rows) + column, length, head_dim, width);
+
+          Eigen::Matrix<T, 1, Eigen::Dynamic> scores(1 + length);
+          scores(0) = (cls_query.array() * cls_key.array()).sum();
+          scores.tail(length).noalias() = cls_query * token_context.transpose();
+          for (index_t t = 0; t < length; ++t)
+            if (!valid[t]) scores(1 + t) = minus_infinity;
+          scores = (scores.array() - scores.maxCoeff()).exp();
+          scores /= scores.sum();
+          auto out = matrix(cls_context + column, 1, head_dim, width);
+          out.noalias() = scores(0) * cls_value;
+          out.noalias() += scores.tail(length) * token_context;
+        });
+      }
+    }
+  }
+};
+
+}  // namespace lsattn::detail

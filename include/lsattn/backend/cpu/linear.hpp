@@ -1,0 +1,42 @@
+#pragma once
+// y = x Wᵀ + b on the CPU, W row-major [out, in] as in a PyTorch state_dict.
+#include <algorithm>
+
+#include "lsattn/backend/cpu/eigen.hpp"
+#include "lsattn/backend/cpu/parallel.hpp"
+#include "lsattn/core/tensor.hpp"
+#include "lsattn/detail/executor.hpp"
+
+namespace lsattn::cpu_detail {
+
+// Rows are split into fixed blocks, so the result is the same for any thread count.
+inline constexpr index_t linear_row_block = 128;
+
+template <class T>
+void linear(const T* x, index_t rows, index_t in_features, const T* weight, const T* bias, index_t out_features, T* y,
+            int threads) {
+  const auto w = matrix(weight, out_features, in_features, in_features);
+  const index_t blocks = (rows + linear_row_block - 1) / linear_row_block;
+  parallel_for(blocks, threads, [&](index_t block) {
+    const index_t first = block * linear_row_block;
+    const index_t count = std::min(linear_row_block, rows - first);
+    auto out = matrix(y + first * out_features, count, out_features, out_features);
+    out.noalias() = matrix(x + first * in_features, count, in_features, in_features) * w.transpose();
+    if (bias != nullptr) out.rowwise() += Eigen::Map<const Eigen::Matrix<T, 1, Eigen::Dynamic>>(bias, out_features);
+  });
+}
+
+}  // namespace lsattn::cpu_detail
+
+namespace lsattn::detail {
+
+template <>
+struct LinearOp<cpu> {
+  template <class T>
+  static void run(const T* x, index_t rows, index_t in_features, const T* weight, const T* bias, index_t out_features,
+                  T* y, int threads) {
+    cpu_detail::linear(x, rows, in_features, weight, bias, out_features, y, threads);
+  }
+};
+
+}  // namespace lsattn::detail

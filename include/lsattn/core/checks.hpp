@@ -1,0 +1,58 @@
+#pragma once
+// Boundary checks shared by the public entry points: shapes, finiteness, 0/1 masks, aliasing.
+#include <cmath>
+#include <string>
+#include <string_view>
+
+#include "lsattn/core/error.hpp"
+#include "lsattn/core/tensor.hpp"
+
+namespace lsattn::detail {
+
+template <class T, std::size_t Rank, class Space>
+void require_shape(const TensorView<T, Rank, Space>& view, std::string_view name, const Shape<Rank>& expected) {
+  require(view.shape() == expected, name, ": expected shape ", to_string(expected), ", got ", to_string(view.shape()));
+  require(view.size() == 0 || view.data() != nullptr, name, ": null data pointer for shape ", to_string(view.shape()));
+}
+
+// NaN or infinite inputs would silently poison every output that sees them.
+template <class T, std::size_t Rank>
+void require_finite(const HostView<const T, Rank>& view, std::string_view name) {
+  for (index_t i = 0; i < view.size(); ++i) {
+    if (!std::isfinite(static_cast<double>(view.data()[i]))) {
+      Shape<Rank> where{};
+      index_t rest = i;
+      for (std::size_t d = Rank; d-- > 0;) {
+        where[d] = rest % view.extent(d);
+        rest /= view.extent(d);
+      }
+      throw error(concat("lsattn: ", name, ": non-finite value ", view.data()[i], " at index ", to_string(where)));
+    }
+  }
+}
+
+template <class T>
+void require_binary_mask(const HostView<const T, 2>& mask, std::string_view name) {
+  for (index_t i = 0; i < mask.size(); ++i) {
+    const T value = mask.data()[i];
+    if (value != T(0) && value != T(1)) {
+      throw error(concat("lsattn: ", name, ": values must be 1 (valid) or 0 (padding), got ", value, " at index (",
+                         i / mask.extent(1), ", ", i % mask.extent(1), ")"));
+    }
+  }
+}
+
+// Writing into a buffer that is also read would give order-dependent results.
+template <class T, class U, std::size_t R1, std::size_t R2, class Space>
+void require_disjoint(const TensorView<T, R1, Space>& out, std::string_view out_name, const TensorView<U, R2, Space>& in,
+                      std::string_view in_name) {
+  if (out.size() == 0 || in.size() == 0) return;
+  const auto* out_begin = reinterpret_cast<const char*>(out.data());
+  const auto* out_end = reinterpret_cast<const char*>(out.data() + out.size());
+  const auto* in_begin = reinterpret_cast<const char*>(in.data());
+  const auto* in_end = reinterpret_cast<const char*>(in.data() + in.size());
+  require(out_end <= in_begin || in_end <= out_begin, out_name, " overlaps the input ", in_name,
+          ": the output must be a separate buffer");
+}
+
+}  // namespace lsattn::detail

@@ -1,0 +1,32 @@
+#pragma once
+// The one exception type of lsattn. Messages name the parameter, the value and the rule.
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <utility>
+
+namespace lsattn {
+
+class error : public std::invalid_argument {
+ public:
+  using std::invalid_argument::invalid_argument;
+};
+
+namespace detail {
+
+template <class... Parts>
+std::string concat(Parts&&... parts) {
+  std::ostringstream out;
+  (out << ... << std::forward<Parts>(parts));
+  return out.str();
+}
+
+}  // namespace detail
+
+// Throws lsattn::error built from the parts ("lsattn: " + parts) when `condition` is false.
+template <class... Parts>
+void require(bool condition, Parts&&... parts) {
+  if (!condition) throw error(detail::concat("lsattn: ", std::forward<Parts>(parts)...));
+}
+
+}  // namespace lsattn

@@ -1,0 +1,5 @@
+#pragma once
+// The CPU backend (Eigen, OpenMP). Include this to use LongShortAttention<lsattn::cpu, ...>.
+#include "lsattn/attention.hpp"
+#include "lsattn/backend/cpu/bidirectional.hpp"
+#include "lsattn/backend/cpu/linear.hpp"

@@ -1,0 +1,47 @@
+#pragma once
+// Short-term window policies: which full-resolution keys a block of queries sees.
+// The index rules live here only; backends iterate over them, tests check them.
+#include <algorithm>
+
+#include "lsattn/core/backend.hpp"
+#include "lsattn/core/tensor.hpp"
+
+namespace lsattn {
+
+// A half-open range of positions [begin, end).
+struct IndexRange {
+  index_t begin = 0;
+  index_t end = 0;
+  LSATTN_HOST_DEVICE constexpr index_t size() const { return end > begin ? end - begin : 0; }
+  LSATTN_HOST_DEVICE constexpr bool contains(index_t i) const { return begin <= i && i < end; }
+  friend constexpr bool operator==(const IndexRange&, const IndexRange&) = default;
+};
+
+// Bidirectional segment window (spec §1.3 step 8): queries are grouped in blocks of w; block
+// g sees keys g·w − ext … g·w + w + ext − 1 with ext = max(w/2, 1). Keys outside the sequence
+// are dropped (the published code masks its zero padding with −inf: the same thing).
+// `self_only()` is the published degenerate case w ≤ 0, r = 0 (cls token only): each token sees itself.
+struct BidirectionalWindow {
+  index_t block = 0;      // queries per block (w); 0: the window contributes no keys
+  index_t extension = 0;  // keys added on each side of the block
+
+  LSATTN_HOST_DEVICE static constexpr BidirectionalWindow segments(index_t window_size) {
+    if (window_size <= 0) return {};
+    return {window_size, window_size / 2 > 1 ? window_size / 2 : 1};
+  }
+  LSATTN_HOST_DEVICE static constexpr BidirectionalWindow self_only() { return {1, 0}; }
+
+  LSATTN_HOST_DEVICE constexpr bool enabled() const { return block > 0; }
+  // Keys per full block: w + 2·ext (2w for even w ≥ 2, 3 for w = 1).
+  LSATTN_HOST_DEVICE constexpr index_t span() const { return block + 2 * extension; }
+  LSATTN_HOST_DEVICE constexpr index_t block_count(index_t length) const { return (length + block - 1) / block; }
+  LSATTN_HOST_DEVICE constexpr IndexRange queries(index_t g, index_t length) const {
+    return {g * block, std::min(length, (g + 1) * block)};
+  }
+  // The key positions of block g that lie inside the sequence.
+  LSATTN_HOST_DEVICE constexpr IndexRange keys(index_t g, index_t length) const {
+    return {std::max<index_t>(0, g * block - extension), std::min(length, (g + 1) * block + extension)};
+  }
+};
+
+}  // namespace lsattn

@@ -1,0 +1,245 @@
+#!/usr/bin/env python3
+"""Export an LRA Transformer-LS attention layer to ``weights.safetensors`` for lsattn.
+
+The file holds the layer's state_dict under the published names (``W_q.weight``,
+``W_q.bias``, ..., ``dual_ln_s.weight``, ``dual_ln_l.bias``, ``dconv_fc.weight``...),
+optionally behind a prefix, and a ``__metadata__`` block with string values for
+``num_head``, ``head_dim``, ``transformer_dim``, ``window_size``, ``num_landmarks``
+and ``pooling_mode`` (what ``lsattn run --variant lra --weights ...`` reads).
+
+Two module sources are supported:
+
+* the published ``AttentionLS`` from a checkout of NVIDIA/transformer-ls
+  (``--published-repo PATH``; imported from ``PATH/lra/attention_transformer_ls.py``);
+* the independent spec re-implementation ``tools/reference/lra_attention_ls.py``
+  (the default when no published checkout is given).
+
+Library use::
+
+    import sys; sys.path.insert(0, "tools")
+    from export_lra_attention import export_attention
+    export_attention(module, {"num_head": 2, "head_dim": 32, "transformer_dim": 64,
+                              "window_size": 8, "num_landmarks": 32,
+                              "pooling_mode": "MEAN"}, "weights.safetensors")
+
+Exporting one layer of a trained LRA checkpoint (``lra/model.py``'s ``Model``).
+Per the spec (section 1.5) every transformer layer holds the attention as ``mha``,
+so its parameters appear in the model's state_dict under some
+``<...layer path...>.mha.`` prefix, e.g. ``model.transformer_0.mha.W_q.weight``.
+The exact prefix depends on the model code and on how the checkpoint was saved
+(a raw state_dict, or a dict wrapping it, e.g. under ``"model_state_dict"``), so
+**check it first with** ``print(state_dict.keys())``::
+
+    import torch
+    ckpt = torch.load("listops.model", map_location="cpu")
+    state_dict = ckpt.get("model_state_dict", ckpt)   # adapt to how it was saved
+    print(state_dict.keys())                          # find the '...mha.' prefix
+
+    # keep one layer's attention, strip its prefix, export without prefix:
+    prefix = "model.transformer_0.mha."               # <- check against the keys above!
+    layer = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+    from export_lra_attention import export_state_dict
+    export_state_dict(layer, {"num_head": 2, "head_dim": 32, "transformer_dim": 64,
+                              "window_size": 8, "num_landmarks": 32,
+                              "pooling_mode": "MEAN"}, "weights.safetensors")
+
+or from the command line (loads the layer into a module first, strictly, so a
+wrong prefix or config is caught)::
+
+    python3 tools/export_lra_attention.py --checkpoint listops.model \\
+        --checkpoint-prefix model.transformer_0.mha. \\
+        --num-head 2 --head-dim 32 --window-size 8 --num-landmarks 32 \\
+        --out weights.safetensors [--published-repo /path/to/transformer-ls]
+
+With ``--cls_last_layer`` (all LRA scripts) the last layer also receives the
+model's learned ``cls_embed`` parameter (shape (1, 1, D), not LayerNormed); it is
+not part of the attention's state_dict: pass it to lsattn as the input
+``input.cls_embed`` (expanded over the batch).
+
+Without ``--checkpoint`` the CLI exports a freshly initialised module
+(``--seed``; ``--randomize`` draws non-trivial weights, as the fixtures do).
+"""
+
+import argparse
+import importlib.util
+import json
+import os
+import struct
+import sys
+import types
+
+import torch
+
+CONFIG_KEYS = ("num_head", "head_dim", "transformer_dim", "window_size",
+               "num_landmarks", "pooling_mode")
+
+
+def _metadata(config):
+    missing = [k for k in CONFIG_KEYS if k not in config]
+    if missing:
+        raise KeyError(f"config lacks {missing}")
+    meta = {k: str(config[k]) for k in CONFIG_KEYS}
+    if int(meta["transformer_dim"]) != int(meta["num_head"]) * int(meta["head_dim"]):
+        raise ValueError("transformer_dim must equal num_head * head_dim")
+    return meta
+
+
+def canonicalize_header(path):
+    """Rewrite a safetensors header with sorted keys, so regenerated files are byte-identical.
+
+    (The Rust writer emits ``__metadata__`` in hash-map order.) Data offsets are relative
+    to the data section, so only the JSON text changes; it is space-padded to 8 bytes.
+    """
+    with open(path, "rb") as f:
+        blob = f.read()
+    n = struct.unpack("<Q", blob[:8])[0]
+    header = json.loads(blob[8:8 + n])
+    text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(text)) + text + blob[8 + n:])
+
+
+def export_state_dict(state_dict, config, path, prefix="", dtype=torch.float32):
+    """Write ``state_dict`` (published names) to ``path`` with the config metadata."""
+    from safetensors.torch import save_file
+
+    tensors = {prefix + k: v.detach().to("cpu", dtype).contiguous()
+               for k, v in state_dict.items()}
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    save_file(tensors, path, metadata=_metadata(config))
+    canonicalize_header(path)
+    return path
+
+
+def export_attention(module, config, path, prefix=""):
+    """Export an AttentionLS-like ``module`` (published or reference) to ``path``.
+
+    ``config`` is a dict (or namespace) with at least the keys of CONFIG_KEYS;
+    ``prefix`` (e.g. ``"model.transformer_0.mha."``) is prepended to every key.
+    """
+    if not isinstance(config, dict):
+        config = vars(config)
+    return export_state_dict(module.state_dict(), config, path, prefix)
+
+
+def published_config(config):
+    """Namespace with the fields the published AttentionLS(config) reads (spec 1.1)."""
+    ns = types.SimpleNamespace(
+        num_head=int(config["num_head"]), head_dim=int(config["head_dim"]),
+        transformer_dim=int(config["transformer_dim"]),
+        num_landmarks=int(config["num_landmarks"]), window_size=int(config["window_size"]),
+        attention_dropout=0.0, dropout_prob=0.0, attn_dropout=0.0, fp32_attn=False,
+        conv_kernel_size=-1, pooling_mode=str(config["pooling_mode"]), cls_token=False,
+        max_seq_len=int(config.get("max_seq_len", 4096)))
+    for k, v in config.get("extra", {}).items():
+        setattr(ns, k, v)
+    return ns
+
+
+def load_published_class(repo):
+    """Import ``AttentionLS`` from a checkout of NVIDIA/transformer-ls."""
+    path = os.path.join(repo, "lra", "attention_transformer_ls.py")
+    if not os.path.exists(path):
+        raise FileNotFoundError(path)
+    sys.path.insert(0, os.path.join(repo, "lra"))
+    spec = importlib.util.spec_from_file_location("attention_transformer_ls", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.AttentionLS
+
+
+def build_module(config, published_repo=None):
+    """Published AttentionLS if ``published_repo`` is given, else the reference one."""
+    if published_repo:
+        cls = load_published_class(published_repo)
+        try:
+            return cls(published_config(config))
+        except AttributeError as e:
+            raise SystemExit(f"published AttentionLS needs a config field we do not set: {e}; "
+                             "add it with --extra name=value")
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "reference"))
+    from lra_attention_ls import ReferenceAttentionLS
+    return ReferenceAttentionLS(config["num_head"], config["head_dim"], config["transformer_dim"],
+                                config["window_size"], config["num_landmarks"],
+                                config["pooling_mode"])
+
+
+@torch.no_grad()
+def randomize_(module, generator=None):
+    """Non-trivial weights: Linear N(0, 0.3) incl. bias, LN weight N(1, 0.2), bias N(0, 0.2)."""
+    for name, p in module.named_parameters():
+        noise = torch.randn(p.shape, generator=generator, dtype=torch.float32).to(p)
+        if name.startswith("dual_ln_") and name.endswith(".weight"):
+            p.copy_(1.0 + 0.2 * noise)
+        elif name.startswith("dual_ln_"):
+            p.copy_(0.2 * noise)
+        else:
+            p.copy_(0.3 * noise)
+    return module
+
+
+def _parse_value(v):
+    for cast in (int, float):
+        try:
+            return cast(v)
+        except ValueError:
+            pass
+    return {"True": True, "False": False}.get(v, v)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", required=True, help="output .safetensors path")
+    ap.add_argument("--published-repo", help="checkout of NVIDIA/transformer-ls (else: reference)")
+    ap.add_argument("--checkpoint", help="torch checkpoint of an LRA model to take weights from")
+    ap.add_argument("--checkpoint-key", default=None,
+                    help="key of the state_dict inside the checkpoint dict (default: auto)")
+    ap.add_argument("--checkpoint-prefix", default="",
+                    help="prefix of the attention's keys in the checkpoint, e.g. model.transformer_0.mha.")
+    ap.add_argument("--prefix", default="", help="prefix for the exported key names")
+    ap.add_argument("--num-head", type=int, default=2)
+    ap.add_argument("--head-dim", type=int, default=32)
+    ap.add_argument("--transformer-dim", type=int, default=None, help="default num_head*head_dim")
+    ap.add_argument("--window-size", type=int, default=8)
+    ap.add_argument("--num-landmarks", type=int, default=32)
+    ap.add_argument("--pooling-mode", default="MEAN")
+    ap.add_argument("--extra", action="append", default=[], metavar="NAME=VALUE",
+                    help="extra config field for the published constructor")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--randomize", action="store_true",
+                    help="draw non-trivial random weights instead of the default init")
+    args = ap.parse_args(argv)
+
+    config = {"num_head": args.num_head, "head_dim": args.head_dim,
+              "transformer_dim": args.transformer_dim or args.num_head * args.head_dim,
+              "window_size": args.window_size, "num_landmarks": args.num_landmarks,
+              "pooling_mode": args.pooling_mode,
+              "extra": dict((kv.split("=", 1)[0], _parse_value(kv.split("=", 1)[1]))
+                            for kv in args.extra)}
+    torch.manual_seed(args.seed)
+    module = build_module(config, args.published_repo)
+
+    if args.checkpoint:
+        ckpt = torch.load(args.checkpoint, map_location="cpu")
+        if args.checkpoint_key:
+            ckpt = ckpt[args.checkpoint_key]
+        elif isinstance(ckpt, dict) and not any(torch.is_tensor(v) for v in ckpt.values()):
+            for key in ("model_state_dict", "state_dict", "model"):
+                if key in ckpt:
+                    ckpt = ckpt[key]
+                    break
+        pre = args.checkpoint_prefix
+        layer = {k[len(pre):]: v for k, v in ckpt.items() if k.startswith(pre)}
+        if not layer:
+            raise SystemExit(f"no key starts with {pre!r}; keys are e.g. {list(ckpt)[:20]}")
+        module.load_state_dict(layer, strict=True)
+    elif args.randomize:
+        randomize_(module, torch.Generator().manual_seed(args.seed))
+
+    export_attention(module, config, args.out, args.prefix)
+    print(f"wrote {args.out}: {len(module.state_dict())} tensors, prefix {args.prefix!r}")
+
+
+if __name__ == "__main__":
+    main()
