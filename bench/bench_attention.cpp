@@ -1,0 +1,102 @@
+// Benchmarks of the bidirectional Transformer-LS layer, plain full attention, and the machine's
+// own GEMM throughput (Eigen, the layer's projection shape) as the yardstick for both.
+//
+// FLOPs counted (multiply-add = 2 FLOPs; softmax, LayerNorm and masking not counted):
+//   projections  2·L·D·(4·D + nh·r)         W_q, W_k, W_v, W_o and the dynamic projection
+//   compression  2·2·L·r·D                   K̄ = Pᵀ K and V̄ = Pᵀ V
+//   attention    2·2·L·D·(r + w + 2·ext)     scores and P·V over the keys of a full block
+//   full layer   2·L·4·D² + 2·2·L²·D
+#include <benchmark/benchmark.h>
+
+#include <random>
+
+#include "lsattn/baseline/full_attention.hpp"
+#include "lsattn/lsattn.hpp"
+#include "peak_memory.hpp"
+
+namespace {
+
+using lsattn::index_t;
+using lsattn::Shape;
+using lsattn::Tensor;
+namespace lra = lsattn::models::lra;
+
+const lra::Config kConfig{8, 64, 512, 128, 64, false, 0};
+
+Tensor<float, 3> random_tensor(const Shape<3>& shape, std::uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  Tensor<float, 3> x(shape);
+  for (auto& v : x.values()) v = normal(rng);
+  return x;
+}
+
+void report(benchmark::State& state, double flops_per_call, index_t tokens, std::size_t heap_before) {
+  state.counters["FLOP/s"] = benchmark::Counter(flops_per_call, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["tokens/s"] = benchmark::Counter(static_cast<double>(tokens), benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["peak_MiB"] = static_cast<double>(lsattn_bench::peak_heap_bytes() - heap_before) / (1 << 20);
+}
+
+void BM_LongShortLayer(benchmark::State& state) {
+  const index_t batch = state.range(0), length = state.range(1);
+  const double d = kConfig.transformer_dim, r = kConfig.num_landmarks, nh = kConfig.num_head;
+  const double keys = r + lsattn::BidirectionalWindow::segments(kConfig.window_size).span();
+  const lra::AttentionLS<lsattn::cpu, float> layer(kConfig, lra::Weights<float>::random(kConfig, 1));
+  const auto x = random_tensor(Shape<3>{batch, length, kConfig.transformer_dim}, 2);
+  const std::size_t before = lsattn_bench::current_heap_bytes();
+  lsattn_bench::reset_peak_heap();
+  for (auto _ : state) benchmark::DoNotOptimize(layer.forward(x.view()));
+  const double tokens = static_cast<double>(batch * length);
+  const double flops = tokens * (2 * d * (4 * d + nh * r) + 4 * r * d + 4 * d * keys);
+  report(state, flops, batch * length, before);
+}
+
+void BM_FullAttentionLayer(benchmark::State& state) {
+  const index_t batch = state.range(0), length = state.range(1), width = kConfig.transformer_dim;
+  const auto w = lra::Weights<float>::random(kConfig, 1);
+  const auto x = random_tensor(Shape<3>{batch, length, width}, 2);
+  const index_t rows = batch * length;
+  const std::size_t before = lsattn_bench::current_heap_bytes();
+  lsattn_bench::reset_peak_heap();
+  for (auto _ : state) {
+    Tensor<float, 3> q(x.shape()), k(x.shape()), v(x.shape()), context(x.shape()), y(x.shape());
+    lsattn::cpu_detail::linear(x.data(), rows, width, w.W_q_weight.data(), w.W_q_bias.data(), width, q.data(), 0);
+    lsattn::cpu_detail::linear(x.data(), rows, width, w.W_k_weight.data(), w.W_k_bias.data(), width, k.data(), 0);
+    lsattn::cpu_detail::linear(x.data(), rows, width, w.W_v_weight.data(), w.W_v_bias.data(), width, v.data(), 0);
+    lsattn::baseline::full_attention<float>(kConfig.num_head, q.view(), k.view(), v.view(), {}, context.view());
+    lsattn::cpu_detail::linear(context.data(), rows, width, w.W_o_weight.data(), w.W_o_bias.data(), width, y.data(), 0);
+    benchmark::DoNotOptimize(y.data());
+  }
+  const double d = static_cast<double>(width), tokens = static_cast<double>(rows);
+  report(state, tokens * (8 * d * d + 4 * static_cast<double>(length) * d), rows, before);
+}
+
+// The yardstick: the machine's Eigen GEMM on the projection shape (L × D)·(D × D), multi-threaded
+// the same way as the library (row blocks, one thread each).
+void BM_Gemm(benchmark::State& state) {
+  const index_t rows = state.range(0), width = kConfig.transformer_dim;
+  const auto x = random_tensor(Shape<3>{1, rows, width}, 3);
+  const auto w = random_tensor(Shape<3>{1, width, width}, 4);
+  Tensor<float, 3> y(Shape<3>{1, rows, width});
+  const std::size_t before = lsattn_bench::current_heap_bytes();
+  lsattn_bench::reset_peak_heap();
+  for (auto _ : state) {
+    lsattn::cpu_detail::linear(x.data(), rows, width, w.data(), static_cast<const float*>(nullptr), width, y.data(), 0);
+    benchmark::DoNotOptimize(y.data());
+  }
+  report(state, 2.0 * static_cast<double>(rows) * width * width, rows, before);
+}
+
+void lengths(benchmark::internal::Benchmark* b, index_t max_length) {
+  for (index_t batch : {1, 8})
+    for (index_t length = 1024; length <= max_length; length *= 2)
+      if (batch * length <= 65536 * 2) b->Args({batch, length});
+}
+
+}  // namespace
+
+BENCHMARK(BM_Gemm)->Arg(16384)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_LongShortLayer)->Apply([](auto* b) { lengths(b, 65536); })->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_FullAttentionLayer)->Apply([](auto* b) { lengths(b, 16384); })->Unit(benchmark::kMillisecond)->UseRealTime();
+
+BENCHMARK_MAIN();
