@@ -23,16 +23,18 @@ Library use::
                               "pooling_mode": "MEAN"}, "weights.safetensors")
 
 Exporting one layer of a trained LRA checkpoint (``lra/model.py``'s ``Model``).
-Per the spec (section 1.5) every transformer layer holds the attention as ``mha``,
-so its parameters appear in the model's state_dict under some
-``<...layer path...>.mha.`` prefix, e.g. ``model.transformer_0.mha.W_q.weight``.
-The exact prefix depends on the model code and on how the checkpoint was saved
-(a raw state_dict, or a dict wrapping it, e.g. under ``"model_state_dict"``), so
-**check it first with** ``print(state_dict.keys())``::
+``lra/run_tasks.py`` saves the best model as ``<chk_path>/<expname>_output.model``
+containing ``{"model_state_dict": ModelForSC.state_dict()}``; ``ModelForSC`` holds the
+``Model`` as ``self.model``, so all its keys start with ``model.``. Per the spec
+(section 1.5) every transformer layer of ``Model`` holds the attention as ``mha``, so
+the attention's parameters sit under ``model.<layer>.mha.``, presumably
+``model.transformer_0.mha.`` for the first layer (``lra/model.py`` was not available
+to confirm the layer attribute name), so **check the prefix first with**
+``print(state_dict.keys())``::
 
     import torch
-    ckpt = torch.load("listops.model", map_location="cpu")
-    state_dict = ckpt.get("model_state_dict", ckpt)   # adapt to how it was saved
+    ckpt = torch.load("LRA_chks/listops_output.model", map_location="cpu")
+    state_dict = ckpt["model_state_dict"]
     print(state_dict.keys())                          # find the '...mha.' prefix
 
     # keep one layer's attention, strip its prefix, export without prefix:
@@ -46,7 +48,7 @@ The exact prefix depends on the model code and on how the checkpoint was saved
 or from the command line (loads the layer into a module first, strictly, so a
 wrong prefix or config is caught)::
 
-    python3 tools/export_lra_attention.py --checkpoint listops.model \\
+    python3 tools/export_lra_attention.py --checkpoint LRA_chks/listops_output.model \\
         --checkpoint-prefix model.transformer_0.mha. \\
         --num-head 2 --head-dim 32 --window-size 8 --num-landmarks 32 \\
         --out weights.safetensors [--published-repo /path/to/transformer-ls]
@@ -125,13 +127,18 @@ def export_attention(module, config, path, prefix=""):
 
 def published_config(config):
     """Namespace with the fields the published AttentionLS(config) reads (spec 1.1)."""
+    # run_tasks.py passes its whole argparse namespace; mirror its defaults (dropouts off).
     ns = types.SimpleNamespace(
         num_head=int(config["num_head"]), head_dim=int(config["head_dim"]),
         transformer_dim=int(config["transformer_dim"]),
+        embedding_dim=int(config["transformer_dim"]), transformer_hidden_dim=128,
         num_landmarks=int(config["num_landmarks"]), window_size=int(config["window_size"]),
-        attention_dropout=0.0, dropout_prob=0.0, attn_dropout=0.0, fp32_attn=False,
-        conv_kernel_size=-1, pooling_mode=str(config["pooling_mode"]), cls_token=False,
-        max_seq_len=int(config.get("max_seq_len", 4096)))
+        attention_dropout=0.0, dropout_prob=0.0, fp32_attn=False, conv_kernel_size=-1,
+        conv_zero_init=False, pooling_mode=str(config["pooling_mode"]), cls_token=False,
+        cls_last_layer=False, max_seq_len=int(config.get("max_seq_len", 4096)),
+        attention_grad_checkpointing=False, attn_type="lsta", model="lsta",
+        mixed_precision=False, num_layers=2, vocab_size=512, learn_pos_emb=1,
+        tied_weights=False, linformer_k=256, rp_dim=256, num_hash=2)
     for k, v in config.get("extra", {}).items():
         setattr(ns, k, v)
     return ns
