@@ -42,7 +42,7 @@ struct Executor<cpu, BidirectionalWindow, SequenceProjection> {
     const index_t query_blocks = window.enabled() ? window.block_count(length)
                                                   : (length + global_only_block - 1) / global_only_block;
 
-    Matrix query(length, width), key(length, width), value(length, width);
+    Matrix key(length, width), value(length, width);
     Matrix global_key(global_count, width), global_value(global_count, width);
     Matrix probabilities(length, heads * rank);
     std::vector<char> valid(static_cast<std::size_t>(length), 1);
@@ -50,18 +50,13 @@ struct Executor<cpu, BidirectionalWindow, SequenceProjection> {
     for (index_t b = 0; b < batch; ++b) {
       const index_t token_offset = b * length * width;
       T* context_rows = context.data() + (b * out_rows + (has_cls ? 1 : 0)) * width;
-      index_t valid_count = length;
-      if (!in.mask.empty()) {
-        valid_count = 0;
-        for (index_t t = 0; t < length; ++t) valid_count += (valid[t] = in.mask(b, t) != T(0));
-      }
+      if (!in.mask.empty())
+        for (index_t t = 0; t < length; ++t) valid[t] = in.mask(b, t) != T(0);
 
-      // Steps 1–2: scaled queries; keys and values through the local LN.
+      // Step 2: keys and values through the local LN.
       parallel_for(row_blocks, threads, [&](index_t block) {
         const index_t first = block * linear_row_block, rows = std::min(linear_row_block, length - first);
         const index_t offset = token_offset + first * width;
-        matrix(query.data() + first * width, rows, width, width) =
-            matrix(in.query.data() + offset, rows, width, width) * scale;
         if constexpr (Combiner::normalizes) {
           layer_norm_rows(in.key.data() + offset, key.data() + first * width, rows, width, norm.local);
           layer_norm_rows(in.value.data() + offset, value.data() + first * width, rows, width, norm.local);
@@ -72,29 +67,47 @@ struct Executor<cpu, BidirectionalWindow, SequenceProjection> {
       });
 
       // Step 4: P = softmax over the valid tokens, per head and landmark; K̄ = Pᵀ K, V̄ = Pᵀ V.
+      // Row-oriented passes over fixed row blocks, partial results reduced in block order:
+      // vectorised, parallel, and independent of the thread count. The normalisation 1/Σ is
+      // applied to K̄, V̄ rather than to every entry of P.
       if (rank > 0) {
         const index_t columns = heads * rank;
-        probabilities = matrix(in.projection_logits.data() + b * length * columns, length, columns, columns);
-        parallel_for(heads, threads, [&](index_t h) {
-          auto head_probabilities = probabilities.middleCols(h * rank, rank);
-          if (valid_count == 0) {
-            // No valid token: define P = 0 (the published code gives NaN); nothing reads it.
-            head_probabilities.setZero();
-            return;
-          }
-          for (index_t t = 0; t < length; ++t)
-            if (!valid[t]) head_probabilities.row(t).setConstant(minus_infinity);
-          const Eigen::Matrix<T, 1, Eigen::Dynamic> column_max = head_probabilities.colwise().maxCoeff();
-          head_probabilities = (head_probabilities.rowwise() - column_max).array().exp();
-          const Eigen::Matrix<T, 1, Eigen::Dynamic> column_sum = head_probabilities.colwise().sum();
-          head_probabilities.array().rowwise() /= column_sum.array();
+        const auto logits = matrix(in.projection_logits.data() + b * length * columns, length, columns, columns);
+        RowMatrix<T> partial(row_blocks, columns);
+        parallel_for(row_blocks, threads, [&](index_t block) {
+          const index_t first = block * linear_row_block, rows = std::min(linear_row_block, length - first);
+          auto block_max = partial.row(block);
+          block_max.setConstant(minus_infinity);
+          for (index_t t = first; t < first + rows; ++t)
+            if (valid[t]) block_max = block_max.cwiseMax(logits.row(t));
         });
+        const Eigen::Matrix<T, 1, Eigen::Dynamic> column_max = partial.colwise().maxCoeff();
+        parallel_for(row_blocks, threads, [&](index_t block) {
+          const index_t first = block * linear_row_block, rows = std::min(linear_row_block, length - first);
+          auto block_sum = partial.row(block);
+          block_sum.setZero();
+          for (index_t t = first; t < first + rows; ++t) {
+            auto p = probabilities.row(t);
+            if (valid[t]) {
+              p = (logits.row(t) - column_max).array().exp();
+              block_sum += p;
+            } else {
+              p.setZero();
+            }
+          }
+        });
+        Eigen::Matrix<T, 1, Eigen::Dynamic> column_sum = partial.row(0);
+        for (index_t block = 1; block < row_blocks; ++block) column_sum += partial.row(block);
         parallel_for(2 * heads, threads, [&](index_t task) {
           const index_t h = task / 2;
           const Matrix& source = task % 2 == 0 ? key : value;
           Matrix& target = task % 2 == 0 ? global_key : global_value;
-          target.block(global_count - rank, h * head_dim, rank, head_dim).noalias() =
+          auto compressed = target.block(global_count - rank, h * head_dim, rank, head_dim);
+          compressed.noalias() =
               probabilities.middleCols(h * rank, rank).transpose() * source.middleCols(h * head_dim, head_dim);
+          // No valid token: the sums are 0 and K̄ = V̄ = 0 (the published code gives NaN).
+          for (index_t j = 0; j < rank; ++j)
+            if (column_sum(h * rank + j) > T(0)) compressed.row(j) /= column_sum(h * rank + j);
         });
       }
       // Step 5: the cls token is global key/value 0, unnormalised by the local LN.
@@ -118,9 +131,10 @@ struct Executor<cpu, BidirectionalWindow, SequenceProjection> {
         const index_t query_count = queries.size(), key_count = keys.size();
         const index_t column = h * head_dim;
 
-        thread_local Matrix scores;
+        thread_local Matrix scores, block_queries;
         scores.resize(query_count, global_count + key_count);
-        const auto block_queries = query.block(queries.begin, column, query_count, head_dim);
+        // Step 1: Q/√dh, scaled before the dot products as published.
+        block_queries = matrix(in.query.data() + token_offset + queries.begin * width + column, query_count, head_dim, width) * scale;
         const auto window_keys = key.block(keys.begin, column, key_count, head_dim);
         const auto window_values = value.block(keys.begin, column, key_count, head_dim);
         const auto head_global_keys = global_key.middleCols(column, head_dim);
