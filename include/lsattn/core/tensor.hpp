@@ -58,7 +58,7 @@ class TensorView {
   template <class... Indices>
     requires(sizeof...(Indices) == Rank && std::is_same_v<Space, host_space>)
   T& operator()(Indices... indices) const {
-    const index_t idx[] = {static_cast<index_t>(indices)...};
+    const std::array<index_t, Rank> idx{static_cast<index_t>(indices)...};
     index_t offset = 0;
     for (std::size_t d = 0; d < Rank; ++d) offset = offset * shape_[d] + idx[d];
     return data_[offset];
