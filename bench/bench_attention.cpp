@@ -87,16 +87,17 @@ void BM_Gemm(benchmark::State& state) {
   report(state, 2.0 * static_cast<double>(rows) * width * width, rows, before);
 }
 
-void lengths(benchmark::internal::Benchmark* b, index_t max_length) {
+// (batch, length) pairs from 1K tokens up to max_tokens tokens per call.
+void lengths(benchmark::internal::Benchmark* b, index_t max_length, index_t max_tokens) {
   for (index_t batch : {1, 8})
     for (index_t length = 1024; length <= max_length; length *= 2)
-      if (batch * length <= 65536 * 2) b->Args({batch, length});
+      if (batch * length <= max_tokens) b->Args({batch, length});
 }
 
 }  // namespace
 
 BENCHMARK(BM_Gemm)->Arg(16384)->Unit(benchmark::kMillisecond)->UseRealTime();
-BENCHMARK(BM_LongShortLayer)->Apply([](auto* b) { lengths(b, 65536); })->Unit(benchmark::kMillisecond)->UseRealTime();
-BENCHMARK(BM_FullAttentionLayer)->Apply([](auto* b) { lengths(b, 16384); })->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_LongShortLayer)->Apply([](auto* b) { lengths(b, 65536, 131072); })->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_FullAttentionLayer)->Apply([](auto* b) { lengths(b, 16384, 16384); })->Unit(benchmark::kMillisecond)->UseRealTime();
 
 BENCHMARK_MAIN();
