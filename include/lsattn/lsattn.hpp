@@ -6,5 +6,6 @@
 #include "lsattn/core/error.hpp"
 #include "lsattn/core/tensor.hpp"
 #include "lsattn/cpu.hpp"
+#include "lsattn/models/causal.hpp"
 #include "lsattn/models/lra.hpp"
 #include "lsattn/version.hpp"

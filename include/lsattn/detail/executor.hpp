@@ -7,6 +7,10 @@ namespace lsattn::detail {
 template <class>
 inline constexpr bool always_false = false;
 
+// The input bundle of a window policy family; specialised next to each bundle.
+template <class Window>
+struct InputsFor;
+
 template <class Backend, class Window, class Projection>
 struct Executor {
   static_assert(always_false<Backend>,
@@ -18,6 +22,12 @@ struct Executor {
 template <class Backend>
 struct LinearOp {
   static_assert(always_false<Backend>, "lsattn: no linear layer for this backend; include its header");
+};
+
+// Chunk compression (spec §2.4 steps 2, 4) on a backend.
+template <class Backend>
+struct CompressChunksOp {
+  static_assert(always_false<Backend>, "lsattn: no chunk compression for this backend; include its header");
 };
 
 }  // namespace lsattn::detail

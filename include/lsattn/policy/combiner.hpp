@@ -2,6 +2,8 @@
 // Combiner policies: how the local and the compressed keys/values are put on one scale
 // before the joint softmax.
 #include "lsattn/core/backend.hpp"
+#include "lsattn/core/checks.hpp"
+#include "lsattn/core/config.hpp"
 #include "lsattn/core/tensor.hpp"
 
 namespace lsattn {
@@ -32,4 +34,21 @@ struct PlainCombiner {
   static constexpr bool normalizes = false;
 };
 
+namespace detail {
+
+// The LayerNorm parameters must cover the merged width.
+template <class Combiner, class T, class Space>
+void check_norm_params([[maybe_unused]] const AttentionConfig& config,
+                       [[maybe_unused]] const typename Combiner::template Params<T, Space>& norm) {
+  if constexpr (Combiner::normalizes) {
+    const Shape<1> features{config.width()};
+    require_shape(norm.local.weight, "local LayerNorm weight", features);
+    require_shape(norm.local.bias, "local LayerNorm bias", features);
+    require_shape(norm.global.weight, "global LayerNorm weight", features);
+    require_shape(norm.global.bias, "global LayerNorm bias", features);
+    require(norm.local.eps > 0 && norm.global.eps > 0, "LayerNorm eps: must be > 0");
+  }
+}
+
+}  // namespace detail
 }  // namespace lsattn

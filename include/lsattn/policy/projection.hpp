@@ -1,6 +1,7 @@
 #pragma once
 // Long-range policies: how the r compressed keys/values per head are made.
 #include "lsattn/core/backend.hpp"
+#include "lsattn/core/config.hpp"
 #include "lsattn/core/tensor.hpp"
 
 namespace lsattn {
@@ -11,10 +12,31 @@ namespace lsattn {
 struct SequenceProjection {
   index_t rank = 0;
 
+  static SequenceProjection from(const AttentionConfig& config) { return {config.rank}; }
   LSATTN_HOST_DEVICE constexpr bool enabled() const { return rank > 0; }
   // Logit feature of head h, landmark j (the published `view(..., nh, r)` layout).
   LSATTN_HOST_DEVICE constexpr index_t logit_column(index_t head, index_t landmark) const {
     return head * rank + landmark;
+  }
+};
+
+// Chunked causal projection (spec §2.4 steps 2, 4, 7): the stream (cache + segment) is cut into
+// chunks of l tokens; each chunk is compressed to r vectors per head (P = softmax over the
+// chunk's l tokens). Stream position τ sees the compressed vectors of chunk c only if
+// c < τ / l: chunks strictly before its own, whose summaries hold no future token.
+struct ChunkedProjection {
+  index_t chunk = 1;  // l
+  index_t rank = 0;   // r per chunk and head
+
+  static ChunkedProjection from(const AttentionConfig& config) { return {config.chunk_size, config.rank}; }
+  LSATTN_HOST_DEVICE constexpr bool enabled() const { return rank > 0; }
+  LSATTN_HOST_DEVICE constexpr index_t chunk_of(index_t tau) const { return tau / chunk; }
+  // Compressed vectors visible to stream position tau: rows [0, visible_rows(tau)) (row c·r + j).
+  LSATTN_HOST_DEVICE constexpr index_t visible_rows(index_t tau) const { return chunk_of(tau) * rank; }
+  // The relative position value of compressed row c·r + j seen from stream position tau:
+  // d·r − 1 − j with d = chunk_of(tau) − c ≥ 1 (the published key_pe indexing).
+  LSATTN_HOST_DEVICE constexpr index_t relative_position(index_t tau, index_t row) const {
+    return (chunk_of(tau) - row / rank) * rank - 1 - row % rank;
   }
 };
 

@@ -4,6 +4,7 @@
 #include <algorithm>
 
 #include "lsattn/core/backend.hpp"
+#include "lsattn/core/config.hpp"
 #include "lsattn/core/tensor.hpp"
 
 namespace lsattn {
@@ -30,6 +31,7 @@ struct BidirectionalWindow {
     return {window_size, window_size / 2 > 1 ? window_size / 2 : 1};
   }
   LSATTN_HOST_DEVICE static constexpr BidirectionalWindow self_only() { return {1, 0}; }
+  static BidirectionalWindow from(const AttentionConfig& config) { return segments(config.window_size); }
 
   LSATTN_HOST_DEVICE constexpr bool enabled() const { return block > 0; }
   // Keys per full block: w + 2·ext (2w for even w ≥ 2, 3 for w = 1).
@@ -42,6 +44,22 @@ struct BidirectionalWindow {
   LSATTN_HOST_DEVICE constexpr IndexRange keys(index_t g, index_t length) const {
     return {std::max<index_t>(0, g * block - extension), std::min(length, (g + 1) * block + extension)};
   }
+};
+
+// Causal window (spec §2.4 step 6): stream position τ sees exactly τ − w + 1 … τ, itself
+// included, reaching back into the cache; never masked. Positions before the start of the
+// stream (a cache shorter than w) do not exist and are left out.
+struct CausalWindow {
+  index_t window = 1;  // w ≥ 1
+
+  static CausalWindow from(const AttentionConfig& config) { return {config.window_size}; }
+  LSATTN_HOST_DEVICE constexpr bool enabled() const { return window > 0; }
+  // Stream positions seen by stream position tau.
+  LSATTN_HOST_DEVICE constexpr IndexRange keys(index_t tau) const {
+    return {tau - window + 1 > 0 ? tau - window + 1 : 0, tau + 1};
+  }
+  // Relative distance δ = τ − τ' ∈ [0, w) of a visible key: the row of the window position table.
+  LSATTN_HOST_DEVICE constexpr index_t distance(index_t tau, index_t key) const { return tau - key; }
 };
 
 }  // namespace lsattn

@@ -21,9 +21,8 @@ struct Executor<cpu, BidirectionalWindow, SequenceProjection> {
   static constexpr index_t global_only_block = 64;
 
   template <class T, class Combiner>
-  static void run(const AttentionConfig& config, const BidirectionalWindow& window, const SequenceProjection& projection,
-                  const AttentionInputs<T, host_space>& in, const typename Combiner::template Params<T, host_space>& norm,
-                  const HostView<T, 3>& context) {
+  static void run(const AttentionConfig& config, const AttentionInputs<T, host_space>& in,
+                  const typename Combiner::template Params<T, host_space>& norm, const HostView<T, 3>& context) {
     static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>, "lsattn: the CPU backend computes in float or double");
     using namespace cpu_detail;
     using Matrix = RowMatrix<T>;
@@ -31,8 +30,13 @@ struct Executor<cpu, BidirectionalWindow, SequenceProjection> {
 
     const index_t batch = in.query.extent(0), length = in.query.extent(1);
     const index_t heads = config.heads, head_dim = config.head_dim, width = config.width();
-    const index_t rank = projection.rank;
     const bool has_cls = in.has_cls();
+    const SequenceProjection projection = SequenceProjection::from(config);
+    const index_t rank = projection.rank;
+    // The published w ≤ 0, r = 0 case (cls token required): every token attends to itself.
+    const BidirectionalWindow window = config.window_size <= 0 && config.rank == 0 && has_cls
+                                           ? BidirectionalWindow::self_only()
+                                           : BidirectionalWindow::from(config);
     const index_t global_count = rank + (has_cls ? 1 : 0);  // cls key first, then the landmarks
     const index_t out_rows = length + (has_cls ? 1 : 0);
     const T scale = T(1) / std::sqrt(static_cast<T>(head_dim));

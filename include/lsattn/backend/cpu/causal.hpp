@@ -1,0 +1,126 @@
+#pragma once
+// CPU executor of the causal chunked Transformer-LS attention (spec §2.4, steps 6–9).
+// Work is split into blocks of queries × heads; each block sees a band of window rows and the
+// compressed rows visible to its last query, and masks per query. Memory is O(M + L) rows.
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <type_traits>
+
+#include "lsattn/attention.hpp"
+#include "lsattn/backend/cpu/eigen.hpp"
+#include "lsattn/backend/cpu/layer_norm.hpp"
+#include "lsattn/backend/cpu/linear.hpp"
+#include "lsattn/backend/cpu/parallel.hpp"
+
+namespace lsattn::detail {
+
+template <>
+struct Executor<cpu, CausalWindow, ChunkedProjection> {
+  static constexpr index_t query_block = 64;
+
+  template <class T, class Combiner>
+  static void run(const AttentionConfig& config, const CausalAttentionInputs<T, host_space>& in,
+                  const typename Combiner::template Params<T, host_space>& norm, const HostView<T, 3>& context) {
+    static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>, "lsattn: the CPU backend computes in float or double");
+    using namespace cpu_detail;
+    using Matrix = RowMatrix<T>;
+    constexpr T minus_infinity = -std::numeric_limits<T>::infinity();
+
+    const CausalWindow window = CausalWindow::from(config);
+    const ChunkedProjection projection = ChunkedProjection::from(config);
+    const index_t batch = in.query.extent(0), length = in.query.extent(1), cache = in.cache_length;
+    const index_t heads = config.heads, head_dim = config.head_dim, width = config.width();
+    const index_t window_rows = in.window_key.extent(1), compressed_rows = in.compressed_key.extent(1);
+    const index_t first_window_position = cache + length - window_rows;  // stream position of window row 0
+    const T scale = T(1) / std::sqrt(static_cast<T>(head_dim));
+    const int threads = config.threads;
+    const index_t query_blocks = (length + query_block - 1) / query_block;
+
+    Matrix key(window_rows, width), value(window_rows, width);
+    Matrix compressed_key(compressed_rows, width), compressed_value(compressed_rows, width);
+    // DualLN: the window rows through the local LN, the compressed rows through the global one.
+    const LayerNormParams<T, host_space>* local_norm = nullptr;
+    const LayerNormParams<T, host_space>* global_norm = nullptr;
+    if constexpr (Combiner::normalizes) {
+      local_norm = &norm.local;
+      global_norm = &norm.global;
+    }
+    auto normalize = [&](const T* source, Matrix& target, index_t rows, const LayerNormParams<T, host_space>* params) {
+      const index_t blocks = (rows + linear_row_block - 1) / linear_row_block;
+      parallel_for(blocks, threads, [&](index_t block) {
+        const index_t first = block * linear_row_block, count = std::min(linear_row_block, rows - first);
+        if (params != nullptr) {
+          layer_norm_rows(source + first * width, target.data() + first * width, count, width, *params);
+        } else {
+          std::copy_n(source + first * width, count * width, target.data() + first * width);
+        }
+      });
+    };
+
+    for (index_t b = 0; b < batch; ++b) {
+      normalize(in.window_key.data() + b * window_rows * width, key, window_rows, local_norm);
+      normalize(in.window_value.data() + b * window_rows * width, value, window_rows, local_norm);
+      normalize(in.compressed_key.data() + b * compressed_rows * width, compressed_key, compressed_rows, global_norm);
+      normalize(in.compressed_value.data() + b * compressed_rows * width, compressed_value, compressed_rows, global_norm);
+
+      parallel_for(query_blocks * heads, threads, [&](index_t task) {
+        const index_t block = task / heads, h = task % heads, column = h * head_dim;
+        const index_t first_query = block * query_block, query_count = std::min(query_block, length - first_query);
+        const index_t first_tau = cache + first_query, last_tau = first_tau + query_count - 1;
+        // The band of window rows any query of the block sees, and the compressed rows its last query sees.
+        const index_t band_begin = std::max(window.keys(first_tau).begin, first_window_position);
+        const index_t band_count = last_tau + 1 - band_begin;
+        const index_t visible = projection.enabled() ? std::min(projection.visible_rows(last_tau), compressed_rows) : 0;
+
+        thread_local Matrix scores, queries, window_position_scores, chunk_position_scores;
+        queries = matrix(in.query.data() + (b * length + first_query) * width + column, query_count, head_dim, width) * scale;
+        scores.resize(query_count, visible + band_count);
+        const auto band_keys = key.block(band_begin - first_window_position, column, band_count, head_dim);
+        const auto band_values = value.block(band_begin - first_window_position, column, band_count, head_dim);
+        const auto content_bias = matrix(in.content_bias.data() + column, 1, head_dim, head_dim);
+        const auto position_bias = matrix(in.position_bias.data() + column, 1, head_dim, head_dim);
+        const auto window_positions = matrix(in.window_positions.data() + column, window.window, head_dim, width);
+
+        // Window: (q + u)·k + (q + v)·R[δ] over exactly τ − w + 1 … τ (spec §2.4 step 6).
+        scores.rightCols(band_count).noalias() = (queries.rowwise() + content_bias.row(0)) * band_keys.transpose();
+        window_position_scores.noalias() = (queries.rowwise() + position_bias.row(0)) * window_positions.transpose();
+        for (index_t i = 0; i < query_count; ++i) {
+          const index_t tau = first_tau + i;
+          const IndexRange seen = window.keys(tau);
+          for (index_t j = 0; j < band_count; ++j) {
+            const index_t key_position = band_begin + j;
+            T& score = scores(i, visible + j);
+            score = seen.contains(key_position) ? score + window_position_scores(i, window.distance(tau, key_position))
+                                                : minus_infinity;
+          }
+        }
+        // Compressed chunks strictly before the query's own: q·k̄ + q·R_chunk[d·r − 1 − j] (step 7).
+        if (visible > 0) {
+          const auto chunk_keys = compressed_key.block(0, column, visible, head_dim);
+          const auto chunk_positions = matrix(in.chunk_positions.data() + column, visible, head_dim, width);
+          scores.leftCols(visible).noalias() = queries * chunk_keys.transpose();
+          chunk_position_scores.noalias() = queries * chunk_positions.transpose();
+          for (index_t i = 0; i < query_count; ++i) {
+            const index_t tau = first_tau + i, seen = projection.visible_rows(tau);
+            for (index_t row = 0; row < visible; ++row) {
+              T& score = scores(i, row);
+              score = row < seen ? score + chunk_position_scores(i, projection.relative_position(tau, row)) : minus_infinity;
+            }
+          }
+        }
+        // One joint softmax; every query sees at least itself, so no row is empty (step 8).
+        for (index_t i = 0; i < query_count; ++i) {
+          auto row = scores.row(i);
+          row = (row.array() - row.maxCoeff()).exp();
+          row /= row.sum();
+        }
+        auto out = matrix(context.data() + (b * length + first_query) * width + column, query_count, head_dim, width);
+        out.noalias() = scores.rightCols(band_count) * band_values;
+        if (visible > 0) out.noalias() += scores.leftCols(visible) * compressed_value.block(0, column, visible, head_dim);
+      });
+    }
+  }
+};
+
+}  // namespace lsattn::detail

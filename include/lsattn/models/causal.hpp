@@ -1,0 +1,223 @@
+#pragma once
+// The causal chunked Transformer-LS attention layer of the character-level LM
+// (autoregressive/model_lib/layer.py::ChunkedLSAttention), with the published parameter names.
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <random>
+#include <string>
+
+#include "lsattn/attention.hpp"
+#include "lsattn/core/checks.hpp"
+#include "lsattn/core/error.hpp"
+#include "lsattn/core/tensor.hpp"
+#include "lsattn/policy/positions.hpp"
+
+namespace lsattn::models::causal {
+
+// The published constructor arguments (spec §2.1).
+struct Config {
+  index_t n_head = 8;
+  index_t d_model = 512;
+  index_t chunk_size = 16;   // l
+  index_t chunk_rank = 1;    // r
+  index_t window_len = 512;  // w
+  bool use_bias = false;
+  index_t clamp_len = -1;
+  index_t cpos_clamp_len = -1;
+  int threads = 0;
+
+  index_t head_dim() const { return n_head > 0 ? d_model / n_head : 0; }
+
+  void validate() const {
+    require(n_head >= 1, "n_head: must be >= 1, got ", n_head);
+    require(d_model >= 2 && d_model % n_head == 0, "d_model (", d_model, ") must be divisible by n_head (", n_head, ")");
+    require(d_model % 2 == 0, "d_model (", d_model, ") must be even: the position sinusoids are sin|cos halves");
+    require(chunk_size >= 1, "chunk_size: must be >= 1, got ", chunk_size);
+    require(chunk_rank >= 1, "chunk_rank: must be >= 1, got ", chunk_rank);
+    require(window_len >= 1, "window_len: must be >= 1, got ", window_len);
+    require(threads >= 0, "threads: must be >= 0 (0 = default), got ", threads);
+  }
+
+  AttentionConfig attention() const {
+    return {n_head, head_dim(), window_len, chunk_rank, threads, chunk_size, clamp_len, cpos_clamp_len};
+  }
+};
+
+// Parameters under their state_dict names (spec §2.2); Linear weights are [out, in].
+template <class T = float>
+struct Weights {
+  Tensor<T, 4> r_r_bias;  // [1, nh, 1, dh]: v, the position bias
+  Tensor<T, 5> r_w_bias;  // [1, nh, 1, 1, dh]: u, the content bias
+  Tensor<T, 2> dconv_1_weight, r_net_weight, r_net_chunk_weight;
+  Tensor<T, 1> dconv_1_bias, r_net_chunk_bias;
+  Tensor<T, 2> proj_query_weight, proj_key_weight, proj_val_weight, proj_out_weight;
+  Tensor<T, 1> proj_query_bias, proj_key_bias, proj_val_bias, proj_out_bias;  // only with use_bias
+  Tensor<T, 1> dual_ln_dproj_weight, dual_ln_dproj_bias, dual_ln_win_weight, dual_ln_win_bias;
+
+  template <class Visitor>
+  void for_each(const Config& config, Visitor&& visit) {
+    const index_t d = config.d_model, nh = config.n_head, dh = config.head_dim();
+    visit("r_r_bias", r_r_bias, Shape<4>{1, nh, 1, dh});
+    visit("r_w_bias", r_w_bias, Shape<5>{1, nh, 1, 1, dh});
+    visit("dconv_1.weight", dconv_1_weight, Shape<2>{nh * config.chunk_rank, d});
+    visit("dconv_1.bias", dconv_1_bias, Shape<1>{nh * config.chunk_rank});
+    visit("r_net.weight", r_net_weight, Shape<2>{d, d});
+    visit("r_net_chunk.weight", r_net_chunk_weight, Shape<2>{d, d});
+    visit("r_net_chunk.bias", r_net_chunk_bias, Shape<1>{d});
+    visit("proj_query.weight", proj_query_weight, Shape<2>{d, d});
+    visit("proj_key.weight", proj_key_weight, Shape<2>{d, d});
+    visit("proj_val.weight", proj_val_weight, Shape<2>{d, d});
+    visit("proj_out.weight", proj_out_weight, Shape<2>{d, d});
+    if (config.use_bias) {
+      visit("proj_query.bias", proj_query_bias, Shape<1>{d});
+      visit("proj_key.bias", proj_key_bias, Shape<1>{d});
+      visit("proj_val.bias", proj_val_bias, Shape<1>{d});
+      visit("proj_out.bias", proj_out_bias, Shape<1>{d});
+    }
+    visit("dual_ln_dproj.weight", dual_ln_dproj_weight, Shape<1>{d});
+    visit("dual_ln_dproj.bias", dual_ln_dproj_bias, Shape<1>{d});
+    visit("dual_ln_win.weight", dual_ln_win_weight, Shape<1>{d});
+    visit("dual_ln_win.bias", dual_ln_win_bias, Shape<1>{d});
+  }
+
+  // Deterministic random parameters (demos, tests): Linear ~ N(0, 1/√D), biases ~ N(0, 0.1),
+  // LN ~ N(1, 0.1) / N(0, 0.1).
+  static Weights random(const Config& config, std::uint64_t seed) {
+    Weights weights;
+    std::mt19937_64 generator(seed);
+    const double linear_std = 1.0 / std::sqrt(static_cast<double>(config.d_model));
+    weights.for_each(config, [&](const std::string& name, auto& tensor, const auto& shape) {
+      const bool is_norm_weight = name.rfind("dual_ln", 0) == 0 && name.ends_with(".weight");
+      const bool is_matrix = shape.size() == 2;
+      std::normal_distribution<double> normal(is_norm_weight ? 1.0 : 0.0, is_matrix ? linear_std : 0.1);
+      tensor = std::remove_reference_t<decltype(tensor)>(shape);
+      for (auto& v : tensor.values()) v = static_cast<T>(normal(generator));
+    });
+    return weights;
+  }
+};
+
+// ChunkedLSAttention(...).forward(h, h_cache): h (B, L, D) the segment, h_cache (B, M, D) the
+// memory; returns (B, L, D). Any L ≥ 1 and any M with M % l == 0 (M = 0 allowed).
+template <class Backend, class T = float>
+class ChunkedLSAttention {
+ public:
+  using space = typename Backend::memory_space;
+  using Attention = LongShortAttention<Backend, T, CausalWindow, ChunkedProjection, DualLayerNorm>;
+
+  ChunkedLSAttention(const Config& config, Weights<T> weights)
+      : config_((config.validate(), config)), weights_(std::move(weights)), attention_(config.attention()) {
+    weights_.for_each(config_, [](const std::string& name, const auto& tensor, const auto& shape) {
+      require(tensor.shape() == shape, "weight ", name, ": expected shape ", to_string(shape), ", got ",
+              to_string(tensor.shape()));
+    });
+  }
+
+  const Config& config() const { return config_; }
+  const Weights<T>& weights() const { return weights_; }
+
+  Tensor<T, 3> forward(HostView<const T, 3> h, HostView<const T, 3> h_cache) const {
+    const index_t d = config_.d_model, l = config_.chunk_size, r = config_.chunk_rank, nh = config_.n_head;
+    require(h.extent(0) >= 1, "h: batch size must be >= 1, got shape ", to_string(h.shape()));
+    require(h.extent(1) >= 1, "h: segment length must be >= 1, got shape ", to_string(h.shape()));
+    require(h.extent(2) == d, "h: expected feature size d_model = ", d, ", got shape ", to_string(h.shape()));
+    const index_t batch = h.extent(0), length = h.extent(1), cache = h_cache.extent(1);
+    // An empty view means no cache (M = 0), as does a (B, 0, D) one.
+    require(h_cache.size() == 0 || (h_cache.extent(0) == batch && h_cache.extent(2) == d), "h_cache: expected shape (",
+            batch, ", M, ", d, "), got ", to_string(h_cache.shape()));
+    require(cache % l == 0, "h_cache: its length M = ", cache, " must be a multiple of chunk_size = ", l,
+            " (the cache is compressed in whole chunks)");
+    detail::require_finite(h, "h");
+    detail::require_finite(h_cache, "h_cache");
+    if (h_cache.size() == 0) h_cache = HostView<const T, 3>(h_cache.data(), Shape<3>{batch, 0, d});
+
+    const int threads = config_.threads;
+    const index_t cache_window = std::min(cache, config_.window_len), window_rows = cache_window + length;
+    const index_t cache_chunks = cache / l, segment_chunks = length / l, chunks = cache_chunks + segment_chunks;
+    auto linear = [&](const T* x, index_t rows, const Tensor<T, 2>& w, const Tensor<T, 1>& bias, T* y) {
+      detail::LinearOp<Backend>::run(x, rows, w.extent(1), w.data(), bias.size() ? bias.data() : nullptr, w.extent(0), y,
+                                     threads);
+    };
+
+    Tensor<T, 3> query(Shape<3>{batch, length, d});
+    linear(h.data(), batch * length, weights_.proj_query_weight, weights_.proj_query_bias, query.data());
+
+    // Window rows: the last min(M, w) cache rows, then the segment (step 3).
+    Tensor<T, 3> window_input(Shape<3>{batch, window_rows, d}), window_key(window_input.shape()),
+        window_value(window_input.shape());
+    for (index_t b = 0; b < batch; ++b) {
+      std::copy_n(&h_cache(b, cache - cache_window, 0), cache_window * d, &window_input(b, 0, 0));
+      std::copy_n(&h(b, 0, 0), length * d, &window_input(b, cache_window, 0));
+    }
+    linear(window_input.data(), batch * window_rows, weights_.proj_key_weight, weights_.proj_key_bias, window_key.data());
+    linear(window_input.data(), batch * window_rows, weights_.proj_val_weight, weights_.proj_val_bias, window_value.data());
+
+    // Compressed rows: cache chunks (raw slices, then projected; step 2), then the segment's
+    // whole chunks (projected, then compressed; step 4). A partial last chunk is the own chunk
+    // of its queries, so nobody in this segment sees it: it is not computed.
+    Tensor<T, 3> compressed_key(Shape<3>{batch, chunks * r, d}), compressed_value(compressed_key.shape());
+    if (cache_chunks > 0) {
+      Tensor<T, 3> logits(Shape<3>{batch, cache, nh * r}), summaries(Shape<3>{batch, cache_chunks * r, d});
+      Tensor<T, 3> keys(summaries.shape()), values(summaries.shape());
+      linear(h_cache.data(), batch * cache, weights_.dconv_1_weight, weights_.dconv_1_bias, logits.data());
+      for (index_t b = 0; b < batch; ++b) {
+        detail::CompressChunksOp<Backend>::run(&logits(b, 0, 0), &h_cache(b, 0, 0), d, cache_chunks, l, nh,
+                                               config_.head_dim(), r, &summaries(b, 0, 0), threads);
+      }
+      linear(summaries.data(), batch * cache_chunks * r, weights_.proj_key_weight, weights_.proj_key_bias, keys.data());
+      linear(summaries.data(), batch * cache_chunks * r, weights_.proj_val_weight, weights_.proj_val_bias, values.data());
+      for (index_t b = 0; b < batch; ++b) {
+        std::copy_n(&keys(b, 0, 0), cache_chunks * r * d, &compressed_key(b, 0, 0));
+        std::copy_n(&values(b, 0, 0), cache_chunks * r * d, &compressed_value(b, 0, 0));
+      }
+    }
+    if (segment_chunks > 0) {
+      Tensor<T, 3> logits(Shape<3>{batch, length, nh * r});
+      linear(h.data(), batch * length, weights_.dconv_1_weight, weights_.dconv_1_bias, logits.data());
+      for (index_t b = 0; b < batch; ++b) {
+        for (auto [source, target] : {std::pair{&window_key, &compressed_key}, std::pair{&window_value, &compressed_value}}) {
+          detail::CompressChunksOp<Backend>::run(&logits(b, 0, 0), &(*source)(b, cache_window, 0), d, segment_chunks, l,
+                                                 nh, config_.head_dim(), r, &(*target)(b, cache_chunks * r, 0), threads);
+        }
+      }
+    }
+
+    // Position tables (steps 6–7): row δ = r_net(e(δ)), row p = r_net_chunk(e(p)), clamped.
+    const TransformerXLPositions positions = TransformerXLPositions::from(config_.attention());
+    Tensor<T, 2> window_sinusoids(Shape<2>{config_.window_len, d}), window_positions(window_sinusoids.shape());
+    for (index_t delta = 0; delta < config_.window_len; ++delta)
+      TransformerXLPositions::sinusoid(positions.window_value(delta), d, &window_sinusoids(delta, 0));
+    linear(window_sinusoids.data(), config_.window_len, weights_.r_net_weight, {}, window_positions.data());
+    Tensor<T, 2> chunk_sinusoids(Shape<2>{chunks * r, d}), chunk_positions(chunk_sinusoids.shape());
+    for (index_t p = 0; p < chunks * r; ++p)
+      TransformerXLPositions::sinusoid(positions.chunk_value(p), d, &chunk_sinusoids(p, 0));
+    linear(chunk_sinusoids.data(), chunks * r, weights_.r_net_chunk_weight, weights_.r_net_chunk_bias,
+           chunk_positions.data());
+
+    const CausalAttentionInputs<T, space> inputs{query.view(),
+                                                 window_key.view(),
+                                                 window_value.view(),
+                                                 compressed_key.view(),
+                                                 compressed_value.view(),
+                                                 cache,
+                                                 {weights_.r_w_bias.data(), Shape<1>{d}},
+                                                 {weights_.r_r_bias.data(), Shape<1>{d}},
+                                                 window_positions.view(),
+                                                 chunk_positions.view()};
+    const typename Attention::CombinerParams norm{
+        {weights_.dual_ln_win_weight.view(), weights_.dual_ln_win_bias.view(), 1e-5},
+        {weights_.dual_ln_dproj_weight.view(), weights_.dual_ln_dproj_bias.view(), 1e-5}};
+    Tensor<T, 3> context(Shape<3>{batch, length, d}), y(Shape<3>{batch, length, d});
+    attention_(inputs, norm, context.view());
+    linear(context.data(), batch * length, weights_.proj_out_weight, weights_.proj_out_bias, y.data());
+    return y;
+  }
+
+ private:
+  Config config_;
+  Weights<T> weights_;
+  Attention attention_;
+};
+
+}  // namespace lsattn::models::causal

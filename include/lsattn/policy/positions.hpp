@@ -1,0 +1,43 @@
+#pragma once
+// Relative-position policy of the causal variant (spec §2.3, §2.4 steps 6–7): Transformer-XL
+// sinusoids e(p) = [sin(p·f) ‖ cos(p·f)], f_i = 1/10000^(2i/D), with optional clamps.
+#include <cmath>
+#include <type_traits>
+
+#include "lsattn/core/backend.hpp"
+#include "lsattn/core/config.hpp"
+#include "lsattn/core/tensor.hpp"
+
+namespace lsattn {
+
+struct TransformerXLPositions {
+  index_t clamp_len = -1;       // window positions are capped at clamp_len when > 0
+  index_t cpos_clamp_len = -1;  // compressed-key positions are capped at cpos_clamp_len when > 0
+
+  static TransformerXLPositions from(const AttentionConfig& config) { return {config.clamp_len, config.cpos_clamp_len}; }
+  LSATTN_HOST_DEVICE constexpr index_t window_value(index_t distance) const { return clamped(distance, clamp_len); }
+  LSATTN_HOST_DEVICE constexpr index_t chunk_value(index_t position) const { return clamped(position, cpos_clamp_len); }
+
+  // Writes e(p) (width D, even). In float it follows the published float32 arithmetic (the
+  // frequency 1/10000^(i/D) for i = 0, 2, …, then p·f, then sin and cos of that float), whose
+  // rounding grows with p; in double every step is double.
+  template <class T>
+  static void sinusoid(index_t position, index_t width, T* out) {
+    using Math = std::conditional_t<std::is_same_v<T, double>, double, float>;
+    const index_t half = width / 2;
+    for (index_t i = 0; i < half; ++i) {
+      const Math exponent = static_cast<Math>(2 * i) / static_cast<Math>(width);
+      const Math frequency = Math(1) / std::pow(Math(10000), exponent);
+      const Math angle = static_cast<Math>(position) * frequency;
+      out[i] = static_cast<T>(std::sin(angle));
+      out[half + i] = static_cast<T>(std::cos(angle));
+    }
+  }
+
+ private:
+  LSATTN_HOST_DEVICE static constexpr index_t clamped(index_t value, index_t cap) {
+    return cap > 0 && value > cap ? cap : value;
+  }
+};
+
+}  // namespace lsattn
