@@ -5,7 +5,7 @@
 #include <random>
 
 #include "lsattn/lsattn.hpp"
-#include "oracle_causal.hpp"
+#include "oracle_causal_lm.hpp"
 
 namespace {
 
@@ -245,4 +245,87 @@ TEST_CASE("causal bad configurations and inputs give errors naming the parameter
   // No cache at all is allowed: the first segment of a stream without memory.
   h(0, 1, 2) = 0;
   CHECK_NOTHROW(layer.forward(h.view(), {}));
+}
+
+namespace {
+
+oracle::Lm to_oracle_lm(const causal::LmConfig& config, const causal::LmWeights<float>& w) {
+  oracle::Lm m{{int(config.n_head), int(config.d_model), int(config.chunk_size), int(config.chunk_rank),
+                int(config.window_len), config.use_bias, int(config.clamp_len), int(config.cpos_clamp_len)},
+               int(config.vocab_size), int(config.d_inner), int(config.mem_len), config.pre_ln, config.use_gelu,
+               to_matrix(w.in_emb), flat(w.out_emb_bias), {}};
+  for (const auto& layer : w.layers) {
+    m.layers.push_back({to_oracle(layer.attn, config.layer()), flat(layer.norm1_weight), flat(layer.norm1_bias),
+                        flat(layer.norm2_weight), flat(layer.norm2_bias), flat(layer.fc1_bias), flat(layer.fc2_bias),
+                        to_matrix(layer.fc1_weight), to_matrix(layer.fc2_weight)});
+  }
+  return m;
+}
+
+}  // namespace
+
+TEST_CASE("language model matches the float64 oracle across segments", "[causal][lm][oracle]") {
+  std::mt19937_64 rng(77);
+  struct LmCase {
+    causal::LmConfig config;
+    std::vector<index_t> segments;
+  };
+  const std::vector<LmCase> cases = {
+      {{11, 8, 2, 12, 2, 8, 4, 1, 8, true, true, false, -1, -1, 0}, {8, 8, 5}},   // pre-LN, GELU, short last segment
+      {{7, 8, 2, 16, 1, 4, 2, 2, 4, false, false, true, 3, 2, 0}, {4, 6, 3}},     // post-LN, ReLU, biases, clamps
+      {{5, 6, 3, 10, 2, 6, 3, 1, 2, true, true, false, -1, -1, 0}, {9, 1, 12}},   // w < l, one-token segment
+      {{9, 8, 1, 8, 1, 0, 2, 1, 3, true, false, false, -1, -1, 0}, {6, 6}},       // no memory at all
+  };
+  for (size_t k = 0; k < cases.size(); ++k) {
+    const auto& c = cases[k];
+    const auto weights = causal::LmWeights<float>::random(c.config, 40 + k);
+    const auto reference = to_oracle_lm(c.config, weights);
+    const causal::TransformerLSModel<lsattn::cpu, float> model(c.config, weights);
+    const index_t batch = 2;
+    auto state = model.initial_state(batch);
+    std::vector<std::vector<oracle::Matrix>> oracle_caches(
+        batch, std::vector<oracle::Matrix>(c.config.n_layer,
+                                           oracle::Matrix(c.config.mem_len, std::vector<double>(c.config.d_model, 0.0))));
+    for (index_t length : c.segments) {
+      Tensor<std::int64_t, 2> tokens(Shape<2>{batch, length});
+      for (auto& id : tokens.values()) id = std::uniform_int_distribution<std::int64_t>(0, c.config.vocab_size - 1)(rng);
+      const auto logprobs = model.forward(tokens.view(), state);
+      double worst = 0, worst_cache = 0;
+      for (index_t b = 0; b < batch; ++b) {
+        std::vector<long> ids(tokens.values().begin() + b * length, tokens.values().begin() + (b + 1) * length);
+        const auto want = oracle::lm_forward(reference, ids, oracle_caches[b]);
+        for (index_t t = 0; t < length; ++t)
+          for (index_t v = 0; v < c.config.vocab_size; ++v)
+            worst = std::max(worst, std::abs(logprobs(b, t, v) - want[t][v]));
+        for (index_t i = 0; i < c.config.n_layer; ++i)
+          for (index_t t = 0; t < c.config.mem_len; ++t)
+            for (index_t f = 0; f < c.config.d_model; ++f)
+              worst_cache = std::max(worst_cache, std::abs(state.caches[i](b, t, f) - oracle_caches[b][i][t][f]));
+      }
+      INFO("case " << k << ", segment of " << length);
+      CHECK(worst < 5e-5);
+      CHECK(worst_cache < 5e-5);
+    }
+  }
+}
+
+TEST_CASE("language model input errors", "[causal][lm][errors]") {
+  using Catch::Matchers::Contains;
+  const causal::LmConfig config{5, 8, 2, 8, 1, 4, 2, 1, 4, true, true, false, -1, -1, 0};
+  const causal::TransformerLSModel<lsattn::cpu, float> model(config, causal::LmWeights<float>::random(config, 1));
+  auto state = model.initial_state(1);
+  Tensor<std::int64_t, 2> tokens(Shape<2>{1, 4}, 1);
+  tokens(0, 2) = 5;
+  CHECK_THROWS_WITH(model.forward(tokens.view(), state), Contains("id 5") && Contains("(0, 2)") && Contains("[0, 5)"));
+  tokens(0, 2) = -1;
+  CHECK_THROWS_WITH(model.forward(tokens.view(), state), Contains("id -1"));
+  tokens(0, 2) = 0;
+  auto wrong_batch = model.initial_state(2);
+  CHECK_THROWS_WITH(model.forward(tokens.view(), wrong_batch), Contains("state") && Contains("(2, 4, 8)"));
+  causal::LmState<float> empty;
+  CHECK_THROWS_WITH(model.forward(tokens.view(), empty), Contains("initial_state"));
+  causal::LmConfig bad = config;
+  bad.mem_len = 3;
+  CHECK_THROWS_WITH((causal::TransformerLSModel<lsattn::cpu, float>(bad, causal::LmWeights<float>::random(config, 1))),
+                    Contains("mem_len"));
 }

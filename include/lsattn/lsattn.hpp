@@ -7,5 +7,6 @@
 #include "lsattn/core/tensor.hpp"
 #include "lsattn/cpu.hpp"
 #include "lsattn/models/causal.hpp"
+#include "lsattn/models/causal_lm.hpp"
 #include "lsattn/models/lra.hpp"
 #include "lsattn/version.hpp"

@@ -24,6 +24,12 @@ struct LinearOp {
   static_assert(always_false<Backend>, "lsattn: no linear layer for this backend; include its header");
 };
 
+// Row-wise LayerNorm on a backend.
+template <class Backend>
+struct LayerNormOp {
+  static_assert(always_false<Backend>, "lsattn: no LayerNorm for this backend; include its header");
+};
+
 // Chunk compression (spec §2.4 steps 2, 4) on a backend.
 template <class Backend>
 struct CompressChunksOp {

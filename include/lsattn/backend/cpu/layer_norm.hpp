@@ -1,8 +1,11 @@
 #pragma once
 // Row-wise affine LayerNorm on the CPU (biased variance, as torch.nn.LayerNorm).
+#include <algorithm>
 #include <cmath>
 
+#include "lsattn/backend/cpu/parallel.hpp"
 #include "lsattn/core/tensor.hpp"
+#include "lsattn/detail/executor.hpp"
 #include "lsattn/policy/combiner.hpp"
 
 namespace lsattn::cpu_detail {
@@ -28,3 +31,21 @@ void layer_norm_rows(const T* in, T* out, index_t rows, index_t width, const Lay
 }
 
 }  // namespace lsattn::cpu_detail
+
+namespace lsattn::detail {
+
+template <>
+struct LayerNormOp<cpu> {
+  // Fixed row blocks, so the result is the same for any thread count.
+  template <class T>
+  static void run(const T* in, T* out, index_t rows, index_t width, const LayerNormParams<T, host_space>& params,
+                  int threads = 0) {
+    constexpr index_t block = 256;
+    cpu_detail::parallel_for((rows + block - 1) / block, threads, [&](index_t i) {
+      const index_t first = i * block;
+      cpu_detail::layer_norm_rows(in + first * width, out + first * width, std::min(block, rows - first), width, params);
+    });
+  }
+};
+
+}  // namespace lsattn::detail

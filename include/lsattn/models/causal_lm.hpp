@@ -1,0 +1,257 @@
+#pragma once
+// The character-level Transformer-LS language model (autoregressive/model_lib/model.py::
+// TransformerLSModel, spec §2.5–2.6): embedding·√D, causal Transformer-LS layers with a
+// Transformer-XL memory of the last mem_len layer inputs, tied output embedding, log-softmax.
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <numeric>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "lsattn/core/error.hpp"
+#include "lsattn/core/tensor.hpp"
+#include "lsattn/models/causal.hpp"
+
+namespace lsattn::models::causal {
+
+struct LmConfig {
+  index_t vocab_size = 256;
+  index_t d_model = 512;
+  index_t n_head = 8;
+  index_t d_inner = 2048;
+  index_t n_layer = 12;
+  index_t mem_len = 2048;
+  index_t chunk_size = 16;
+  index_t chunk_rank = 1;
+  index_t window_len = 512;
+  bool pre_ln = true;
+  bool use_gelu = true;
+  bool use_bias = false;
+  index_t clamp_len = -1;
+  index_t cpos_clamp_len = -1;
+  int threads = 0;
+
+  Config layer() const {
+    return {n_head, d_model, chunk_size, chunk_rank, window_len, use_bias, clamp_len, cpos_clamp_len, threads};
+  }
+  void validate() const {
+    layer().validate();
+    require(vocab_size >= 1, "vocab_size: must be >= 1, got ", vocab_size);
+    require(d_inner >= 1, "d_inner: must be >= 1, got ", d_inner);
+    require(n_layer >= 1, "n_layer: must be >= 1, got ", n_layer);
+    require(mem_len >= 0 && mem_len % chunk_size == 0, "mem_len (", mem_len,
+            ") must be a non-negative multiple of chunk_size (", chunk_size, ")");
+  }
+};
+
+template <class T = float>
+struct LmLayerWeights {
+  Weights<T> attn;
+  Tensor<T, 1> norm1_weight, norm1_bias, norm2_weight, norm2_bias;
+  Tensor<T, 2> fc1_weight, fc2_weight;
+  Tensor<T, 1> fc1_bias, fc2_bias;
+};
+
+// Parameters under their state_dict names (spec §2.6). `out_emb.weight` is tied to
+// `in_emb.weight` and not stored separately.
+template <class T = float>
+struct LmWeights {
+  Tensor<T, 2> in_emb;        // in_emb.weight [vocab, D]
+  Tensor<T, 1> out_emb_bias;  // out_emb.bias [vocab]
+  std::vector<LmLayerWeights<T>> layers;
+
+  template <class Visitor>
+  void for_each(const LmConfig& config, Visitor&& visit) {
+    const index_t d = config.d_model;
+    visit("in_emb.weight", in_emb, Shape<2>{config.vocab_size, d});
+    visit("out_emb.bias", out_emb_bias, Shape<1>{config.vocab_size});
+    layers.resize(static_cast<std::size_t>(config.n_layer));
+    for (index_t i = 0; i < config.n_layer; ++i) {
+      const std::string prefix = "layers." + std::to_string(i) + ".";
+      auto& layer = layers[static_cast<std::size_t>(i)];
+      layer.attn.for_each(config.layer(), [&](const std::string& name, auto& tensor, const auto& shape) {
+        visit(prefix + "attn." + name, tensor, shape);
+      });
+      visit(prefix + "norm1.weight", layer.norm1_weight, Shape<1>{d});
+      visit(prefix + "norm1.bias", layer.norm1_bias, Shape<1>{d});
+      visit(prefix + "norm2.weight", layer.norm2_weight, Shape<1>{d});
+      visit(prefix + "norm2.bias", layer.norm2_bias, Shape<1>{d});
+      visit(prefix + "ff.fc1.weight", layer.fc1_weight, Shape<2>{config.d_inner, d});
+      visit(prefix + "ff.fc1.bias", layer.fc1_bias, Shape<1>{config.d_inner});
+      visit(prefix + "ff.fc2.weight", layer.fc2_weight, Shape<2>{d, config.d_inner});
+      visit(prefix + "ff.fc2.bias", layer.fc2_bias, Shape<1>{d});
+    }
+  }
+
+  // Deterministic random parameters: matrices ~ N(0, 1/√fan_in), embedding ~ N(0, 0.02·…),
+  // LN weight ~ N(1, 0.1), every other vector ~ N(0, 0.1).
+  static LmWeights random(const LmConfig& config, std::uint64_t seed) {
+    LmWeights weights;
+    std::mt19937_64 generator(seed);
+    weights.for_each(config, [&](const std::string& name, auto& tensor, const auto& shape) {
+      const bool norm_weight = name.find("norm") != std::string::npos && name.ends_with(".weight");
+      double stddev = 0.1;
+      if (name == "in_emb.weight") stddev = 1.0 / static_cast<double>(config.d_model);
+      else if (shape.size() == 2) stddev = 1.0 / std::sqrt(static_cast<double>(shape[1]));
+      std::normal_distribution<double> normal(norm_weight ? 1.0 : 0.0, stddev);
+      tensor = std::remove_reference_t<decltype(tensor)>(shape);
+      for (auto& v : tensor.values()) v = static_cast<T>(normal(generator));
+    });
+    return weights;
+  }
+};
+
+// The memory carried from segment to segment: per layer, the last mem_len inputs (B, mem_len, D).
+template <class T = float>
+struct LmState {
+  std::vector<Tensor<T, 3>> caches;
+};
+
+template <class Backend, class T = float>
+class TransformerLSModel {
+ public:
+  TransformerLSModel(const LmConfig& config, LmWeights<T> weights)
+      : config_((config.validate(), config)), weights_(std::move(weights)) {
+    weights_.for_each(config_, [](const std::string& name, const auto& tensor, const auto& shape) {
+      require(tensor.shape() == shape, "weight ", name, ": expected shape ", to_string(shape), ", got ",
+              to_string(tensor.shape()));
+    });
+    // The attention layers take their parameters over; weights_ keeps the rest.
+    for (auto& layer : weights_.layers) attention_.emplace_back(config_.layer(), std::move(layer.attn));
+  }
+
+  const LmConfig& config() const { return config_; }
+
+  // The published start of a stream: every layer's memory is zeros (spec §2.6).
+  LmState<T> initial_state(index_t batch) const {
+    require(batch >= 1, "batch: must be >= 1, got ", batch);
+    LmState<T> state;
+    for (index_t i = 0; i < config_.n_layer; ++i) state.caches.emplace_back(Shape<3>{batch, config_.mem_len, config_.d_model});
+    return state;
+  }
+
+  // Log-probabilities (B, L, vocab) of the next token at every position of the segment
+  // tokens (B, L); `state` is read and replaced by the memory after this segment.
+  Tensor<T, 3> forward(HostView<const std::int64_t, 2> tokens, LmState<T>& state) const {
+    const index_t batch = tokens.extent(0), length = tokens.extent(1), d = config_.d_model;
+    require(batch >= 1 && length >= 1, "tokens: expected a non-empty (B, L) segment, got ", to_string(tokens.shape()));
+    require(tokens.data() != nullptr, "tokens: null data pointer");
+    require(static_cast<index_t>(state.caches.size()) == config_.n_layer, "state: holds ", state.caches.size(),
+            " layer caches, the model has n_layer = ", config_.n_layer, " (start from initial_state())");
+    for (const auto& cache : state.caches) {
+      require(cache.shape() == Shape<3>{batch, config_.mem_len, d}, "state: a layer cache has shape ",
+              to_string(cache.shape()), ", expected ", to_string(Shape<3>{batch, config_.mem_len, d}));
+    }
+    for (index_t i = 0; i < tokens.size(); ++i) {
+      const std::int64_t id = tokens.data()[i];
+      require(id >= 0 && id < config_.vocab_size, "tokens: id ", id, " at (", i / length, ", ", i % length,
+              ") is outside the vocabulary [0, ", config_.vocab_size, ")");
+    }
+
+    // Published padding (spec §2.5): only when L % l != 0, with token 0 up to a multiple of
+    // lcm(l, w). The padded tokens are cut from the output but enter the next memory, as published.
+    const index_t l = config_.chunk_size, unit = std::lcm(l, config_.window_len);
+    const index_t padded = length % l == 0 ? length : length + unit - length % unit;
+
+    Tensor<T, 3> h(Shape<3>{batch, padded, d});
+    const T embed_scale = static_cast<T>(std::sqrt(static_cast<double>(d)));
+    for (index_t b = 0; b < batch; ++b)
+      for (index_t t = 0; t < padded; ++t) {
+        const std::int64_t id = t < length ? tokens(b, t) : 0;
+        for (index_t f = 0; f < d; ++f) h(b, t, f) = weights_.in_emb(id, f) * embed_scale;
+      }
+
+    for (index_t i = 0; i < config_.n_layer; ++i) {
+      const auto& layer = weights_.layers[static_cast<std::size_t>(i)];
+      Tensor<T, 3>& cache = state.caches[static_cast<std::size_t>(i)];
+      Tensor<T, 3> next_cache = last_rows(cache, h, config_.mem_len);  // taken before the layer runs
+      h = run_layer(i, layer, h, cache);
+      cache = std::move(next_cache);
+    }
+
+    // Tied output embedding with its own bias, then log-softmax over the vocabulary.
+    const index_t vocab = config_.vocab_size;
+    Tensor<T, 3> logits(Shape<3>{batch, padded, vocab});
+    linear(h.data(), batch * padded, weights_.in_emb, weights_.out_emb_bias, logits.data());
+    Tensor<T, 3> out(Shape<3>{batch, length, vocab});
+    for (index_t b = 0; b < batch; ++b)
+      for (index_t t = 0; t < length; ++t) {
+        const T* row = &logits(b, t, 0);
+        const T top = *std::max_element(row, row + vocab);
+        double total = 0;
+        for (index_t v = 0; v < vocab; ++v) total += std::exp(static_cast<double>(row[v] - top));
+        const T log_total = static_cast<T>(std::log(total));
+        for (index_t v = 0; v < vocab; ++v) out(b, t, v) = row[v] - top - log_total;
+      }
+    return out;
+  }
+
+ private:
+  void linear(const T* x, index_t rows, const Tensor<T, 2>& w, const Tensor<T, 1>& bias, T* y) const {
+    detail::LinearOp<Backend>::run(x, rows, w.extent(1), w.data(), bias.size() ? bias.data() : nullptr, w.extent(0), y,
+                                   config_.threads);
+  }
+
+  void layer_norm(Tensor<T, 3>& x, const Tensor<T, 1>& weight, const Tensor<T, 1>& bias) const {
+    const LayerNormParams<T, host_space> params{weight.view(), bias.view(), 1e-5};
+    detail::LayerNormOp<Backend>::run(x.data(), x.data(), x.extent(0) * x.extent(1), x.extent(2), params,
+                                      config_.threads);
+  }
+
+  // The last `count` rows of [cache; h] per batch item.
+  static Tensor<T, 3> last_rows(const Tensor<T, 3>& cache, const Tensor<T, 3>& h, index_t count) {
+    const index_t batch = h.extent(0), d = h.extent(2), m = cache.extent(1), length = h.extent(1);
+    Tensor<T, 3> out(Shape<3>{batch, count, d});
+    for (index_t b = 0; b < batch; ++b)
+      for (index_t i = 0; i < count; ++i) {
+        const index_t row = m + length - count + i;  // row of [cache; h]
+        const T* source = row < m ? &cache(b, row, 0) : &h(b, row - m, 0);
+        std::copy_n(source, d, &out(b, i, 0));
+      }
+    return out;
+  }
+
+  // One layer (spec §2.6). pre_ln: hn = LN1(h), h = hn + attn(hn, LN1(cache)), hn2 = LN2(h),
+  // out = hn2 + ff(hn2). Otherwise: h = LN1(h + attn(h, cache)), out = LN2(h + ff(h)).
+  Tensor<T, 3> run_layer(index_t index, const LmLayerWeights<T>& layer, Tensor<T, 3> h, const Tensor<T, 3>& cache) const {
+    const auto& attention = attention_[static_cast<std::size_t>(index)];
+    if (config_.pre_ln) {
+      Tensor<T, 3> normalized_cache = cache;
+      layer_norm(h, layer.norm1_weight, layer.norm1_bias);
+      layer_norm(normalized_cache, layer.norm1_weight, layer.norm1_bias);
+      add(h, attention.forward(h.view(), normalized_cache.view()));
+      layer_norm(h, layer.norm2_weight, layer.norm2_bias);
+      add(h, feed_forward(layer, h));
+    } else {
+      add(h, attention.forward(h.view(), cache.view()));
+      layer_norm(h, layer.norm1_weight, layer.norm1_bias);
+      add(h, feed_forward(layer, h));
+      layer_norm(h, layer.norm2_weight, layer.norm2_bias);
+    }
+    return h;
+  }
+
+  Tensor<T, 3> feed_forward(const LmLayerWeights<T>& layer, const Tensor<T, 3>& x) const {
+    const index_t rows = x.extent(0) * x.extent(1);
+    Tensor<T, 3> hidden(Shape<3>{x.extent(0), x.extent(1), config_.d_inner}), out(x.shape());
+    linear(x.data(), rows, layer.fc1_weight, layer.fc1_bias, hidden.data());
+    for (T& v : hidden.values()) {
+      // GELU in its exact erf form, as published; or ReLU.
+      v = config_.use_gelu ? static_cast<T>(0.5 * v * (1.0 + std::erf(v / std::sqrt(2.0)))) : std::max(v, T(0));
+    }
+    linear(hidden.data(), rows, layer.fc2_weight, layer.fc2_bias, out.data());
+    return out;
+  }
+
+  static void add(Tensor<T, 3>& target, const Tensor<T, 3>& source) {
+    for (index_t i = 0; i < target.size(); ++i) target.values()[i] += source.values()[i];
+  }
+
+  LmConfig config_;
+  LmWeights<T> weights_;
+  std::vector<ChunkedLSAttention<Backend, T>> attention_;
+};
+
+}  // namespace lsattn::models::causal
