@@ -212,3 +212,162 @@ TEST_CASE("CLI error paths give clear messages", "[cli][errors]") {
     CHECK_THAT(run(run_args(weights, empty, output)).err, Contains("sequence length"));
   }
 }
+
+namespace {
+
+namespace causal = lsattn::models::causal;
+
+// A small random language model written with its metadata, as an exporter would.
+std::string write_model(const causal::LmConfig& config, const std::string& name, std::uint64_t seed,
+                        const std::map<std::string, std::string>& extra = {}) {
+  SafeTensorsWriter writer;
+  const auto weights = causal::LmWeights<float>::random(config, seed);
+  lsattn::io::save_parameters(writer, weights, config);
+  const std::map<std::string, std::string> metadata{
+      {"d_model", std::to_string(config.d_model)},     {"n_head", std::to_string(config.n_head)},
+      {"d_inner", std::to_string(config.d_inner)},     {"n_layer", std::to_string(config.n_layer)},
+      {"vocab_size", std::to_string(config.vocab_size)}, {"mem_len", std::to_string(config.mem_len)},
+      {"chunk_size", std::to_string(config.chunk_size)}, {"chunk_rank", std::to_string(config.chunk_rank)},
+      {"window_len", std::to_string(config.window_len)}, {"pre_ln", config.pre_ln ? "True" : "False"},
+      {"use_gelu", config.use_gelu ? "true" : "false"}, {"use_bias", config.use_bias ? "true" : "false"},
+      {"clamp_len", "-1"}, {"cpos_clamp_len", "-1"}};
+  for (const auto& [k, v] : metadata) writer.set_metadata(k, v);
+  for (const auto& [k, v] : extra) writer.set_metadata(k, v);
+  const auto path = scratch(name).string();
+  writer.write(path);
+  return path;
+}
+
+const causal::LmConfig small_lm{256, 8, 2, 16, 2, 8, 4, 1, 8, true, true, false, -1, -1, 0};
+
+double parse_bpc(const std::string& text) {
+  const auto at = text.find("bpc ");
+  REQUIRE(at != std::string::npos);
+  return std::stod(text.substr(at + 4));
+}
+
+}  // namespace
+
+TEST_CASE("lm runs segments with the memory carried over", "[cli][lm]") {
+  const auto weights = write_model(small_lm, "lm_weights.safetensors", 3);
+  SafeTensorsWriter inputs;
+  Tensor<std::int64_t, 2> first(Shape<2>{2, 8}), second(Shape<2>{2, 5});
+  for (index_t i = 0; i < first.size(); ++i) first.values()[i] = (i * 37) % 256;
+  for (index_t i = 0; i < second.size(); ++i) second.values()[i] = (i * 11 + 5) % 256;
+  inputs.add("input.tokens.0", first);
+  inputs.add("input.tokens.1", second);
+  const auto input = scratch("lm_input.safetensors").string();
+  inputs.write(input);
+  const auto output = scratch("lm_output.safetensors").string();
+  const Result result = run({"lm", "--weights", weights, "--input", input, "--output", output});
+  REQUIRE(result.err == "");
+  REQUIRE(result.code == 0);
+
+  // The same computation through the library API.
+  const causal::TransformerLSModel<lsattn::cpu, float> model(small_lm, causal::LmWeights<float>::random(small_lm, 3));
+  auto state = model.initial_state(2);
+  const auto got = SafeTensorsFile::open(output);
+  const auto want0 = model.forward(first.view(), state);
+  const auto want1 = model.forward(second.view(), state);
+  CHECK(got.load_float<3>("output.logprobs.0").values() == want0.values());
+  CHECK(got.load_float<3>("output.logprobs.1").values() == want1.values());
+  CHECK(got.load_float<3>("output.cache.1.1").values() == state.caches[1].values());
+  CHECK(got.contains("output.cache.0.0"));
+
+  SECTION("errors") {
+    const Result bad_flag = run({"lm", "--weights", weights, "--input", input, "--output", output, "--pooling", "cls"});
+    CHECK(bad_flag.code != 0);
+    const Result wrong_vocab = run({"lm", "--weights", weights, "--input", input, "--output", output, "--vocab", "100"});
+    CHECK(wrong_vocab.code == 1);
+    CHECK_THAT(wrong_vocab.err, Contains("in_emb.weight") && Contains("(100, 8)"));
+    const Result bool_flag = run({"lm", "--weights", weights, "--input", input, "--output", output, "--pre-ln", "maybe"});
+    CHECK_THAT(bool_flag.err, Contains("pre_ln") && Contains("maybe") && Contains("command line"));
+    SafeTensorsWriter bad_inputs;
+    Tensor<std::int64_t, 2> out_of_range(Shape<2>{1, 4}, 300);
+    bad_inputs.add("input.tokens.0", out_of_range);
+    const auto bad = scratch("lm_bad_input.safetensors").string();
+    bad_inputs.write(bad);
+    CHECK_THAT(run({"lm", "--weights", weights, "--input", bad, "--output", output}).err, Contains("id 300"));
+    SafeTensorsWriter float_inputs;
+    float_inputs.add("input.tokens.0", Tensor<float, 2>(Shape<2>{1, 4}, 1.0f));
+    const auto floats = scratch("lm_float_input.safetensors").string();
+    float_inputs.write(floats);
+    CHECK_THAT(run({"lm", "--weights", weights, "--input", floats, "--output", output}).err, Contains("F32"));
+  }
+}
+
+TEST_CASE("eval-bpc scores a text with the memory carried over", "[cli][lm][bpc]") {
+  const auto weights = write_model(small_lm, "bpc_weights.safetensors", 5, {{"tokens_per_sample", "16"}});
+  std::string text;
+  for (int i = 0; i < 300; ++i) text += "the quick brown fox " + std::to_string(i) + "\n";
+  const auto path = scratch("bpc_text.txt").string();
+  std::ofstream(path, std::ios::binary) << text;
+
+  const Result result = run({"eval-bpc", "--weights", weights, "--text", path, "--no-progress", "--max-bytes", "1000"});
+  REQUIRE(result.err == "");
+  REQUIRE(result.code == 0);
+  const double bpc = parse_bpc(result.out);
+
+  // Independently: segments of 16 bytes, each byte predicted from the previous one (the first
+  // from the newline start symbol), the memory carried over.
+  const causal::TransformerLSModel<lsattn::cpu, float> model(small_lm, causal::LmWeights<float>::random(small_lm, 5));
+  auto state = model.initial_state(1);
+  double nats = 0;
+  std::int64_t previous = 10;
+  for (index_t start = 0; start < 1000; start += 16) {
+    const index_t count = std::min<index_t>(16, 1000 - start);
+    Tensor<std::int64_t, 2> inputs(Shape<2>{1, count});
+    for (index_t i = 0; i < count; ++i) inputs(0, i) = i == 0 ? previous : static_cast<unsigned char>(text[start + i - 1]);
+    previous = static_cast<unsigned char>(text[start + count - 1]);
+    const auto logprobs = model.forward(inputs.view(), state);
+    for (index_t i = 0; i < count; ++i) nats -= logprobs(0, i, static_cast<unsigned char>(text[start + i]));
+  }
+  CHECK(bpc == Approx(nats / std::log(2.0) / 1000).epsilon(1e-5));
+  CHECK(bpc > 4.0);  // an untrained model is close to uniform over 256 bytes (8 bits)
+
+  SECTION("the progress bar goes to stderr") {
+    const Result shown = run({"eval-bpc", "--weights", weights, "--text", path, "--max-bytes", "100"});
+    CHECK(shown.code == 0);
+    CHECK_THAT(shown.err, Contains("bytes/s") && Contains("100/100"));
+  }
+  SECTION("errors") {
+    CHECK_THAT(run({"eval-bpc", "--weights", weights, "--text", "/nonexistent.txt"}).err, Contains("/nonexistent.txt"));
+    const auto empty = scratch("empty.txt").string();
+    std::ofstream(empty).close();
+    CHECK_THAT(run({"eval-bpc", "--weights", weights, "--text", empty}).err, Contains("empty"));
+    CHECK_THAT(run({"eval-bpc", "--weights", weights, "--text", path, "--tokens-per-sample", "-3"}).err,
+               Contains("--tokens-per-sample"));
+    causal::LmConfig tiny = small_lm;
+    tiny.vocab_size = 100;
+    const auto tiny_weights = write_model(tiny, "bpc_tiny.safetensors", 1);
+    CHECK_THAT(run({"eval-bpc", "--weights", tiny_weights, "--text", path}).err, Contains("vocab_size") && Contains("--dict"));
+    CHECK_THAT(run({"eval-bpc", "--weights", weights, "--text", path, "--dict", "/nonexistent.dict"}).err,
+               Contains("--dict"));
+  }
+}
+
+TEST_CASE("eval-bpc maps bytes through a fairseq dictionary", "[cli][lm][bpc]") {
+  causal::LmConfig config = small_lm;
+  config.vocab_size = 8;
+  const auto weights = write_model(config, "bpc_dict_weights.safetensors", 9);
+  const auto dict = scratch("dict.txt").string();
+  std::ofstream(dict) << "116 500\n104 400\n101 300\n";  // 't', 'h', 'e' → ids 4, 5, 6
+  const auto path = scratch("dict_text.txt").string();
+  std::ofstream(path, std::ios::binary) << "the\nthe x";
+  const Result result = run({"eval-bpc", "--weights", weights, "--text", path, "--dict", dict, "--no-progress",
+                             "--tokens-per-sample", "4"});
+  REQUIRE(result.err == "");
+  // </s> = 2 for the newline and as the start symbol; <unk> = 3 for ' ' and 'x'.
+  const std::vector<std::int64_t> ids{4, 5, 6, 2, 4, 5, 6, 3, 3};
+  const causal::TransformerLSModel<lsattn::cpu, float> model(config, causal::LmWeights<float>::random(config, 9));
+  auto state = model.initial_state(1);
+  double nats = 0;
+  for (index_t start = 0; start < 9; start += 4) {
+    const index_t count = std::min<index_t>(4, 9 - start);
+    Tensor<std::int64_t, 2> inputs(Shape<2>{1, count});
+    for (index_t i = 0; i < count; ++i) inputs(0, i) = start + i == 0 ? 2 : ids[start + i - 1];
+    const auto logprobs = model.forward(inputs.view(), state);
+    for (index_t i = 0; i < count; ++i) nats -= logprobs(0, i, ids[start + i]);
+  }
+  CHECK(parse_bpc(result.out) == Approx(nats / std::log(2.0) / 9).epsilon(1e-5));
+}

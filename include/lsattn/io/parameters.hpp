@@ -1,0 +1,35 @@
+#pragma once
+// Loading a model's parameters from a safetensors file by their published state_dict names.
+#include <string>
+#include <tuple>
+#include <type_traits>
+
+#include "lsattn/core/error.hpp"
+#include "lsattn/io/safetensors.hpp"
+
+namespace lsattn::io {
+
+// Weights::for_each(config, visit) names every parameter with its expected shape; each is
+// read as `prefix + name` (F32, F16 or BF16, converted to float) and its shape checked.
+template <class Weights, class Config>
+Weights load_parameters(const SafeTensorsFile& file, const Config& config, const std::string& prefix = "") {
+  Weights weights;
+  weights.for_each(config, [&](const std::string& name, auto& tensor, const auto& shape) {
+    const std::string full = prefix + name;
+    require(file.contains(full), "weights ", file.source(), ": missing tensor '", full, "' (expected shape ",
+            to_string(shape), ")", prefix.empty() ? "; if the layer sits inside a model, pass its prefix" : "");
+    tensor = file.load_float<std::tuple_size_v<std::remove_cvref_t<decltype(shape)>>>(full, shape);
+  });
+  return weights;
+}
+
+// The inverse: adds every parameter of `weights` to `writer` as `prefix + name`.
+template <class Weights, class Config>
+void save_parameters(SafeTensorsWriter& writer, const Weights& weights, const Config& config, const std::string& prefix = "") {
+  // for_each only resizes the layer list of an empty Weights; a filled one is not modified.
+  const_cast<Weights&>(weights).for_each(config, [&](const std::string& name, const auto& tensor, const auto&) {
+    writer.add(prefix + name, tensor);
+  });
+}
+
+}  // namespace lsattn::io

@@ -1,0 +1,72 @@
+#pragma once
+// Loading the causal layer and the language model from safetensors checkpoints exported from
+// PyTorch, under the published state_dict names, with hyperparameters from `__metadata__`.
+#include <string>
+
+#include "lsattn/io/hyperparameters.hpp"
+#include "lsattn/io/parameters.hpp"
+#include "lsattn/io/safetensors.hpp"
+#include "lsattn/models/causal.hpp"
+#include "lsattn/models/causal_lm.hpp"
+
+namespace lsattn::models::causal {
+
+// Published names (spec §2.1, §2.7): n_head, d_model, chunk_size, chunk_rank, window_len are
+// required; use_bias defaults to false, clamp_len and cpos_clamp_len to -1 (no clamp).
+inline Config layer_config_from(const io::Hyperparameters& values) {
+  Config config;
+  config.n_head = values.required_integer("n_head", "--heads");
+  config.d_model = values.required_integer("d_model", "--dim");
+  config.chunk_size = values.required_integer("chunk_size", "--chunk");
+  config.chunk_rank = values.required_integer("chunk_rank", "--rank");
+  config.window_len = values.required_integer("window_len", "--window");
+  config.use_bias = values.boolean("use_bias").value_or(false);
+  config.clamp_len = values.integer("clamp_len").value_or(-1);
+  config.cpos_clamp_len = values.integer("cpos_clamp_len").value_or(-1);
+  config.validate();
+  return config;
+}
+
+// The model adds d_inner, n_layer, vocab_size, mem_len (required), pre_ln and use_gelu
+// (default true, as in every published run).
+inline LmConfig lm_config_from(const io::Hyperparameters& values) {
+  const Config layer = layer_config_from(values);
+  LmConfig config;
+  config.n_head = layer.n_head;
+  config.d_model = layer.d_model;
+  config.chunk_size = layer.chunk_size;
+  config.chunk_rank = layer.chunk_rank;
+  config.window_len = layer.window_len;
+  config.use_bias = layer.use_bias;
+  config.clamp_len = layer.clamp_len;
+  config.cpos_clamp_len = layer.cpos_clamp_len;
+  config.d_inner = values.required_integer("d_inner", "--inner");
+  config.n_layer = values.required_integer("n_layer", "--layers");
+  config.vocab_size = values.required_integer("vocab_size", "--vocab");
+  config.mem_len = values.required_integer("mem_len", "--mem-len");
+  config.pre_ln = values.boolean("pre_ln").value_or(true);
+  config.use_gelu = values.boolean("use_gelu").value_or(true);
+  config.validate();
+  return config;
+}
+
+inline Weights<float> load_layer_weights(const io::SafeTensorsFile& file, const Config& config,
+                                         const std::string& prefix = "") {
+  config.validate();
+  return io::load_parameters<Weights<float>>(file, config, prefix);
+}
+
+// `out_emb.weight` is tied to `in_emb.weight`: when the file has it too, it must be equal.
+inline LmWeights<float> load_lm_weights(const io::SafeTensorsFile& file, const LmConfig& config,
+                                        const std::string& prefix = "") {
+  config.validate();
+  LmWeights<float> weights = io::load_parameters<LmWeights<float>>(file, config, prefix);
+  if (file.contains(prefix + "out_emb.weight")) {
+    const auto out_emb = file.load_float<2>(prefix + "out_emb.weight", weights.in_emb.shape());
+    require(out_emb.values() == weights.in_emb.values(), "weights ", file.source(), ": '", prefix,
+            "out_emb.weight' differs from '", prefix, "in_emb.weight', but the published model ties them");
+  }
+  return weights;
+}
+
+}  // namespace lsattn::models::causal
