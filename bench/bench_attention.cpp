@@ -6,6 +6,10 @@
 //   compression  2·2·L·r·D                   K̄ = Pᵀ K and V̄ = Pᵀ V
 //   attention    2·2·L·D·(r + w + 2·ext)     scores and P·V over the keys of a full block
 //   full layer   2·L·4·D² + 2·2·L²·D
+//   causal layer projections of queries, window rows (min(M, w) + L, keys and values), cache
+//                summaries and outputs, dconv_1 on cache and segment, the position tables, and
+//                per query 2·D·(3·w + 3·k) for its w window keys and k visible compressed keys
+//                (content, position and value terms)
 #include <benchmark/benchmark.h>
 
 #include <random>
@@ -88,6 +92,26 @@ void BM_Gemm(benchmark::State& state) {
 }
 
 // (batch, length) pairs from 1K tokens up to max_tokens tokens per call.
+// The published enwik8 layer (D = 512, 8 heads, l = 16, r = 1, w = 512) on a segment of L
+// tokens after a memory of M = 2048.
+void BM_CausalLayer(benchmark::State& state) {
+  const index_t length = state.range(0), cache = 2048;
+  const lsattn::models::causal::Config config{8, 512, 16, 1, 512, false, -1, -1, 0};
+  const lsattn::models::causal::ChunkedLSAttention<lsattn::cpu, float> layer(
+      config, lsattn::models::causal::Weights<float>::random(config, 1));
+  const auto h = random_tensor(Shape<3>{1, length, 512}, 2);
+  const auto memory = random_tensor(Shape<3>{1, cache, 512}, 3);
+  const std::size_t before = lsattn_bench::current_heap_bytes();
+  lsattn_bench::reset_peak_heap();
+  for (auto _ : state) benchmark::DoNotOptimize(layer.forward(h.view(), memory.view()));
+  const double d = 512, w = 512, window_rows = std::min<double>(cache, w) + length;
+  const double chunks = static_cast<double>((cache + length) / 16);
+  double flops = 2 * d * d * (2.0 * length + 2 * window_rows + 2 * cache / 16.0) + 2 * d * 8 * (cache + length) +
+                 2 * d * d * (w + chunks);
+  for (index_t t = 0; t < length; ++t) flops += 2 * d * (3 * w + 3 * static_cast<double>((cache + t) / 16));
+  report(state, flops, length, before);
+}
+
 void lengths(benchmark::internal::Benchmark* b, index_t max_length, index_t max_tokens) {
   for (index_t batch : {1, 8})
     for (index_t length = 1024; length <= max_length; length *= 2)
@@ -99,5 +123,7 @@ void lengths(benchmark::internal::Benchmark* b, index_t max_length, index_t max_
 BENCHMARK(BM_Gemm)->Arg(16384)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_LongShortLayer)->Apply([](auto* b) { lengths(b, 65536, 131072); })->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_FullAttentionLayer)->Apply([](auto* b) { lengths(b, 16384, 16384); })->Unit(benchmark::kMillisecond)->UseRealTime();
+
+BENCHMARK(BM_CausalLayer)->RangeMultiplier(2)->Range(1024, 16384)->Unit(benchmark::kMillisecond)->UseRealTime();
 
 BENCHMARK_MAIN();

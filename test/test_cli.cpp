@@ -371,3 +371,64 @@ TEST_CASE("eval-bpc maps bytes through a fairseq dictionary", "[cli][lm][bpc]") 
   }
   CHECK(parse_bpc(result.out) == Approx(nats / std::log(2.0) / 9).epsilon(1e-5));
 }
+
+namespace {
+
+double relative_difference(const Tensor<float, 3>& got, const Tensor<float, 3>& want) {
+  REQUIRE(got.shape() == want.shape());
+  double scale = 1e-6, worst = 0;
+  for (float v : want.values()) scale = std::max(scale, static_cast<double>(std::abs(v)));
+  for (index_t i = 0; i < got.size(); ++i)
+    worst = std::max(worst, static_cast<double>(std::abs(got.values()[i] - want.values()[i])));
+  return worst / scale;
+}
+
+}  // namespace
+
+TEST_CASE("the CLI reproduces the PyTorch causal layer and model references", "[cli][golden][causal]") {
+  for (const char* name : {"basic", "bias_clamp", "short_segment", "rank2_big_cache"}) {
+    INFO("causal case " << name);
+    const std::string dir = "test/data/causal/" + std::string(name) + "/";
+    const auto output = scratch(std::string("causal_") + name + ".safetensors").string();
+    const Result result = run({"run", "--variant", "causal", "--weights", dir + "weights.safetensors", "--input",
+                               dir + "input.safetensors", "--output", output});
+    REQUIRE(result.err == "");
+    CHECK(relative_difference(SafeTensorsFile::open(output).load_float<3>("output.y"),
+                              SafeTensorsFile::open(dir + "expected.safetensors").load_float<3>("output.y")) < 1e-5);
+  }
+  for (const char* name : {"two_segments", "post_ln_relu", "short_last"}) {
+    INFO("lm case " << name);
+    const std::string dir = "test/data/lm/" + std::string(name) + "/";
+    const auto output = scratch(std::string("lm_") + name + ".safetensors").string();
+    const Result result = run({"lm", "--weights", dir + "weights.safetensors", "--input", dir + "input.safetensors",
+                               "--output", output});
+    REQUIRE(result.err == "");
+    const auto got = SafeTensorsFile::open(output);
+    const auto want = SafeTensorsFile::open(dir + "expected.safetensors");
+    CHECK(got.names() == want.names());
+    for (const auto& tensor : want.names()) {
+      INFO(tensor);
+      CHECK(relative_difference(got.load_float<3>(tensor), want.load_float<3>(tensor)) < 1e-5);
+    }
+  }
+}
+
+TEST_CASE("causal CLI error paths", "[cli][errors][causal]") {
+  const std::string dir = "test/data/causal/basic/";
+  const auto output = scratch("causal_errors.safetensors").string();
+  auto args = [&](std::vector<std::string> extra) {
+    std::vector<std::string> a{"run", "--variant", "causal", "--weights", dir + "weights.safetensors", "--input",
+                               dir + "input.safetensors", "--output", output};
+    a.insert(a.end(), extra.begin(), extra.end());
+    return a;
+  };
+  CHECK_THAT(run(args({"--pooling", "cls"})).err, Contains("--pooling") && Contains("does not apply"));
+  CHECK_THAT(run(args({"--chunk", "3"})).err, Contains("multiple of chunk_size"));
+  CHECK_THAT(run(args({"--use-bias", "true"})).err, Contains("proj_query.bias"));
+  CHECK_THAT(run(args({"--heads", "3"})).err, Contains("d_model") && Contains("n_head"));
+  CHECK_THAT(run(args({"--window", "zero"})).err, Contains("window_len") && Contains("zero"));
+  CHECK_THAT(run({"run", "--variant", "causal", "--weights", dir + "weights.safetensors", "--input",
+                  "test/data/lra/basic/input.safetensors", "--output", output})
+                 .err,
+             Contains("input.h"));
+}
