@@ -11,6 +11,7 @@
 #include "lsattn/core/checks.hpp"
 #include "lsattn/core/error.hpp"
 #include "lsattn/core/tensor.hpp"
+#include "lsattn/models/parameter_checks.hpp"
 #include "lsattn/policy/positions.hpp"
 
 namespace lsattn::models::causal {
@@ -108,10 +109,7 @@ class ChunkedLSAttention {
 
   ChunkedLSAttention(const Config& config, Weights<T> weights)
       : config_((config.validate(), config)), weights_(std::move(weights)), attention_(config.attention()) {
-    weights_.for_each(config_, [](const std::string& name, const auto& tensor, const auto& shape) {
-      require(tensor.shape() == shape, "weight ", name, ": expected shape ", to_string(shape), ", got ",
-              to_string(tensor.shape()));
-    });
+    detail::require_parameter_shapes(weights_, config_);
   }
 
   const Config& config() const { return config_; }

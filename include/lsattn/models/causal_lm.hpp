@@ -12,6 +12,7 @@
 
 #include "lsattn/core/error.hpp"
 #include "lsattn/core/tensor.hpp"
+#include "lsattn/models/parameter_checks.hpp"
 #include "lsattn/models/causal.hpp"
 
 namespace lsattn::models::causal {
@@ -114,10 +115,7 @@ class TransformerLSModel {
  public:
   TransformerLSModel(const LmConfig& config, LmWeights<T> weights)
       : config_((config.validate(), config)), weights_(std::move(weights)) {
-    weights_.for_each(config_, [](const std::string& name, const auto& tensor, const auto& shape) {
-      require(tensor.shape() == shape, "weight ", name, ": expected shape ", to_string(shape), ", got ",
-              to_string(tensor.shape()));
-    });
+    detail::require_parameter_shapes(weights_, config_);
     // The attention layers take their parameters over; weights_ keeps the rest.
     for (auto& layer : weights_.layers) attention_.emplace_back(config_.layer(), std::move(layer.attn));
   }
