@@ -15,11 +15,15 @@ def main(path):
         run = json.load(f)
     rows = {}
     gemm = None
+    causal = []
     for b in run["benchmarks"]:
         name = b["name"].replace("/real_time", "")
         parts = name.split("/")
         if parts[0] == "BM_Gemm":
             gemm = b["FLOP/s"]
+            continue
+        if parts[0] == "BM_CausalLayer":
+            causal.append((int(parts[1]), b))
             continue
         key = (int(parts[1]), int(parts[2]))
         rows.setdefault(key, {})[parts[0]] = b
@@ -44,6 +48,14 @@ def main(path):
                  if batch == 1 and "BM_LongShortLayer" in r}
     if 4096 in by_length and 65536 in by_length:
         print(f"\nLS time ratio t(64K)/t(4K), batch 1: **{by_length[65536] / by_length[4096]:.1f}** (16 would be exactly linear).")
+
+    if causal:
+        print("\nCausal layer (D = 512, 8 heads, l = 16, r = 1, w = 512, memory M = 2048, batch 1):\n")
+        print("| L | time (ms) | GFLOP/s | / GEMM | tokens/s | peak MiB |")
+        print("|---|---|---|---|---|---|")
+        for length, b in sorted(causal):
+            print(f"| {length} | {b['real_time']:.1f} | {b['FLOP/s'] / 1e9:.1f} | {b['FLOP/s'] / gemm:.0%} | "
+                  f"{b['tokens/s']:.0f} | {b['peak_MiB']:.1f} |")
 
 
 if __name__ == "__main__":

@@ -34,9 +34,11 @@ struct ChunkedProjection {
   // Compressed vectors visible to stream position tau: rows [0, visible_rows(tau)) (row c·r + j).
   LSATTN_HOST_DEVICE constexpr index_t visible_rows(index_t tau) const { return chunk_of(tau) * rank; }
   // The relative position value of compressed row c·r + j seen from stream position tau:
-  // d·r − 1 − j with d = chunk_of(tau) − c ≥ 1 (the published key_pe indexing).
+  // d·r − 1 − j with d = chunk_of(tau) − c ≥ 1 (the published key_pe indexing). Since
+  // d·r − 1 − j = chunk_of(tau)·r − 1 − (c·r + j), the visible rows read the position table
+  // backwards: row 0 … visible_rows − 1 ↦ position visible_rows − 1 … 0.
   LSATTN_HOST_DEVICE constexpr index_t relative_position(index_t tau, index_t row) const {
-    return (chunk_of(tau) - row / rank) * rank - 1 - row % rank;
+    return visible_rows(tau) - 1 - row;
   }
 };
 

@@ -86,14 +86,16 @@ struct Executor<cpu, CausalWindow, ChunkedProjection> {
         scores.rightCols(band_count).noalias() = (queries.rowwise() + content_bias.row(0)) * band_keys.transpose();
         window_position_scores.noalias() = (queries.rowwise() + position_bias.row(0)) * window_positions.transpose();
         for (index_t i = 0; i < query_count; ++i) {
+          // Band columns of τ − w + 1 … τ; their distances run w − 1 … 0, so the position
+          // scores are read backwards over one contiguous run.
           const index_t tau = first_tau + i;
           const IndexRange seen = window.keys(tau);
-          for (index_t j = 0; j < band_count; ++j) {
-            const index_t key_position = band_begin + j;
-            T& score = scores(i, visible + j);
-            score = seen.contains(key_position) ? score + window_position_scores(i, window.distance(tau, key_position))
-                                                : minus_infinity;
-          }
+          const index_t first = std::max(seen.begin, band_begin) - band_begin, count = tau + 1 - band_begin - first;
+          auto row = scores.row(i).segment(visible, band_count);
+          row.head(first).setConstant(minus_infinity);
+          row.tail(band_count - first - count).setConstant(minus_infinity);
+          row.segment(first, count) +=
+              window_position_scores.row(i).head(window.distance(tau, band_begin + first) + 1).reverse();
         }
         // Compressed chunks strictly before the query's own: q·k̄ + q·R_chunk[d·r − 1 − j] (step 7).
         if (visible > 0) {
@@ -102,11 +104,11 @@ struct Executor<cpu, CausalWindow, ChunkedProjection> {
           scores.leftCols(visible).noalias() = queries * chunk_keys.transpose();
           chunk_position_scores.noalias() = queries * chunk_positions.transpose();
           for (index_t i = 0; i < query_count; ++i) {
-            const index_t tau = first_tau + i, seen = projection.visible_rows(tau);
-            for (index_t row = 0; row < visible; ++row) {
-              T& score = scores(i, row);
-              score = row < seen ? score + chunk_position_scores(i, projection.relative_position(tau, row)) : minus_infinity;
-            }
+            // Visible rows 0 … seen − 1 read positions seen − 1 … 0 (ChunkedProjection::relative_position).
+            const index_t seen = std::min(projection.visible_rows(first_tau + i), visible);
+            auto row = scores.row(i).head(visible);
+            row.head(seen) += chunk_position_scores.row(i).head(seen).reverse();
+            row.tail(visible - seen).setConstant(minus_infinity);
           }
         }
         // One joint softmax; every query sees at least itself, so no row is empty (step 8).
