@@ -12,6 +12,7 @@
 #include "lsattn/backend/cpu/layer_norm.hpp"
 #include "lsattn/backend/cpu/linear.hpp"
 #include "lsattn/backend/cpu/parallel.hpp"
+#include "lsattn/backend/cpu/sequence_projection.hpp"
 
 namespace lsattn::detail {
 
@@ -48,8 +49,9 @@ struct Executor<cpu, BidirectionalWindow, SequenceProjection> {
 
     Matrix key(length, width), value(length, width);
     Matrix global_key(global_count, width), global_value(global_count, width);
-    Matrix probabilities(length, heads * rank);
+    Matrix probabilities;  // scratch of the dynamic projection
     std::vector<char> valid(static_cast<std::size_t>(length), 1);
+    const std::vector<char> no_mask;
 
     for (index_t b = 0; b < batch; ++b) {
       const index_t token_offset = b * length * width;
@@ -71,48 +73,11 @@ struct Executor<cpu, BidirectionalWindow, SequenceProjection> {
       });
 
       // Step 4: P = softmax over the valid tokens, per head and landmark; K̄ = Pᵀ K, V̄ = Pᵀ V.
-      // Row-oriented passes over fixed row blocks, partial results reduced in block order:
-      // vectorised, parallel, and independent of the thread count. The normalisation 1/Σ is
-      // applied to K̄, V̄ rather than to every entry of P.
       if (rank > 0) {
-        const index_t columns = heads * rank;
-        const auto logits = matrix(in.projection_logits.data() + b * length * columns, length, columns, columns);
-        RowMatrix<T> partial(row_blocks, columns);
-        parallel_for(row_blocks, threads, [&](index_t block) {
-          const index_t first = block * linear_row_block, rows = std::min(linear_row_block, length - first);
-          auto block_max = partial.row(block);
-          block_max.setConstant(minus_infinity);
-          for (index_t t = first; t < first + rows; ++t)
-            if (valid[t]) block_max = block_max.cwiseMax(logits.row(t));
-        });
-        const Eigen::Matrix<T, 1, Eigen::Dynamic> column_max = partial.colwise().maxCoeff();
-        parallel_for(row_blocks, threads, [&](index_t block) {
-          const index_t first = block * linear_row_block, rows = std::min(linear_row_block, length - first);
-          auto block_sum = partial.row(block);
-          block_sum.setZero();
-          for (index_t t = first; t < first + rows; ++t) {
-            auto p = probabilities.row(t);
-            if (valid[t]) {
-              p = (logits.row(t) - column_max).array().exp();
-              block_sum += p;
-            } else {
-              p.setZero();
-            }
-          }
-        });
-        Eigen::Matrix<T, 1, Eigen::Dynamic> column_sum = partial.row(0);
-        for (index_t block = 1; block < row_blocks; ++block) column_sum += partial.row(block);
-        parallel_for(2 * heads, threads, [&](index_t task) {
-          const index_t h = task / 2;
-          const Matrix& source = task % 2 == 0 ? key : value;
-          Matrix& target = task % 2 == 0 ? global_key : global_value;
-          auto compressed = target.block(global_count - rank, h * head_dim, rank, head_dim);
-          compressed.noalias() =
-              probabilities.middleCols(h * rank, rank).transpose() * source.middleCols(h * head_dim, head_dim);
-          // No valid token: the sums are 0 and K̄ = V̄ = 0 (the published code gives NaN).
-          for (index_t j = 0; j < rank; ++j)
-            if (column_sum(h * rank + j) > T(0)) compressed.row(j) /= column_sum(h * rank + j);
-        });
+        compress_sequence(in.projection_logits.data() + b * length * heads * rank, in.mask.empty() ? no_mask : valid,
+                          length, heads, rank, head_dim, key.data(), value.data(),
+                          global_key.data() + (global_count - rank) * width,
+                          global_value.data() + (global_count - rank) * width, probabilities, threads);
       }
       // Step 5: the cls token is global key/value 0, unnormalised by the local LN.
       if (has_cls) {
