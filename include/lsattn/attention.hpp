@@ -13,6 +13,7 @@
 #include "lsattn/detail/executor.hpp"
 #include "lsattn/inputs/bidirectional.hpp"
 #include "lsattn/inputs/causal.hpp"
+#include "lsattn/inputs/vision.hpp"
 #include "lsattn/policy/combiner.hpp"
 #include "lsattn/policy/projection.hpp"
 #include "lsattn/policy/window.hpp"

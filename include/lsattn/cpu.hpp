@@ -4,4 +4,5 @@
 #include "lsattn/backend/cpu/bidirectional.hpp"
 #include "lsattn/backend/cpu/causal.hpp"
 #include "lsattn/backend/cpu/compression.hpp"
+#include "lsattn/backend/cpu/vision.hpp"
 #include "lsattn/backend/cpu/linear.hpp"

@@ -9,4 +9,5 @@
 #include "lsattn/models/causal.hpp"
 #include "lsattn/models/causal_lm.hpp"
 #include "lsattn/models/lra.hpp"
+#include "lsattn/models/vision.hpp"
 #include "lsattn/version.hpp"

@@ -41,3 +41,27 @@ struct TransformerXLPositions {
 };
 
 }  // namespace lsattn
+
+namespace lsattn {
+
+// The 2D relative position bias of ViL-LS (spec §3.5), with the published index formula,
+// collisions included, so that trained tables load: for a query at in-block offset (qy, qx)
+// and a key at tile offset (a, b), with wp = w/2,
+//   ry = qy − (a − wp) + wp + w − 1,  rx = qx − (b − wp) + wp + w − 1,  idx = ry·(2wp + w) + rx.
+// It is defined for w ≥ 2 (for w = 1 the published index shape does not match the tile).
+struct RelativePositionBias2D {
+  index_t block = 2;  // w
+
+  LSATTN_HOST_DEVICE constexpr index_t half() const { return block / 2; }  // wp = int(w/2)
+  LSATTN_HOST_DEVICE constexpr index_t tile() const { return block + 2 * half(); }
+  LSATTN_HOST_DEVICE constexpr index_t table_rows() const {
+    return 2 * (block + half() - 1) * (2 * half() + block + 1) + 1;
+  }
+  LSATTN_HOST_DEVICE constexpr index_t index(index_t qy, index_t qx, index_t a, index_t b) const {
+    const index_t wp = half(), w = block;
+    const index_t ry = qy - (a - wp) + wp + w - 1, rx = qx - (b - wp) + wp + w - 1;
+    return ry * (2 * wp + w) + rx;
+  }
+};
+
+}  // namespace lsattn

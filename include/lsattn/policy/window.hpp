@@ -62,4 +62,31 @@ struct CausalWindow {
   LSATTN_HOST_DEVICE constexpr index_t distance(index_t tau, index_t key) const { return tau - key; }
 };
 
+// 2D window (spec §3.3 step 5, §3.4): patches in w×w blocks; block (gy, gx) sees the key tile
+// of rows gy·w − side … gy·w + w + side − 1 (and likewise columns), side = max(w/2, 1),
+// tile side T = w + 2·side. Keys outside the grid are left out (the published zero padding
+// with −inf). Grids are rows × cols; the published code needs rows = cols and rows % w = 0, here
+// a border block may be partial (a grid padded with masked patches).
+struct Window2D {
+  index_t block = 1;  // w
+  index_t side = 1;   // max(w/2, 1)
+
+  static Window2D from(const AttentionConfig& config) {
+    return {config.window_size, config.window_size / 2 > 1 ? config.window_size / 2 : 1};
+  }
+  LSATTN_HOST_DEVICE constexpr bool enabled() const { return block > 0; }
+  LSATTN_HOST_DEVICE constexpr index_t tile() const { return block + 2 * side; }
+  LSATTN_HOST_DEVICE constexpr index_t blocks(index_t extent) const { return (extent + block - 1) / block; }
+  // Query rows (or columns) of block g along an axis of `extent` patches.
+  LSATTN_HOST_DEVICE constexpr IndexRange queries(index_t g, index_t extent) const {
+    return {g * block, (g + 1) * block < extent ? (g + 1) * block : extent};
+  }
+  // Key rows (or columns) of block g inside the grid, and the tile offset of a key.
+  LSATTN_HOST_DEVICE constexpr IndexRange keys(index_t g, index_t extent) const {
+    const index_t begin = g * block - side, end = (g + 1) * block + side;
+    return {begin > 0 ? begin : 0, end < extent ? end : extent};
+  }
+  LSATTN_HOST_DEVICE constexpr index_t tile_offset(index_t g, index_t key) const { return key - (g * block - side); }
+};
+
 }  // namespace lsattn

@@ -1,0 +1,174 @@
+#pragma once
+// The 2D Transformer-LS attention of ViL-LS (imagenet/models/layers/transformer_ls.py::
+// AttentionLS), with the published parameter names.
+#include <cmath>
+#include <cstdint>
+#include <random>
+#include <string>
+
+#include "lsattn/attention.hpp"
+#include "lsattn/core/checks.hpp"
+#include "lsattn/core/error.hpp"
+#include "lsattn/core/tensor.hpp"
+#include "lsattn/models/parameter_checks.hpp"
+#include "lsattn/policy/positions.hpp"
+
+namespace lsattn::models::vision {
+
+// The published constructor arguments (spec §3.1); the grid (nx rows, ny columns) is given per call.
+struct Config {
+  index_t dim = 96;        // C
+  index_t num_heads = 3;
+  index_t w = 7;           // block side
+  index_t dp_rank = 8;     // r; 0 disables the dynamic projection
+  index_t nglo = 1;        // global tokens at the front of the sequence
+  bool rpe = true;         // relative position bias on the window scores
+  bool qkv_bias = true;
+  int threads = 0;
+
+  index_t head_dim() const { return num_heads > 0 ? dim / num_heads : 0; }
+
+  void validate() const {
+    require(num_heads >= 1, "num_heads: must be >= 1, got ", num_heads);
+    require(dim >= 1 && dim % num_heads == 0, "dim (", dim, ") must be divisible by num_heads (", num_heads, ")");
+    require(w >= 1, "w: must be >= 1, got ", w);
+    require(!rpe || w >= 2, "rpe: the published relative position index needs w >= 2, got w = ", w);
+    require(dp_rank >= 0, "dp_rank: must be >= 0, got ", dp_rank);
+    require(nglo >= 0, "nglo: must be >= 0, got ", nglo);
+    require(threads >= 0, "threads: must be >= 0 (0 = default), got ", threads);
+  }
+
+  AttentionConfig attention() const { return {num_heads, head_dim(), w, dp_rank, threads}; }
+  RelativePositionBias2D position_bias() const { return {w}; }
+};
+
+// Parameters under their state_dict names (spec §3.2). `relative_position_index` is a buffer
+// computed from the formula; a checkpoint's copy is checked against it by the loader.
+template <class T = float>
+struct Weights {
+  Tensor<T, 2> qkv_weight, proj_weight, to_dynamic_projection_weight, local_relative_position_bias_table;
+  Tensor<T, 1> qkv_bias, proj_bias, to_dynamic_projection_bias;
+  Tensor<T, 1> dual_ln_dp_weight, dual_ln_dp_bias, dual_ln_full_weight, dual_ln_full_bias;
+
+  template <class Visitor>
+  void for_each(const Config& config, Visitor&& visit) {
+    const index_t c = config.dim, logits = config.num_heads * config.dp_rank;
+    visit("qkv.weight", qkv_weight, Shape<2>{3 * c, c});
+    if (config.qkv_bias) visit("qkv.bias", qkv_bias, Shape<1>{3 * c});
+    visit("proj.weight", proj_weight, Shape<2>{c, c});
+    visit("proj.bias", proj_bias, Shape<1>{c});
+    if (config.dp_rank > 0) {
+      visit("to_dynamic_projection.weight", to_dynamic_projection_weight, Shape<2>{logits, c});
+      visit("to_dynamic_projection.bias", to_dynamic_projection_bias, Shape<1>{logits});
+    }
+    visit("dual_ln_dp.weight", dual_ln_dp_weight, Shape<1>{c});
+    visit("dual_ln_dp.bias", dual_ln_dp_bias, Shape<1>{c});
+    visit("dual_ln_full.weight", dual_ln_full_weight, Shape<1>{c});
+    visit("dual_ln_full.bias", dual_ln_full_bias, Shape<1>{c});
+    if (config.rpe) {
+      visit("local_relative_position_bias_table", local_relative_position_bias_table,
+            Shape<2>{config.position_bias().table_rows(), config.num_heads});
+    }
+  }
+
+  static Weights random(const Config& config, std::uint64_t seed) {
+    Weights weights;
+    std::mt19937_64 generator(seed);
+    const double linear_std = 1.0 / std::sqrt(static_cast<double>(config.dim));
+    weights.for_each(config, [&](const std::string& name, auto& tensor, const auto& shape) {
+      const bool norm_weight = name.rfind("dual_ln", 0) == 0 && name.ends_with(".weight");
+      const bool table = name == "local_relative_position_bias_table";
+      std::normal_distribution<double> normal(norm_weight ? 1.0 : 0.0,
+                                              shape.size() == 2 && !table ? linear_std : (table ? 0.5 : 0.1));
+      tensor = std::remove_reference_t<decltype(tensor)>(shape);
+      for (auto& v : tensor.values()) v = static_cast<T>(normal(generator));
+    });
+    return weights;
+  }
+};
+
+// The published `relative_position_index` buffer [w², (w+2wp)²] (spec §3.5).
+inline Tensor<std::int64_t, 2> relative_position_index(const Config& config) {
+  const RelativePositionBias2D bias = config.position_bias();
+  const index_t w = config.w, tile = bias.tile();
+  Tensor<std::int64_t, 2> index(Shape<2>{w * w, tile * tile});
+  for (index_t qy = 0; qy < w; ++qy)
+    for (index_t qx = 0; qx < w; ++qx)
+      for (index_t a = 0; a < tile; ++a)
+        for (index_t b = 0; b < tile; ++b) index(qy * w + qx, a * tile + b) = bias.index(qy, qx, a, b);
+  return index;
+}
+
+// AttentionLS(dim, ...).forward(x, nx, ny): x (B, nglo + nx·ny, C) with patches in row-major
+// order (row·ny + col); returns the same shape. Any nx, ny ≥ 1 and any nglo ≥ 0.
+template <class Backend, class T = float>
+class AttentionLS2D {
+ public:
+  using space = typename Backend::memory_space;
+  using Attention = LongShortAttention<Backend, T, Window2D, SequenceProjection, DualLayerNorm>;
+
+  AttentionLS2D(const Config& config, Weights<T> weights)
+      : config_((config.validate(), config)), weights_(std::move(weights)), attention_(config.attention()) {
+    detail::require_parameter_shapes(weights_, config_);
+    if (config_.rpe) position_bias_ = dense_position_bias();
+  }
+
+  const Config& config() const { return config_; }
+
+  Tensor<T, 3> forward(HostView<const T, 3> x, index_t nx, index_t ny) const {
+    const index_t c = config_.dim, globals = config_.nglo;
+    require(nx >= 1 && ny >= 1, "grid: nx and ny must be >= 1, got ", nx, " x ", ny);
+    const index_t tokens = globals + nx * ny;
+    require(x.extent(0) >= 1 && x.shape() == Shape<3>{x.extent(0), tokens, c}, "x: expected shape (B, nglo + nx*ny = ",
+            globals, " + ", nx, "*", ny, ", dim = ", c, "), got ", to_string(x.shape()));
+    detail::require_finite(x, "x");
+    const index_t batch = x.extent(0), rows = batch * tokens, patches = nx * ny;
+    auto linear = [&](const T* input, index_t count, const T* weight, const T* bias, index_t out_features, T* y) {
+      detail::LinearOp<Backend>::run(input, count, c, weight, bias, out_features, y, config_.threads);
+    };
+    // The fused qkv: rows [0, C) of its weight are q, [C, 2C) k, [2C, 3C) v.
+    Tensor<T, 3> query(x.shape()), key(x.shape()), value(x.shape());
+    Tensor<T, 3>* targets[] = {&query, &key, &value};
+    for (index_t part = 0; part < 3; ++part) {
+      linear(x.data(), rows, weights_.qkv_weight.data() + part * c * c,
+             config_.qkv_bias ? weights_.qkv_bias.data() + part * c : nullptr, c, targets[part]->data());
+    }
+    Tensor<T, 3> logits;
+    if (config_.dp_rank > 0) {  // from the raw patches (step 4)
+      const index_t outputs = config_.num_heads * config_.dp_rank;
+      logits = Tensor<T, 3>(Shape<3>{batch, patches, outputs});
+      for (index_t b = 0; b < batch; ++b) {
+        linear(&x(b, globals, 0), patches, weights_.to_dynamic_projection_weight.data(),
+               weights_.to_dynamic_projection_bias.data(), outputs, &logits(b, 0, 0));
+      }
+    }
+    const VisionAttentionInputs<T, space> inputs{query.view(), key.view(), value.view(), logits.view(), globals, nx, ny,
+                                                 position_bias_.view()};
+    const typename Attention::CombinerParams norm{
+        {weights_.dual_ln_full_weight.view(), weights_.dual_ln_full_bias.view(), 1e-5},
+        {weights_.dual_ln_dp_weight.view(), weights_.dual_ln_dp_bias.view(), 1e-5}};
+    Tensor<T, 3> context(x.shape()), y(x.shape());
+    attention_(inputs, norm, context.view());
+    linear(context.data(), rows, weights_.proj_weight.data(), weights_.proj_bias.data(), c, y.data());
+    return y;
+  }
+
+ private:
+  // bias[h][qy·w + qx][a·T + b] = table[index(qy, qx, a, b)][h].
+  Tensor<T, 3> dense_position_bias() const {
+    const auto index = relative_position_index(config_);
+    const index_t heads = config_.num_heads;
+    Tensor<T, 3> bias(Shape<3>{heads, index.extent(0), index.extent(1)});
+    for (index_t h = 0; h < heads; ++h)
+      for (index_t q = 0; q < index.extent(0); ++q)
+        for (index_t k = 0; k < index.extent(1); ++k) bias(h, q, k) = weights_.local_relative_position_bias_table(index(q, k), h);
+    return bias;
+  }
+
+  Config config_;
+  Weights<T> weights_;
+  Attention attention_;
+  Tensor<T, 3> position_bias_;
+};
+
+}  // namespace lsattn::models::vision
