@@ -432,3 +432,51 @@ TEST_CASE("causal CLI error paths", "[cli][errors][causal]") {
                  .err,
              Contains("input.h"));
 }
+
+TEST_CASE("the CLI reproduces the PyTorch 2D reference", "[cli][golden][vision]") {
+  for (const char* name : {"basic", "no_global", "odd_w", "rank0", "w4", "rect", "ragged", "two_globals", "rect_ragged"}) {
+    INFO("vision case " << name);
+    const std::string dir = "test/data/vision/" + std::string(name) + "/";
+    const auto output = scratch(std::string("vision_") + name + ".safetensors").string();
+    const Result result = run({"run", "--variant", "vision", "--weights", dir + "weights.safetensors", "--input",
+                               dir + "input.safetensors", "--output", output});
+    REQUIRE(result.err == "");
+    CHECK(relative_difference(SafeTensorsFile::open(output).load_float<3>("output.y"),
+                              SafeTensorsFile::open(dir + "expected.safetensors").load_float<3>("output.y")) < 1e-5);
+  }
+}
+
+TEST_CASE("vision CLI error paths", "[cli][errors][vision]") {
+  const std::string dir = "test/data/vision/basic/";
+  const auto output = scratch("vision_errors.safetensors").string();
+  auto args = [&](const std::string& weights, std::vector<std::string> extra) {
+    std::vector<std::string> a{"run", "--variant", "vision", "--weights", weights, "--input", dir + "input.safetensors",
+                               "--output", output};
+    a.insert(a.end(), extra.begin(), extra.end());
+    return a;
+  };
+  const std::string weights = dir + "weights.safetensors";
+  CHECK_THAT(run(args(weights, {"--nx", "3"})).err, Contains("nglo + nx*ny"));
+  CHECK_THAT(run(args(weights, {"--rpe", "false"})).err, Contains("rpe = false"));
+  CHECK_THAT(run(args(weights, {"--window", "4"})).err, Contains("local_relative_position_bias_table"));
+  CHECK_THAT(run(args(weights, {"--chunk", "4"})).err, Contains("--chunk") && Contains("does not apply"));
+
+  // A relative_position_index that is not the published formula is refused.
+  const auto source = SafeTensorsFile::open(weights);
+  SafeTensorsWriter writer;
+  for (const auto& [k, v] : source.metadata()) writer.set_metadata(k, v);
+  for (const auto& name : source.names()) {
+    if (source.info(name).type == lsattn::io::dtype::i64) {
+      auto index = source.load_int64<2>(name);
+      index(1, 2) += 1;
+      writer.add(name, index);
+    } else if (source.info(name).shape.size() == 2) {
+      writer.add(name, source.load_float<2>(name));
+    } else {
+      writer.add(name, source.load_float<1>(name));
+    }
+  }
+  const auto corrupted = scratch("vision_bad_index.safetensors").string();
+  writer.write(corrupted);
+  CHECK_THAT(run(args(corrupted, {})).err, Contains("relative_position_index") && Contains("(1, 2)"));
+}

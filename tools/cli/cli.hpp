@@ -13,6 +13,7 @@
 #include "lsattn/lsattn.hpp"
 #include "lsattn/models/causal_checkpoint.hpp"
 #include "lsattn/models/lra_checkpoint.hpp"
+#include "lsattn/models/vision_checkpoint.hpp"
 
 namespace lsattn::cli {
 
@@ -31,12 +32,16 @@ inline const std::map<std::string, std::string>& flag_keys(const std::string& fa
       {"--heads", "n_head"},        {"--dim", "d_model"},          {"--chunk", "chunk_size"},
       {"--rank", "chunk_rank"},     {"--window", "window_len"},    {"--use-bias", "use_bias"},
       {"--clamp-len", "clamp_len"}, {"--cpos-clamp-len", "cpos_clamp_len"}};
+  static const std::map<std::string, std::string> vision{
+      {"--heads", "num_heads"}, {"--dim", "dim"},   {"--window", "w"},  {"--rank", "dp_rank"},   {"--globals", "nglo"},
+      {"--rpe", "rpe"},         {"--qkv-bias", "qkv_bias"}, {"--nx", "nx"}, {"--ny", "ny"}};
   static const std::map<std::string, std::string> lm = [] {
     auto keys = causal;
     keys.insert({{"--inner", "d_inner"}, {"--layers", "n_layer"}, {"--vocab", "vocab_size"}, {"--mem-len", "mem_len"},
                  {"--pre-ln", "pre_ln"}, {"--use-gelu", "use_gelu"}});
     return keys;
   }();
+  if (family == "vision") return vision;
   return family == "lra" ? lra : family == "causal" ? causal : lm;
 }
 
@@ -87,6 +92,21 @@ inline Tensor<float, 3> run_causal(const CommonOptions& options, const io::SafeT
   const auto h = input.load_float<3>("input.h");
   const auto cache = optional_input<3>(input, "input.h_cache");
   return layer.forward(h.view(), cache.view());
+}
+
+// `run --variant vision`: input.x (B, nglo + nx·ny, C), patches in row-major order; nx (rows)
+// and ny (columns) from the metadata or flags, ny defaulting to nx (the published square grid).
+inline Tensor<float, 3> run_vision(const CommonOptions& options, const io::SafeTensorsFile& weights,
+                                   const io::SafeTensorsFile& input) {
+  const auto values = hyperparameters(weights, options, "vision", "--variant vision");
+  auto config = models::vision::config_from(values);
+  config.threads = options.threads;
+  const index_t nx = values.required_integer("nx", "--nx"), ny = values.integer("ny").value_or(nx);
+  const models::vision::AttentionLS2D<cpu, float> layer(config,
+                                                        models::vision::load_weights(weights, config, options.prefix));
+  require_input(input, "input.x", "(B, nglo + nx*ny, C)");
+  const auto x = input.load_float<3>("input.x");
+  return layer.forward(x.view(), nx, ny);
 }
 
 inline models::causal::TransformerLSModel<cpu, float> load_model(const CommonOptions& options,
@@ -249,11 +269,14 @@ inline int main(int argc, const char* const* argv, std::ostream& out, std::ostre
   };
 
   auto* run = app.add_subcommand("run", "run one attention layer on inputs from a safetensors file");
-  run->add_option("--variant", variant, "attention variant")->required()->check(CLI::IsMember({"lra", "causal"}));
+  run->add_option("--variant", variant, "attention variant")
+      ->required()
+      ->check(CLI::IsMember({"lra", "causal", "vision"}));
   add_common(run, "inputs (safetensors)");
   // The flags of both families; one that does not apply to the chosen variant is an error.
   std::map<std::string, std::string> run_flags = flag_keys("lra");
   for (const auto& entry : flag_keys("causal")) run_flags.insert(entry);
+  for (const auto& entry : flag_keys("vision")) run_flags.insert(entry);
   for (const auto& [flag, key] : run_flags) {
     run->add_option_function<std::string>(flag, [&options, flag = flag](const std::string& value) {
       options.flags[flag] = value;
@@ -282,7 +305,9 @@ inline int main(int argc, const char* const* argv, std::ostream& out, std::ostre
     if (run->parsed()) {
       const auto weights = io::SafeTensorsFile::open(options.weights_path);
       const auto input = io::SafeTensorsFile::open(options.input_path);
-      const auto y = variant == "lra" ? run_lra(options, weights, input) : run_causal(options, weights, input);
+      const auto y = variant == "lra"      ? run_lra(options, weights, input)
+                     : variant == "causal" ? run_causal(options, weights, input)
+                                           : run_vision(options, weights, input);
       io::SafeTensorsWriter writer;
       writer.set_metadata("variant", variant);
       writer.set_metadata("lsattn_version", version);
