@@ -170,3 +170,59 @@ TEST_CASE("2D bad configurations and inputs give errors naming the parameter", "
   x(0, 5, 1) = std::nanf("");
   CHECK_THROWS_WITH(layer.forward(x.view(), 3, 4), Contains("non-finite") && Contains("(0, 5, 1)"));
 }
+
+TEST_CASE("attention_map: what one query patch attends to", "[vision][map]") {
+  std::mt19937_64 rng(12);
+  SECTION("probabilities: non-negative, summing to 1 with the global tokens") {
+    const vision::Config config{8, 2, 3, 2, 2, true, true, 0};
+    const auto x = random_input({config, 1, 7, 9}, rng);
+    const vision::AttentionLS2D<lsattn::cpu, float> layer(config, vision::Weights<float>::random(config, 2));
+    float global = -1;
+    const auto map = layer.attention_map(x.view(), 7, 9, 4, 5, 1, &global);
+    double total = global;
+    for (float v : map.values()) {
+      CHECK(v >= 0);
+      total += v;
+    }
+    CHECK(total == Approx(1.0).epsilon(1e-5));
+    CHECK(global > 0);
+  }
+  SECTION("window only: the softmax of the tile scores, zero outside the tile") {
+    const vision::Config config{4, 1, 2, 0, 0, false, false, 0};
+    const auto weights = vision::Weights<float>::random(config, 3);
+    const auto x = random_input({config, 1, 6, 6}, rng);
+    const vision::AttentionLS2D<lsattn::cpu, float> layer(config, weights);
+    const auto map = layer.attention_map(x.view(), 6, 6, 2, 3, 0);
+    // Independently: the query (2, 3) is in block (1, 1): tile rows and cols 1 … 4.
+    auto project = [&](index_t token, index_t part) {
+      std::vector<double> out(4, 0.0);
+      for (index_t o = 0; o < 4; ++o)
+        for (index_t i = 0; i < 4; ++i) out[o] += weights.qkv_weight(part * 4 + o, i) * x(0, token, i);
+      return out;
+    };
+    const auto q = project(2 * 6 + 3, 0);
+    std::vector<double> scores;
+    for (index_t y = 1; y <= 4; ++y)
+      for (index_t xk = 1; xk <= 4; ++xk) {
+        const auto k = oracle::layer_norm(project(y * 6 + xk, 1), flat(weights.dual_ln_full_weight), flat(weights.dual_ln_full_bias));
+        double s = 0;
+        for (int f = 0; f < 4; ++f) s += q[f] * k[f] / 2.0;  // 1/√dh with dh = 4
+        scores.push_back(s);
+      }
+    double total = 0;
+    for (double s : scores) total += std::exp(s);
+    for (index_t y = 0; y < 6; ++y)
+      for (index_t xk = 0; xk < 6; ++xk) {
+        const bool in_tile = y >= 1 && y <= 4 && xk >= 1 && xk <= 4;
+        const double want = in_tile ? std::exp(scores[(y - 1) * 4 + (xk - 1)]) / total : 0.0;
+        CHECK(map(y, xk) == Approx(want).margin(1e-6));
+      }
+  }
+  SECTION("errors") {
+    const vision::Config config{4, 1, 2, 0, 0, false, false, 0};
+    const vision::AttentionLS2D<lsattn::cpu, float> layer(config, vision::Weights<float>::random(config, 3));
+    const auto x = random_input({config, 1, 4, 4}, rng);
+    CHECK_THROWS_WITH(layer.attention_map(x.view(), 4, 4, 4, 0, 0), Catch::Matchers::Contains("outside the grid"));
+    CHECK_THROWS_WITH(layer.attention_map(x.view(), 4, 4, 0, 0, 1), Catch::Matchers::Contains("head 1"));
+  }
+}

@@ -1,7 +1,10 @@
 #pragma once
 // The 2D Transformer-LS attention of ViL-LS (imagenet/models/layers/transformer_ls.py::
 // AttentionLS), with the published parameter names.
+#include <algorithm>
 #include <cmath>
+#include <limits>
+#include <vector>
 #include <cstdint>
 #include <random>
 #include <string>
@@ -151,6 +154,89 @@ class AttentionLS2D {
     attention_(inputs, norm, context.view());
     linear(context.data(), rows, weights_.proj_weight.data(), weights_.proj_bias.data(), c, y.data());
     return y;
+  }
+
+  // What one query patch attends to, for pictures: the joint softmax of head `head` for the
+  // patch at (row, col) of batch item 0, as weights on the patches (nx, ny). A window key gets
+  // its probability; a compressed key j spreads its probability over the patches with the
+  // projection weights P_j (its value is Σ_t P_j[t]·v_t, before the dp LayerNorm). The weight on
+  // the global tokens is returned in `global_weight`; the map plus it sums to 1.
+  Tensor<T, 2> attention_map(HostView<const T, 3> x, index_t nx, index_t ny, index_t row, index_t col, index_t head,
+                             T* global_weight = nullptr) const {
+    const index_t c = config_.dim, globals = config_.nglo, dh = config_.head_dim(), r = config_.dp_rank;
+    require(row >= 0 && row < nx && col >= 0 && col < ny, "attention_map: patch (", row, ", ", col,
+            ") is outside the grid ", nx, " x ", ny);
+    require(head >= 0 && head < config_.num_heads, "attention_map: head ", head, " not in [0, ", config_.num_heads, ")");
+    const index_t tokens = globals + nx * ny, patches = nx * ny;
+    require(x.extent(0) >= 1 && x.shape() == Shape<3>{x.extent(0), tokens, c}, "x: expected shape (B, ", tokens, ", ",
+            c, "), got ", to_string(x.shape()));
+    auto project = [&](const T* input, index_t rows, const T* weight, const T* bias, index_t outputs) {
+      Tensor<T, 2> result(Shape<2>{rows, outputs});
+      detail::LinearOp<Backend>::run(input, rows, c, weight, bias, outputs, result.data(), config_.threads);
+      return result;
+    };
+    auto qkv_bias = [&](index_t part) { return config_.qkv_bias ? weights_.qkv_bias.data() + part * c : nullptr; };
+    const auto query = project(&x(0, globals + row * ny + col, 0), 1, weights_.qkv_weight.data(), qkv_bias(0), c);
+    auto key = project(x.data(), tokens, weights_.qkv_weight.data() + c * c, qkv_bias(1), c);
+    const LayerNormParams<T, host_space> full{weights_.dual_ln_full_weight.view(), weights_.dual_ln_full_bias.view(), 1e-5};
+    const LayerNormParams<T, host_space> dp{weights_.dual_ln_dp_weight.view(), weights_.dual_ln_dp_bias.view(), 1e-5};
+    detail::LayerNormOp<Backend>::run(key.data(), key.data(), tokens, c, full, config_.threads);
+    auto dot = [&](const T* a, const T* b) {
+      double sum = 0;
+      for (index_t f = 0; f < dh; ++f) sum += static_cast<double>(a[head * dh + f]) * b[head * dh + f];
+      return sum / std::sqrt(static_cast<double>(dh));
+    };
+
+    // Scores in the order of the joint softmax: compressed keys, window tile, global tokens.
+    std::vector<double> scores;
+    Tensor<T, 2> projection;  // P as (patches, r) for this head
+    if (r > 0) {
+      const auto logits = project(&x(0, globals, 0), patches, weights_.to_dynamic_projection_weight.data(),
+                                  weights_.to_dynamic_projection_bias.data(), config_.num_heads * r);
+      projection = Tensor<T, 2>(Shape<2>{patches, r});
+      for (index_t j = 0; j < r; ++j) {
+        double top = -std::numeric_limits<double>::infinity(), total = 0;
+        for (index_t t = 0; t < patches; ++t) top = std::max<double>(top, logits(t, head * r + j));
+        for (index_t t = 0; t < patches; ++t) total += std::exp(logits(t, head * r + j) - top);
+        for (index_t t = 0; t < patches; ++t) projection(t, j) = static_cast<T>(std::exp(logits(t, head * r + j) - top) / total);
+      }
+      Tensor<T, 2> compressed(Shape<2>{r, c});
+      for (index_t j = 0; j < r; ++j)
+        for (index_t t = 0; t < patches; ++t)
+          for (index_t f = 0; f < c; ++f) compressed(j, f) += projection(t, j) * key(globals + t, f);
+      detail::LayerNormOp<Backend>::run(compressed.data(), compressed.data(), r, c, dp, config_.threads);
+      for (index_t j = 0; j < r; ++j) scores.push_back(dot(query.data(), &compressed(j, 0)));
+    }
+    const Window2D window = Window2D::from(config_.attention());
+    const index_t gy = row / config_.w, gx = col / config_.w, tile = window.tile();
+    const IndexRange key_rows = window.keys(gy, nx), key_cols = window.keys(gx, ny);
+    for (index_t y = key_rows.begin; y < key_rows.end; ++y)
+      for (index_t xk = key_cols.begin; xk < key_cols.end; ++xk) {
+        double score = dot(query.data(), &key(globals + y * ny + xk, 0));
+        if (config_.rpe) {
+          score += position_bias_(head, (row - gy * config_.w) * config_.w + (col - gx * config_.w),
+                                  window.tile_offset(gy, y) * tile + window.tile_offset(gx, xk));
+        }
+        scores.push_back(score);
+      }
+    for (index_t g = 0; g < globals; ++g) scores.push_back(dot(query.data(), &key(g, 0)));
+    const double top = *std::max_element(scores.begin(), scores.end());
+    double total = 0;
+    for (double& s : scores) total += (s = std::exp(s - top));
+    for (double& s : scores) s /= total;
+
+    Tensor<T, 2> map(Shape<2>{nx, ny});
+    for (index_t j = 0; j < r; ++j)
+      for (index_t t = 0; t < patches; ++t) map.values()[t] += static_cast<T>(scores[j] * projection(t, j));
+    std::size_t next = static_cast<std::size_t>(r);
+    for (index_t y = key_rows.begin; y < key_rows.end; ++y)
+      for (index_t xk = key_cols.begin; xk < key_cols.end; ++xk) map(y, xk) += static_cast<T>(scores[next++]);
+    if (global_weight != nullptr) {
+      double mass = 0;
+      for (; next < scores.size(); ++next) mass += scores[next];
+      *global_weight = static_cast<T>(mass);
+    }
+    return map;
   }
 
  private:
