@@ -112,6 +112,23 @@ void BM_CausalLayer(benchmark::State& state) {
   report(state, flops, length, before);
 }
 
+// The ViL-LS stage-1 attention (C = 96, 3 heads, w = 7, r = 8, one global token, RPE) over an
+// n × n patch grid. FLOPs: qkv and proj 2·N·C·4C, the dynamic projection 2·n²·C·nh·r and
+// 4·n²·r·C, and per patch 4·C·(r + 13² + 1) over a full tile (border tiles are smaller).
+void BM_VisionLayer(benchmark::State& state) {
+  const index_t n = state.range(0), tokens = 1 + n * n;
+  const lsattn::models::vision::Config config{96, 3, 7, 8, 1, true, true, 0};
+  const lsattn::models::vision::AttentionLS2D<lsattn::cpu, float> layer(
+      config, lsattn::models::vision::Weights<float>::random(config, 1));
+  const auto x = random_tensor(Shape<3>{1, tokens, 96}, 2);
+  const std::size_t before = lsattn_bench::current_heap_bytes();
+  lsattn_bench::reset_peak_heap();
+  for (auto _ : state) benchmark::DoNotOptimize(layer.forward(x.view(), n, n));
+  const double c = 96, patches = static_cast<double>(n * n);
+  report(state, 8 * tokens * c * c + 2 * patches * c * 24 + 4 * patches * 8 * c + 4 * patches * c * (8 + 169 + 1),
+         tokens, before);
+}
+
 void lengths(benchmark::internal::Benchmark* b, index_t max_length, index_t max_tokens) {
   for (index_t batch : {1, 8})
     for (index_t length = 1024; length <= max_length; length *= 2)
@@ -125,5 +142,7 @@ BENCHMARK(BM_LongShortLayer)->Apply([](auto* b) { lengths(b, 65536, 131072); })-
 BENCHMARK(BM_FullAttentionLayer)->Apply([](auto* b) { lengths(b, 16384, 16384); })->Unit(benchmark::kMillisecond)->UseRealTime();
 
 BENCHMARK(BM_CausalLayer)->RangeMultiplier(2)->Range(1024, 16384)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+BENCHMARK(BM_VisionLayer)->Arg(28)->Arg(56)->Arg(112)->Arg(126)->Unit(benchmark::kMillisecond)->UseRealTime();
 
 BENCHMARK_MAIN();
