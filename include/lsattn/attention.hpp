@@ -4,7 +4,9 @@
 // family also fixes the input bundle (bidirectional: AttentionInputs; causal:
 // CausalAttentionInputs).
 #include <concepts>
+#include <cstddef>
 #include <string>
+#include <utility>
 
 #include "lsattn/core/backend.hpp"
 #include "lsattn/core/config.hpp"
@@ -51,6 +53,7 @@ class LongShortAttention {
   using Inputs = attention_inputs_t<Window, T, space>;
   using CombinerParams = typename Combiner::template Params<T, space>;
   using Output = TensorView<T, 3, space>;
+  using Executor = detail::Executor<Backend, Window, Projection>;
 
   explicit LongShortAttention(const AttentionConfig& config) : config_(config) {
     require(config.heads >= 1, "heads: must be >= 1, got ", config.heads);
@@ -73,10 +76,20 @@ class LongShortAttention {
   }
 
   // Writes the per-head attention outputs, merged, before the output projection, into
-  // `context`; see the input bundle for the shapes.
-  void operator()(const Inputs& in, const CombinerParams& norm, const Output& context) const {
+  // `context`; see the input bundle for the shapes. Backend arguments follow: none on the CPU;
+  // a cudaStream_t and a DeviceWorkspace on CUDA.
+  template <class... BackendArguments>
+  void operator()(const Inputs& in, const CombinerParams& norm, const Output& context,
+                  BackendArguments&&... backend_arguments) const {
     detail::check_inputs<Combiner>(config_, in, norm, context);
-    detail::Executor<Backend, Window, Projection>::template run<T, Combiner>(config_, in, norm, context);
+    Executor::template run<T, Combiner>(config_, in, norm, context, std::forward<BackendArguments>(backend_arguments)...);
+  }
+
+  // Scratch memory one call needs, for backends that take a caller-provided workspace (CUDA).
+  std::size_t workspace_bytes(index_t length, bool has_cls) const
+    requires requires { Executor::workspace_bytes(AttentionConfig{}, index_t{}, bool{}); }
+  {
+    return Executor::workspace_bytes(config_, length, has_cls);
   }
 
  private:

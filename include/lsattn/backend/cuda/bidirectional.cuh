@@ -1,0 +1,110 @@
+#pragma once
+// CUDA executor of the bidirectional Transformer-LS attention (spec §1.3). Launches on the
+// caller's stream, never synchronises, and takes its scratch memory from the caller's workspace.
+#include <cuda_runtime.h>
+
+#include <cmath>
+#include <type_traits>
+
+#include "lsattn/attention.hpp"
+#include "lsattn/backend/cuda/kernels.cuh"
+#include "lsattn/backend/cuda/runtime.cuh"
+
+namespace lsattn::detail {
+
+template <>
+struct Executor<cuda, BidirectionalWindow, SequenceProjection> {
+  // Float scratch per call: normalised K and V (L × D each), the projection statistics (2·nh·r),
+  // the global keys and values ((r + 1) × D each). Batch items reuse it in stream order.
+  static std::size_t workspace_bytes(const AttentionConfig& config, index_t length, bool has_cls) {
+    const index_t width = config.width(), globals = config.rank + (has_cls ? 1 : 0);
+    return sizeof(float) * static_cast<std::size_t>(2 * length * width + 2 * config.heads * config.rank + 2 * globals * width);
+  }
+
+  template <class T, class Combiner>
+  static void run(const AttentionConfig& config, const AttentionInputs<T, device_space>& in,
+                  const typename Combiner::template Params<T, device_space>& norm, const DeviceView<T, 3>& context,
+                  cudaStream_t stream, DeviceWorkspace workspace) {
+    static_assert(std::is_same_v<T, float> || std::is_same_v<T, __half> || std::is_same_v<T, __nv_bfloat16>,
+                  "lsattn: the CUDA backend takes float, __half or __nv_bfloat16");
+    using namespace cuda_detail;
+    const index_t batch = in.query.extent(0), length = in.query.extent(1), width = config.width();
+    const index_t heads = config.heads, head_dim = config.head_dim, rank = config.rank;
+    const bool has_cls = in.has_cls();
+    const index_t global_count = rank + (has_cls ? 1 : 0), out_rows = length + (has_cls ? 1 : 0);
+    const std::size_t needed = workspace_bytes(config, length, has_cls);
+    require(workspace.bytes >= needed && (needed == 0 || workspace.data != nullptr), "workspace: needs ", needed,
+            " bytes (workspace_bytes()), got ", workspace.bytes);
+    const BidirectionalWindow window = config.window_size <= 0 && rank == 0 && has_cls ? BidirectionalWindow::self_only()
+                                                                                          : BidirectionalWindow::from(config);
+    const index_t window_keys = window.enabled() ? window.span() : 0;
+    const std::size_t shared = sizeof(float) * static_cast<std::size_t>(global_count + window_keys);
+    require(shared <= 48 * 1024, "rank + window keys = ", global_count + window_keys,
+            " scores per query exceed the 48 KiB of shared memory of the CUDA kernel (at most 12288)");
+    require(head_dim <= 1024, "head_dim: the CUDA backend handles at most 1024, got ", head_dim);
+
+    float* key = static_cast<float*>(workspace.data);
+    float* value = key + length * width;
+    float* column_max = value + length * width;
+    float* column_sum = column_max + heads * rank;
+    float* global_key = column_sum + heads * rank;
+    float* global_value = global_key + global_count * width;
+    const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
+    const T* local_weight = nullptr;
+    const T* local_bias = nullptr;
+    const T* global_weight = nullptr;
+    const T* global_bias = nullptr;
+    float local_eps = 1e-5f, global_eps = 1e-5f;
+    if constexpr (Combiner::normalizes) {
+      local_weight = norm.local.weight.data();
+      local_bias = norm.local.bias.data();
+      global_weight = norm.global.weight.data();
+      global_bias = norm.global.bias.data();
+      local_eps = static_cast<float>(norm.local.eps);
+      global_eps = static_cast<float>(norm.global.eps);
+    }
+
+    for (index_t b = 0; b < batch; ++b) {
+      const index_t offset = b * length * width;
+      const T* mask = in.mask.empty() ? nullptr : in.mask.data() + b * length;
+      layer_norm_rows<<<length, block_threads, 0, stream>>>(in.key.data() + offset, key, width, local_weight, local_bias,
+                                                            local_eps);
+      layer_norm_rows<<<length, block_threads, 0, stream>>>(in.value.data() + offset, value, width, local_weight,
+                                                            local_bias, local_eps);
+      if (rank > 0) {
+        const T* logits = in.projection_logits.data() + b * length * heads * rank;
+        projection_statistics<<<heads * rank, block_threads, 0, stream>>>(logits, mask, length, heads * rank,
+                                                                           column_max, column_sum);
+        compress_sequence<<<heads * rank, 128, 0, stream>>>(logits, mask, key, value, column_max, column_sum, length,
+                                                            rank, head_dim, width, has_cls ? 1 : 0, global_key,
+                                                            global_value);
+      }
+      if (has_cls) {  // the raw cls key/value become global row 0 (no local LN)
+        layer_norm_rows<<<1, block_threads, 0, stream>>>(in.cls_key.data() + b * width, global_key, width,
+                                                         static_cast<const T*>(nullptr), static_cast<const T*>(nullptr),
+                                                         0.0f);
+        layer_norm_rows<<<1, block_threads, 0, stream>>>(in.cls_value.data() + b * width, global_value, width,
+                                                         static_cast<const T*>(nullptr), static_cast<const T*>(nullptr),
+                                                         0.0f);
+      }
+      if (global_count > 0) {
+        layer_norm_rows<<<global_count, block_threads, 0, stream>>>(global_key, global_key, width, global_weight,
+                                                                    global_bias, global_eps);
+        layer_norm_rows<<<global_count, block_threads, 0, stream>>>(global_value, global_value, width, global_weight,
+                                                                    global_bias, global_eps);
+      }
+      T* token_context = context.data() + (b * out_rows + (has_cls ? 1 : 0)) * width;
+      bidirectional_attention<<<dim3(static_cast<unsigned>(length), static_cast<unsigned>(heads)), 128, shared, stream>>>(
+          in.query.data() + offset, key, value, global_key, global_value, mask, length, head_dim, width, global_count,
+          window, scale, token_context);
+      if (has_cls) {
+        cls_update<<<heads, block_threads, 0, stream>>>(in.cls_query.data() + b * width, in.cls_key.data() + b * width,
+                                                        in.cls_value.data() + b * width, token_context, mask, length,
+                                                        head_dim, width, scale, context.data() + b * out_rows * width);
+      }
+      check(cudaGetLastError(), "kernel launch");
+    }
+  }
+};
+
+}  // namespace lsattn::detail

@@ -1,0 +1,203 @@
+#pragma once
+// CUDA kernels of the bidirectional attention. Inputs in T (float, __half or __nv_bfloat16);
+// LayerNorms, softmaxes and accumulation in float. Index rules come from the policies'
+// __host__ __device__ functions, shared with the CPU backend.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <cfloat>
+
+#include "lsattn/policy/projection.hpp"
+#include "lsattn/policy/window.hpp"
+
+namespace lsattn::cuda_detail {
+
+__device__ inline float to_float(float v) { return v; }
+__device__ inline float to_float(__half v) { return __half2float(v); }
+__device__ inline float to_float(__nv_bfloat16 v) { return __bfloat162float(v); }
+template <class T>
+__device__ inline T from_float(float v);
+template <>
+__device__ inline float from_float<float>(float v) { return v; }
+template <>
+__device__ inline __half from_float<__half>(float v) { return __float2half_rn(v); }
+template <>
+__device__ inline __nv_bfloat16 from_float<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
+
+inline constexpr int block_threads = 256;
+
+// Block-wide reduction of one float per thread (max or sum); every thread gets the result.
+template <bool Max>
+__device__ float block_reduce(float value, float* scratch) {
+  for (int offset = 16; offset > 0; offset /= 2) {
+    const float other = __shfl_xor_sync(0xffffffffu, value, offset);
+    value = Max ? fmaxf(value, other) : value + other;
+  }
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, warps = (blockDim.x + 31) / 32;
+  __syncthreads();
+  if (lane == 0) scratch[warp] = value;
+  __syncthreads();
+  value = threadIdx.x < warps ? scratch[threadIdx.x] : (Max ? -FLT_MAX : 0.0f);
+  if (warp == 0) {
+    for (int offset = 16; offset > 0; offset /= 2) {
+      const float other = __shfl_xor_sync(0xffffffffu, value, offset);
+      value = Max ? fmaxf(value, other) : value + other;
+    }
+    if (lane == 0) scratch[0] = value;
+  }
+  __syncthreads();
+  return scratch[0];
+}
+
+// One block per row: out = LN(in) (weight/bias may be null: plain copy), two-pass moments.
+template <class In, class Param>
+__global__ void layer_norm_rows(const In* in, float* out, index_t width, const Param* weight, const Param* bias, float eps) {
+  __shared__ float scratch[32];
+  const In* x = in + blockIdx.x * width;
+  float* y = out + blockIdx.x * width;
+  if (weight == nullptr) {
+    for (index_t f = threadIdx.x; f < width; f += blockDim.x) y[f] = to_float(x[f]);
+    return;
+  }
+  float sum = 0;
+  for (index_t f = threadIdx.x; f < width; f += blockDim.x) sum += to_float(x[f]);
+  const float mean = block_reduce<false>(sum, scratch) / width;
+  float squares = 0;
+  for (index_t f = threadIdx.x; f < width; f += blockDim.x) {
+    const float d = to_float(x[f]) - mean;
+    squares += d * d;
+  }
+  const float inv_std = rsqrtf(block_reduce<false>(squares, scratch) / width + eps);
+  for (index_t f = threadIdx.x; f < width; f += blockDim.x)
+    y[f] = (to_float(x[f]) - mean) * inv_std * to_float(weight[f]) + to_float(bias[f]);
+}
+
+// Masks are passed in T; 0 = padding.
+template <class T>
+__device__ inline bool valid_token(const T* mask, index_t t) {
+  return mask == nullptr || to_float(mask[t]) != 0.0f;
+}
+
+// One block per logit column: the max and the Σ exp over the valid tokens (spec §1.3 step 4).
+template <class T>
+__global__ void projection_statistics(const T* logits, const T* mask, index_t length, index_t columns, float* column_max,
+                                      float* column_sum) {
+  __shared__ float scratch[32];
+  const index_t column = blockIdx.x;
+  float top = -FLT_MAX;
+  for (index_t t = threadIdx.x; t < length; t += blockDim.x)
+    if (valid_token(mask, t)) top = fmaxf(top, to_float(logits[t * columns + column]));
+  top = block_reduce<true>(top, scratch);
+  float total = 0;
+  for (index_t t = threadIdx.x; t < length; t += blockDim.x)
+    if (valid_token(mask, t)) total += __expf(to_float(logits[t * columns + column]) - top);
+  total = block_reduce<false>(total, scratch);
+  if (threadIdx.x == 0) {
+    column_max[column] = top;
+    column_sum[column] = total;
+  }
+}
+
+// One block per (head, landmark), one thread per feature: K̄ = Pᵀ K, V̄ = Pᵀ V into rows
+// `first_row + j` of the global keys/values (float). No valid token: zeros.
+template <class T>
+__global__ void compress_sequence(const T* logits, const T* mask, const float* key, const float* value,
+                                  const float* column_max, const float* column_sum, index_t length, index_t rank,
+                                  index_t head_dim, index_t width, index_t first_row, float* global_key,
+                                  float* global_value) {
+  const index_t column = blockIdx.x, h = column / rank, j = column % rank, columns = gridDim.x;
+  const float top = column_max[column], total = column_sum[column];
+  for (index_t f = threadIdx.x; f < head_dim; f += blockDim.x) {
+    float k = 0, v = 0;
+    if (total > 0) {
+      for (index_t t = 0; t < length; ++t) {
+        if (!valid_token(mask, t)) continue;
+        const float p = __expf(to_float(logits[t * columns + column]) - top) / total;
+        k += p * key[t * width + h * head_dim + f];
+        v += p * value[t * width + h * head_dim + f];
+      }
+    }
+    global_key[(first_row + j) * width + h * head_dim + f] = k;
+    global_value[(first_row + j) * width + h * head_dim + f] = v;
+  }
+}
+
+// One block per (query t, head): one joint softmax over [global keys ‖ window keys] in shared
+// memory (steps 7–10). Padded queries get a zero context.
+template <class T>
+__global__ void bidirectional_attention(const T* query, const float* key, const float* value, const float* global_key,
+                                        const float* global_value, const T* mask, index_t length, index_t head_dim,
+                                        index_t width, index_t global_count, BidirectionalWindow window, float scale,
+                                        T* context) {
+  extern __shared__ float scores[];
+  __shared__ float scratch[32];
+  const index_t t = blockIdx.x, h = blockIdx.y, column = h * head_dim;
+  T* out = context + t * width + column;
+  if (!valid_token(mask, t)) {
+    for (index_t f = threadIdx.x; f < head_dim; f += blockDim.x) out[f] = from_float<T>(0.0f);
+    return;
+  }
+  const IndexRange keys = window.enabled() ? window.keys(window.block > 0 ? t / window.block : 0, length) : IndexRange{};
+  const index_t total = global_count + keys.size();
+  const T* q = query + t * width + column;
+  for (index_t i = threadIdx.x; i < total; i += blockDim.x) {
+    const bool global = i < global_count;
+    const index_t s = global ? i : keys.begin + (i - global_count);
+    const float* k = (global ? global_key + i * width : key + s * width) + column;
+    float dot = 0;
+    for (index_t f = 0; f < head_dim; ++f) dot += to_float(q[f]) * scale * k[f];
+    scores[i] = global || valid_token(mask, s) ? dot : __int_as_float(0xff800000);
+  }
+  __syncthreads();
+  float top = -FLT_MAX;
+  for (index_t i = threadIdx.x; i < total; i += blockDim.x) top = fmaxf(top, scores[i]);
+  top = block_reduce<true>(top, scratch);
+  float sum = 0;
+  for (index_t i = threadIdx.x; i < total; i += blockDim.x) {
+    scores[i] = __expf(scores[i] - top);
+    sum += scores[i];
+  }
+  sum = block_reduce<false>(sum, scratch);
+  for (index_t f = threadIdx.x; f < head_dim; f += blockDim.x) {
+    float acc = 0;
+    for (index_t i = 0; i < total; ++i) {
+      const bool global = i < global_count;
+      const float* v = global ? global_value + i * width : value + (keys.begin + i - global_count) * width;
+      acc += scores[i] * v[column + f];
+    }
+    out[f] = from_float<T>(acc / sum);
+  }
+}
+
+// One block per head: the cls query over its raw self key/value and the tokens' contexts (step 11).
+template <class T>
+__global__ void cls_update(const T* cls_query, const T* cls_key, const T* cls_value, const T* token_context,
+                           const T* mask, index_t length, index_t head_dim, index_t width, float scale, T* cls_context) {
+  __shared__ float scratch[32];
+  const index_t column = blockIdx.x * head_dim;
+  auto score = [&](index_t t) {  // t = -1: the self term
+    float dot = 0;
+    for (index_t f = 0; f < head_dim; ++f) {
+      const float k = t < 0 ? to_float(cls_key[column + f]) : to_float(token_context[t * width + column + f]);
+      dot += to_float(cls_query[column + f]) * scale * k;
+    }
+    return dot;
+  };
+  float top = threadIdx.x == 0 ? score(-1) : -FLT_MAX;
+  for (index_t t = threadIdx.x; t < length; t += blockDim.x)
+    if (valid_token(mask, t)) top = fmaxf(top, score(t));
+  top = block_reduce<true>(top, scratch);
+  float sum = threadIdx.x == 0 ? __expf(score(-1) - top) : 0.0f;
+  for (index_t t = threadIdx.x; t < length; t += blockDim.x)
+    if (valid_token(mask, t)) sum += __expf(score(t) - top);
+  sum = block_reduce<false>(sum, scratch);
+  const float self = __expf(score(-1) - top) / sum;
+  for (index_t f = threadIdx.x; f < head_dim; f += blockDim.x) {
+    float acc = self * to_float(cls_value[column + f]);
+    for (index_t t = 0; t < length; ++t)
+      if (valid_token(mask, t)) acc += __expf(score(t) - top) / sum * to_float(token_context[t * width + column + f]);
+    cls_context[column + f] = from_float<T>(acc);
+  }
+}
+
+}  // namespace lsattn::cuda_detail

@@ -1,0 +1,84 @@
+#pragma once
+// CUDA runtime helpers: error checks that throw lsattn::error, device tensors, workspaces.
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <string>
+#include <utility>
+
+#include "lsattn/core/error.hpp"
+#include "lsattn/core/tensor.hpp"
+
+namespace lsattn {
+
+template <class T, std::size_t Rank>
+using DeviceView = TensorView<T, Rank, device_space>;
+
+namespace cuda_detail {
+
+inline void check(cudaError_t status, const char* what) {
+  if (status != cudaSuccess) throw error(detail::concat("lsattn: CUDA ", what, " failed: ", cudaGetErrorString(status)));
+}
+
+// Whether a usable CUDA device is present (for tests and examples that must skip without one).
+inline bool device_available() {
+  int count = 0;
+  const cudaError_t status = cudaGetDeviceCount(&count);
+  if (status != cudaSuccess) (void)cudaGetLastError();  // clear the sticky "no driver" error
+  return status == cudaSuccess && count > 0;
+}
+
+}  // namespace cuda_detail
+
+// Owning device tensor (cudaMalloc); views of it are device views, so they cannot be passed
+// to the CPU backend, nor host views to the CUDA backend.
+template <class T, std::size_t Rank>
+class DeviceTensor {
+ public:
+  DeviceTensor() = default;
+  explicit DeviceTensor(const Shape<Rank>& shape) : shape_(shape) {
+    if (element_count(shape) > 0) {
+      cuda_detail::check(cudaMalloc(reinterpret_cast<void**>(&data_), element_count(shape) * sizeof(T)), "cudaMalloc");
+    }
+  }
+  DeviceTensor(const DeviceTensor&) = delete;
+  DeviceTensor& operator=(const DeviceTensor&) = delete;
+  DeviceTensor(DeviceTensor&& other) noexcept : data_(std::exchange(other.data_, nullptr)), shape_(other.shape_) {}
+  DeviceTensor& operator=(DeviceTensor&& other) noexcept {
+    std::swap(data_, other.data_);
+    std::swap(shape_, other.shape_);
+    return *this;
+  }
+  ~DeviceTensor() {
+    if (data_ != nullptr) (void)cudaFree(data_);
+  }
+
+  DeviceView<T, Rank> view() { return {data_, shape_}; }
+  DeviceView<const T, Rank> view() const { return {data_, shape_}; }
+  const Shape<Rank>& shape() const { return shape_; }
+  index_t size() const { return element_count(shape_); }
+
+  // Synchronous copies (utilities for setting up inputs and reading results).
+  void copy_from(HostView<const T, Rank> host) {
+    require(host.shape() == shape_, "DeviceTensor::copy_from: host shape ", to_string(host.shape()),
+            " differs from the device shape ", to_string(shape_));
+    cuda_detail::check(cudaMemcpy(data_, host.data(), size() * sizeof(T), cudaMemcpyHostToDevice), "cudaMemcpy");
+  }
+  void copy_to(HostView<T, Rank> host) const {
+    require(host.shape() == shape_, "DeviceTensor::copy_to: host shape ", to_string(host.shape()),
+            " differs from the device shape ", to_string(shape_));
+    cuda_detail::check(cudaMemcpy(host.data(), data_, size() * sizeof(T), cudaMemcpyDeviceToHost), "cudaMemcpy");
+  }
+
+ private:
+  T* data_ = nullptr;
+  Shape<Rank> shape_{};
+};
+
+// Caller-owned scratch memory for one call; its size comes from workspace_bytes().
+struct DeviceWorkspace {
+  void* data = nullptr;
+  std::size_t bytes = 0;
+};
+
+}  // namespace lsattn

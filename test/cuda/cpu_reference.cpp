@@ -1,0 +1,14 @@
+#include "cpu_reference.hpp"
+
+#include "lsattn/lsattn.hpp"
+
+namespace lsattn_test {
+
+void cpu_bidirectional(const lsattn::AttentionConfig& config, const lsattn::AttentionInputs<float>& inputs,
+                       const lsattn::DualLayerNorm::Params<float, lsattn::host_space>& norm,
+                       const lsattn::HostView<float, 3>& context) {
+  const lsattn::LongShortAttention<lsattn::cpu, float> attention(config);
+  attention(inputs, norm, context);
+}
+
+}  // namespace lsattn_test

@@ -1,0 +1,130 @@
+// The CUDA backend: host-side checks run everywhere nvcc is; results are compared with the CPU
+// backend when a GPU is present, and skipped with a message when none is.
+#include <catch2/catch.hpp>
+
+#include <random>
+#include <type_traits>
+
+#include "cpu_reference.hpp"
+#include "lsattn/cuda.cuh"
+
+namespace {
+
+using lsattn::index_t;
+using lsattn::Shape;
+using lsattn::Tensor;
+
+using CudaAttention = lsattn::LongShortAttention<lsattn::cuda, float>;
+using HostInputs = lsattn::AttentionInputs<float, lsattn::host_space>;
+using HostNorm = lsattn::DualLayerNorm::Params<float, lsattn::host_space>;
+
+// A host view passed to the CUDA backend does not compile (and device views are not host views).
+static_assert(!std::is_invocable_v<CudaAttention, const HostInputs&, const HostNorm&, const lsattn::HostView<float, 3>&,
+                                   cudaStream_t, lsattn::DeviceWorkspace>);
+static_assert(!std::is_convertible_v<lsattn::DeviceView<float, 3>, lsattn::HostView<float, 3>>);
+
+template <class T>
+Tensor<T, 3> random_tensor(const Shape<3>& shape, std::mt19937_64& rng) {
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  Tensor<T, 3> t(shape);
+  for (auto& v : t.values()) v = static_cast<T>(normal(rng));
+  return t;
+}
+
+}  // namespace
+
+TEST_CASE("CUDA workspace size is known up front", "[cuda]") {
+  const CudaAttention attention({8, 64, 128, 64});
+  const std::size_t small = attention.workspace_bytes(1024, false), large = attention.workspace_bytes(4096, false);
+  CHECK(small == sizeof(float) * (2 * 1024 * 512 + 2 * 8 * 64 + 2 * 64 * 512));
+  CHECK(large - small == sizeof(float) * 2 * 3072 * 512);  // linear in the length
+  CHECK(attention.workspace_bytes(1024, true) - small == sizeof(float) * 2 * 512);
+}
+
+TEST_CASE("CUDA arguments are checked on the host before any launch", "[cuda][errors]") {
+  using Catch::Matchers::Contains;
+  const CudaAttention attention({2, 4, 4, 2});
+  // Views over (never dereferenced) device pointers: only shapes are checked on the host.
+  float* fake = reinterpret_cast<float*>(0x1000);
+  const lsattn::DeviceView<const float, 3> q(fake, Shape<3>{1, 6, 8}), logits(fake, Shape<3>{1, 6, 4});
+  const lsattn::DeviceView<float, 3> out(reinterpret_cast<float*>(0x100000), Shape<3>{1, 5, 8});
+  const lsattn::DeviceView<const float, 1> ln(fake, Shape<1>{8});
+  const CudaAttention::CombinerParams norm{{ln, ln}, {ln, ln}};
+  CHECK_THAT(attention.validate({q, q, q, logits}, norm, out), Contains("context") && Contains("(1, 5, 8)"));
+  CHECK_THROWS_WITH(attention({q, q, q, logits}, norm, out, cudaStream_t{}, lsattn::DeviceWorkspace{}),
+                    Contains("context"));
+  const lsattn::DeviceView<float, 3> good(reinterpret_cast<float*>(0x100000), Shape<3>{1, 6, 8});
+  CHECK_THROWS_WITH(attention({q, q, q, logits}, norm, good, cudaStream_t{}, lsattn::DeviceWorkspace{nullptr, 16}),
+                    Contains("workspace") && Contains("workspace_bytes"));
+}
+
+TEMPLATE_TEST_CASE("CUDA bidirectional attention matches the CPU backend", "[cuda][gpu]", float, __half, __nv_bfloat16) {
+  if (!lsattn::cuda_detail::device_available()) {
+    WARN("no CUDA device: GPU comparison skipped (host-side CUDA tests still ran)");
+    return;
+  }
+  std::mt19937_64 rng(5);
+  const double tolerance = std::is_same_v<TestType, float> ? 2e-4 : std::is_same_v<TestType, __half> ? 2e-2 : 6e-2;
+  for (int trial = 0; trial < 20; ++trial) {
+    const index_t heads = 1 + trial % 3, head_dim = 8 << (trial % 3), width = heads * head_dim;
+    const index_t window = trial % 5 == 4 ? 0 : 1 + trial % 9, rank = trial % 4, length = 1 + (trial * 37) % 300;
+    const bool with_cls = trial % 3 == 0, with_mask = trial % 2 == 1;
+    if (window == 0 && rank == 0 && !with_cls) continue;
+    const auto q = random_tensor<float>(Shape<3>{2, length, width}, rng), k = random_tensor<float>(q.shape(), rng),
+               v = random_tensor<float>(q.shape(), rng);
+    const auto logits = random_tensor<float>(Shape<3>{2, length, heads * rank}, rng);
+    const auto cls_q = random_tensor<float>(Shape<3>{2, 1, width}, rng), cls_k = random_tensor<float>(cls_q.shape(), rng),
+               cls_v = random_tensor<float>(cls_q.shape(), rng);
+    Tensor<float, 2> mask(Shape<2>{2, length}, 1.0f);
+    if (with_mask)
+      for (auto& m : mask.values()) m = std::bernoulli_distribution(0.3)(rng) ? 0.0f : 1.0f;
+    Tensor<float, 1> ln_w(Shape<1>{width}, 1.0f), ln_b(Shape<1>{width}, 0.125f);  // exact in every dtype
+
+    // The CPU reference on the values as rounded to TestType.
+    auto rounded = [](const auto& t) {
+      auto copy = t;
+      for (auto& x : copy.values()) x = static_cast<float>(static_cast<TestType>(x));
+      return copy;
+    };
+    const auto qr = rounded(q), kr = rounded(k), vr = rounded(v), lr = rounded(logits), cqr = rounded(cls_q),
+               ckr = rounded(cls_k), cvr = rounded(cls_v);
+    Tensor<float, 3> want(Shape<3>{2, length + (with_cls ? 1 : 0), width});
+    HostInputs cpu_in{qr.view(), kr.view(), vr.view(), rank ? lr.view() : lsattn::HostView<const float, 3>{},
+                                with_mask ? mask.view() : lsattn::HostView<const float, 2>{}};
+    if (with_cls) cpu_in.cls_query = cqr.view(), cpu_in.cls_key = ckr.view(), cpu_in.cls_value = cvr.view();
+    lsattn_test::cpu_bidirectional({heads, head_dim, window, rank}, cpu_in,
+                                   {{ln_w.view(), ln_b.view()}, {ln_w.view(), ln_b.view()}}, want.view());
+
+    // The same on the GPU in TestType.
+    auto upload = [](const auto& t) {
+      constexpr std::size_t rank_of = std::tuple_size_v<std::remove_cvref_t<decltype(t.shape())>>;
+      Tensor<TestType, rank_of> converted(t.shape());
+      for (index_t i = 0; i < t.size(); ++i) converted.values()[i] = static_cast<TestType>(t.values()[i]);
+      lsattn::DeviceTensor<TestType, rank_of> device(t.shape());
+      device.copy_from(converted.view());
+      return device;
+    };
+    const auto dq = upload(q), dk = upload(k), dv = upload(v), dl = upload(logits), dcq = upload(cls_q),
+               dck = upload(cls_k), dcv = upload(cls_v);
+    const auto dm = upload(mask);
+    const auto dw = upload(ln_w), db = upload(ln_b);
+    using Attention = lsattn::LongShortAttention<lsattn::cuda, TestType>;
+    const Attention gpu({heads, head_dim, window, rank});
+    typename Attention::Inputs in{dq.view(), dk.view(), dv.view(), rank ? dl.view() : lsattn::DeviceView<const TestType, 3>{},
+                                  with_mask ? dm.view() : lsattn::DeviceView<const TestType, 2>{}};
+    if (with_cls) in.cls_query = dcq.view(), in.cls_key = dck.view(), in.cls_value = dcv.view();
+    lsattn::DeviceTensor<TestType, 3> context(want.shape());
+    lsattn::DeviceTensor<unsigned char, 1> workspace(Shape<1>{static_cast<index_t>(gpu.workspace_bytes(length, with_cls))});
+    gpu(in, {{dw.view(), db.view()}, {dw.view(), db.view()}}, context.view(), cudaStream_t{},
+        lsattn::DeviceWorkspace{workspace.view().data(), static_cast<std::size_t>(workspace.size())});
+    lsattn::cuda_detail::check(cudaDeviceSynchronize(), "synchronize");
+    Tensor<TestType, 3> got(want.shape());
+    context.copy_to(got.view());
+    double worst = 0, scale = 1e-3;
+    for (float x : want.values()) scale = std::max(scale, static_cast<double>(std::abs(x)));
+    for (index_t i = 0; i < got.size(); ++i)
+      worst = std::max(worst, std::abs(static_cast<double>(static_cast<float>(got.values()[i])) - want.values()[i]));
+    INFO("trial " << trial << ": nh=" << heads << " dh=" << head_dim << " w=" << window << " r=" << rank << " L=" << length);
+    CHECK(worst / scale < tolerance);
+  }
+}
