@@ -129,6 +129,27 @@ void BM_VisionLayer(benchmark::State& state) {
          tokens, before);
 }
 
+// LS-attention heads (half local with w = 256, half global) vs full multi-head attention of the
+// same shape (D = 512, 8 heads), causal, batch 1. FLOPs: projections 8·L·D², attention 4·dh·(visible
+// keys) per head and query (causal: L(L+1)/2 per global head, ≈ L·w per local head).
+void ls_heads_benchmark(benchmark::State& state, bool split) {
+  const index_t length = state.range(0);
+  lsattn::models::ls_heads::Config config{512, 8, {}, 256, true, 0};
+  if (split) config.local_heads = {0, 1, 2, 3};
+  const lsattn::models::ls_heads::LsHeadsAttention<lsattn::cpu, float> layer(
+      config, lsattn::models::ls_heads::Weights<float>::random(config, 1));
+  const auto x = random_tensor(Shape<3>{1, length, 512}, 2);
+  const std::size_t before = lsattn_bench::current_heap_bytes();
+  lsattn_bench::reset_peak_heap();
+  for (auto _ : state) benchmark::DoNotOptimize(layer.forward(x.view()));
+  const double l = static_cast<double>(length), global_keys = l * (l + 1) / 2;
+  const double local_keys = 256.0 * l - 256.0 * 255.0 / 2;
+  const double keys = split ? 4 * global_keys + 4 * local_keys : 8 * global_keys;
+  report(state, 8 * l * 512 * 512 + 4 * 64 * keys, length, before);
+}
+void BM_LsHeadsCausal(benchmark::State& state) { ls_heads_benchmark(state, true); }
+void BM_FullMhaCausal(benchmark::State& state) { ls_heads_benchmark(state, false); }
+
 void lengths(benchmark::internal::Benchmark* b, index_t max_length, index_t max_tokens) {
   for (index_t batch : {1, 8})
     for (index_t length = 1024; length <= max_length; length *= 2)
@@ -144,5 +165,8 @@ BENCHMARK(BM_FullAttentionLayer)->Apply([](auto* b) { lengths(b, 16384, 16384); 
 BENCHMARK(BM_CausalLayer)->RangeMultiplier(2)->Range(1024, 16384)->Unit(benchmark::kMillisecond)->UseRealTime();
 
 BENCHMARK(BM_VisionLayer)->Arg(28)->Arg(56)->Arg(112)->Arg(126)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+BENCHMARK(BM_LsHeadsCausal)->RangeMultiplier(2)->Range(4096, 16384)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_FullMhaCausal)->RangeMultiplier(2)->Range(4096, 16384)->Unit(benchmark::kMillisecond)->UseRealTime();
 
 BENCHMARK_MAIN();

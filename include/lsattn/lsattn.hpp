@@ -8,6 +8,7 @@
 #include "lsattn/cpu.hpp"
 #include "lsattn/models/causal.hpp"
 #include "lsattn/models/causal_lm.hpp"
+#include "lsattn/models/ls_heads.hpp"
 #include "lsattn/models/lra.hpp"
 #include "lsattn/models/vision.hpp"
 #include "lsattn/version.hpp"

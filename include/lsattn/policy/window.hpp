@@ -89,4 +89,29 @@ struct Window2D {
   LSATTN_HOST_DEVICE constexpr index_t tile_offset(index_t g, index_t key) const { return key - (g * block - side); }
 };
 
+// Token-level visibility for exact softmax attention (the full-attention baseline and the
+// heads of LS-attention). keys(t0, t1, L) is the key range a block of queries t0 … t1 − 1
+// needs; sees(t, s) the exact rule.
+struct FullVisibility {  // every key; causal: keys s ≤ t
+  bool causal = false;
+  LSATTN_HOST_DEVICE constexpr IndexRange keys(index_t, index_t last, index_t length) const {
+    return {0, causal ? last : length};
+  }
+  LSATTN_HOST_DEVICE constexpr bool sees(index_t t, index_t s) const { return !causal || s <= t; }
+};
+
+// A sliding window of w keys per query: causal, t − w + 1 … t; bidirectional, centred:
+// t − (w − 1)/2 … t + w/2 (w keys; for even w one more on the right).
+struct SlidingVisibility {
+  index_t window = 1;
+  bool causal = false;
+  LSATTN_HOST_DEVICE constexpr index_t before() const { return causal ? window - 1 : (window - 1) / 2; }
+  LSATTN_HOST_DEVICE constexpr index_t after() const { return causal ? 0 : window / 2; }
+  LSATTN_HOST_DEVICE constexpr IndexRange keys(index_t first, index_t last, index_t length) const {
+    const index_t begin = first - before(), end = last + after();
+    return {begin > 0 ? begin : 0, end < length ? end : length};
+  }
+  LSATTN_HOST_DEVICE constexpr bool sees(index_t t, index_t s) const { return s >= t - before() && s <= t + after(); }
+};
+
 }  // namespace lsattn

@@ -1,0 +1,83 @@
+#pragma once
+// Exact softmax attention with an online (flash-style) softmax on the CPU: queries in blocks of
+// 64, keys in blocks of 256, a running max and sum per query, so no score matrix larger than
+// 64 × 256 exists. Which keys a query sees comes from a visibility policy (full, causal, or a
+// sliding window), which also bounds the key blocks a query block needs to visit.
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "lsattn/backend/cpu/eigen.hpp"
+#include "lsattn/backend/cpu/parallel.hpp"
+#include "lsattn/core/tensor.hpp"
+#include "lsattn/policy/window.hpp"
+
+namespace lsattn::cpu_detail {
+
+inline constexpr index_t flash_query_block = 64;
+inline constexpr index_t flash_key_block = 256;
+
+// q, k, v, context: (L × nh·dh) rows `width` apart for one batch item; valid: key flags or
+// empty (the same flags say which queries count for max_logit). `visibility_of(head)` returns the head's policy with keys(t0, t1, L) → the key range a
+// query block needs and sees(t, s). Writes the heads' contexts; a query with no visible key
+// gets zeros. max_logit[h] (optional) receives the largest scaled score of head h.
+template <class T, class VisibilityOf>
+void flash_attention(const T* q, const T* k, const T* v, const std::vector<char>& valid, index_t length, index_t heads,
+                     index_t head_dim, const VisibilityOf& visibility_of, T* context, T* max_logit, int threads) {
+  using Matrix = RowMatrix<T>;
+  constexpr T minus_infinity = -std::numeric_limits<T>::infinity();
+  const index_t width = heads * head_dim, blocks = (length + flash_query_block - 1) / flash_query_block;
+  const T scale = T(1) / std::sqrt(static_cast<T>(head_dim));
+  std::vector<T> block_max(static_cast<std::size_t>(blocks * heads), minus_infinity);
+  parallel_for(blocks * heads, threads, [&](index_t task) {
+    const index_t h = task % heads, block = task / heads, column = h * head_dim;
+    const auto visibility = visibility_of(h);
+    const index_t first = block * flash_query_block, count = std::min(flash_query_block, length - first);
+    const IndexRange keys = visibility.keys(first, first + count, length);
+    thread_local Matrix queries, scores, accumulator;
+    thread_local Eigen::Matrix<T, Eigen::Dynamic, 1> running_max, running_sum;
+    queries = matrix(q + first * width + column, count, head_dim, width) * scale;
+    accumulator.setZero(count, head_dim);
+    running_max.setConstant(count, minus_infinity);
+    running_sum.setZero(count);
+    T largest = minus_infinity;
+    for (index_t key_first = keys.begin; key_first < keys.end; key_first += flash_key_block) {
+      const index_t key_count = std::min(flash_key_block, keys.end - key_first);
+      scores.noalias() = queries * matrix(k + key_first * width + column, key_count, head_dim, width).transpose();
+      for (index_t i = 0; i < count; ++i) {
+        auto row = scores.row(i);
+        for (index_t j = 0; j < key_count; ++j) {
+          const index_t s = key_first + j;
+          if (!visibility.sees(first + i, s) || (!valid.empty() && !valid[s])) row(j) = minus_infinity;
+        }
+        const T row_max = row.maxCoeff();
+        if (valid.empty() || valid[first + i]) largest = std::max(largest, row_max);  // padded queries do not count
+        const T new_max = std::max(running_max(i), row_max);
+        if (new_max == minus_infinity) {  // nothing visible yet
+          row.setZero();
+          continue;
+        }
+        const T correction = std::exp(running_max(i) - new_max);
+        row = (row.array() - new_max).exp();
+        running_sum(i) = running_sum(i) * correction + row.sum();
+        accumulator.row(i) *= correction;
+        running_max(i) = new_max;
+      }
+      accumulator.noalias() += scores * matrix(v + key_first * width + column, key_count, head_dim, width);
+    }
+    for (index_t i = 0; i < count; ++i)
+      if (running_sum(i) > 0) accumulator.row(i) /= running_sum(i);
+    matrix(context + first * width + column, count, head_dim, width) = accumulator;
+    block_max[static_cast<std::size_t>(task)] = largest;
+  });
+  if (max_logit != nullptr) {
+    for (index_t h = 0; h < heads; ++h) {
+      T largest = minus_infinity;
+      for (index_t block = 0; block < blocks; ++block) largest = std::max(largest, block_max[block * heads + h]);
+      max_logit[h] = largest;
+    }
+  }
+}
+
+}  // namespace lsattn::cpu_detail
