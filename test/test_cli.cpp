@@ -480,3 +480,37 @@ TEST_CASE("vision CLI error paths", "[cli][errors][vision]") {
   writer.write(corrupted);
   CHECK_THAT(run(args(corrupted, {})).err, Contains("relative_position_index") && Contains("(1, 2)"));
 }
+
+TEST_CASE("run --variant ls-heads", "[cli][ls_heads]") {
+  namespace ls = lsattn::models::ls_heads;
+  const ls::Config config{8, 2, {1}, 3, true, 0};
+  const auto weights = ls::Weights<float>::random(config, 4);
+  SafeTensorsWriter w;
+  lsattn::io::save_parameters(w, weights, config);
+  for (const auto& [k, v] : std::map<std::string, std::string>{
+           {"num_heads", "2"}, {"dim", "8"}, {"window", "3"}, {"causal", "true"}, {"local_heads", "1"}})
+    w.set_metadata(k, v);
+  const auto weights_path = scratch("ls_heads_weights.safetensors").string();
+  w.write(weights_path);
+  SafeTensorsWriter in;
+  Tensor<float, 3> x(Shape<3>{1, 10, 8});
+  for (index_t i = 0; i < x.size(); ++i) x.values()[i] = std::sin(0.37f * static_cast<float>(i));
+  in.add("input.x", x);
+  const auto input_path = scratch("ls_heads_input.safetensors").string();
+  in.write(input_path);
+  const auto output = scratch("ls_heads_output.safetensors").string();
+  const Result result = run({"run", "--variant", "ls-heads", "--weights", weights_path, "--input", input_path, "--output", output});
+  REQUIRE(result.err == "");
+  const ls::LsHeadsAttention<lsattn::cpu, float> layer(config, weights);
+  std::vector<float> max_logits;
+  const auto want = layer.forward(x.view(), {}, &max_logits);
+  const auto got = SafeTensorsFile::open(output);
+  CHECK(got.load_float<3>("output.y").values() == want.values());
+  CHECK(got.load_float<1>("output.max_logits").values() == max_logits);
+  const Result bad = run({"run", "--variant", "ls-heads", "--weights", weights_path, "--input", input_path, "--output",
+                          output, "--local-heads", "0,x"});
+  CHECK_THAT(bad.err, Contains("local_heads") && Contains("x"));
+  const Result out_of_range = run({"run", "--variant", "ls-heads", "--weights", weights_path, "--input", input_path,
+                                   "--output", output, "--local-heads", "0,5"});
+  CHECK_THAT(out_of_range.err, Contains("local_heads") && Contains("5"));
+}

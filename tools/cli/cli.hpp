@@ -35,6 +35,9 @@ inline const std::map<std::string, std::string>& flag_keys(const std::string& fa
   static const std::map<std::string, std::string> vision{
       {"--heads", "num_heads"}, {"--dim", "dim"},   {"--window", "w"},  {"--rank", "dp_rank"},   {"--globals", "nglo"},
       {"--rpe", "rpe"},         {"--qkv-bias", "qkv_bias"}, {"--nx", "nx"}, {"--ny", "ny"}};
+  static const std::map<std::string, std::string> ls_heads{{"--heads", "num_heads"},        {"--dim", "dim"},
+                                                           {"--window", "window"},          {"--causal", "causal"},
+                                                           {"--local-heads", "local_heads"}};
   static const std::map<std::string, std::string> lm = [] {
     auto keys = causal;
     keys.insert({{"--inner", "d_inner"}, {"--layers", "n_layer"}, {"--vocab", "vocab_size"}, {"--mem-len", "mem_len"},
@@ -42,6 +45,7 @@ inline const std::map<std::string, std::string>& flag_keys(const std::string& fa
     return keys;
   }();
   if (family == "vision") return vision;
+  if (family == "ls-heads") return ls_heads;
   return family == "lra" ? lra : family == "causal" ? causal : lm;
 }
 
@@ -107,6 +111,36 @@ inline Tensor<float, 3> run_vision(const CommonOptions& options, const io::SafeT
   require_input(input, "input.x", "(B, nglo + nx*ny, C)");
   const auto x = input.load_float<3>("input.x");
   return layer.forward(x.view(), nx, ny);
+}
+
+// `run --variant ls-heads`: ordinary multi-head attention weights (W_q, W_k, W_v, W_o); input.x
+// (B, L, D), optional input.mask (B, L); writes output.y and output.max_logits (num_heads).
+// local_heads is a comma-separated list of head indices ("" or absent: none).
+inline Tensor<float, 3> run_ls_heads(const CommonOptions& options, const io::SafeTensorsFile& weights,
+                                     const io::SafeTensorsFile& input, io::SafeTensorsWriter& writer) {
+  const auto values = hyperparameters(weights, options, "ls-heads", "--variant ls-heads");
+  models::ls_heads::Config config;
+  config.num_heads = values.required_integer("num_heads", "--heads");
+  config.dim = values.required_integer("dim", "--dim");
+  config.window = values.required_integer("window", "--window");
+  config.causal = values.boolean("causal").value_or(false);
+  config.threads = options.threads;
+  const std::string list = values.text("local_heads").value_or("");
+  for (std::size_t start = 0; start < list.size();) {
+    const std::size_t end = std::min(list.find(',', start), list.size());
+    io::Hyperparameters one({{"local_heads", list.substr(start, end - start)}}, weights.source());
+    config.local_heads.push_back(*one.integer("local_heads"));
+    start = end + 1;
+  }
+  const models::ls_heads::LsHeadsAttention<cpu, float> layer(
+      config, io::load_parameters<models::ls_heads::Weights<float>>(weights, config, options.prefix));
+  require_input(input, "input.x", "(B, L, D)");
+  const auto x = input.load_float<3>("input.x");
+  const auto mask = optional_input<2>(input, "input.mask");
+  std::vector<float> max_logits;
+  auto y = layer.forward(x.view(), mask.size() ? mask.view() : HostView<const float, 2>{}, &max_logits);
+  writer.add("output.max_logits", Tensor<float, 1>(Shape<1>{config.num_heads}, max_logits));
+  return y;
 }
 
 inline models::causal::TransformerLSModel<cpu, float> load_model(const CommonOptions& options,
@@ -271,12 +305,13 @@ inline int main(int argc, const char* const* argv, std::ostream& out, std::ostre
   auto* run = app.add_subcommand("run", "run one attention layer on inputs from a safetensors file");
   run->add_option("--variant", variant, "attention variant")
       ->required()
-      ->check(CLI::IsMember({"lra", "causal", "vision"}));
+      ->check(CLI::IsMember({"lra", "causal", "vision", "ls-heads"}));
   add_common(run, "inputs (safetensors)");
   // The flags of both families; one that does not apply to the chosen variant is an error.
   std::map<std::string, std::string> run_flags = flag_keys("lra");
   for (const auto& entry : flag_keys("causal")) run_flags.insert(entry);
   for (const auto& entry : flag_keys("vision")) run_flags.insert(entry);
+  for (const auto& entry : flag_keys("ls-heads")) run_flags.insert(entry);
   for (const auto& [flag, key] : run_flags) {
     run->add_option_function<std::string>(flag, [&options, flag = flag](const std::string& value) {
       options.flags[flag] = value;
@@ -305,10 +340,11 @@ inline int main(int argc, const char* const* argv, std::ostream& out, std::ostre
     if (run->parsed()) {
       const auto weights = io::SafeTensorsFile::open(options.weights_path);
       const auto input = io::SafeTensorsFile::open(options.input_path);
+      io::SafeTensorsWriter writer;
       const auto y = variant == "lra"      ? run_lra(options, weights, input)
                      : variant == "causal" ? run_causal(options, weights, input)
-                                           : run_vision(options, weights, input);
-      io::SafeTensorsWriter writer;
+                     : variant == "vision" ? run_vision(options, weights, input)
+                                           : run_ls_heads(options, weights, input, writer);
       writer.set_metadata("variant", variant);
       writer.set_metadata("lsattn_version", version);
       writer.add("output.y", y);
