@@ -164,7 +164,7 @@ BENCHMARK(BM_FullAttentionLayer)->Apply([](auto* b) { lengths(b, 16384, 16384); 
 
 BENCHMARK(BM_CausalLayer)->RangeMultiplier(2)->Range(1024, 16384)->Unit(benchmark::kMillisecond)->UseRealTime();
 
-BENCHMARK(BM_VisionLayer)->Arg(28)->Arg(56)->Arg(112)->Arg(126)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_VisionLayer)->Arg(28)->Arg(56)->Arg(112)->Arg(128)->Unit(benchmark::kMillisecond)->UseRealTime();
 
 BENCHMARK(BM_LsHeadsCausal)->RangeMultiplier(2)->Range(4096, 16384)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_FullMhaCausal)->RangeMultiplier(2)->Range(4096, 16384)->Unit(benchmark::kMillisecond)->UseRealTime();

@@ -1,62 +1,152 @@
 #!/usr/bin/env python3
-"""Turns lsattn_bench's JSON output into the markdown tables of docs/performance.md.
+"""Turns one lsattn_bench JSON run into docs/performance.md (tables and plots).
 
-usage: bench/report.py docs/results/bench-cpu.json > table.md
+usage: bench/report.py docs/results/bench-cpu.json [--out docs/performance.md] [--notes docs/performance-notes.md]
 
-Every ratio is taken within the one run in the file: LS vs full attention at the same
-(batch, length), and each kernel's FLOP/s as a fraction of the run's BM_Gemm FLOP/s.
+Every ratio is taken within the one run: LS vs full attention at the same (batch, length),
+each kernel's FLOP/s as a fraction of the run's BM_Gemm FLOP/s. The hand-written reading of
+the figures comes from --notes and is appended unchanged. Plots need matplotlib (Debian
+python3-matplotlib); without it the tables are still written.
 """
+import argparse
 import json
-import sys
+import os
+import subprocess
+
+COUNTED = """Multiply-add = 2 FLOPs; softmax, LayerNorm, masking and copies are not counted.
+- LS layer (bidirectional): projections `2·L·D·(4D + nh·r)` (W_q, W_k, W_v, W_o, dconv_fc) +
+  compression `4·L·r·D` + attention `4·L·D·(r + w + 2·ext)` over a full block's keys.
+- Full layer: `8·L·D²` + `4·L²·D`.
+- Causal layer: projections of queries, window rows, cache summaries and outputs, `dconv_1`,
+  the position tables, and per query `2·D·(3w + 3k)` for its w window keys and k visible
+  compressed keys (content, position and value terms).
+- 2D layer: qkv and proj `8·N·C²`, the dynamic projection, and per patch `4·C·(r + 13² + 1)`.
+- LS heads / full MHA: `8·L·D²` + `4·dh` per visible (query, key) pair and head.
+- Peak MiB: the heap high-water mark during the timed calls above the heap before them (every
+  malloc of the process is counted by `bench/peak_memory.cpp`): output and all scratch, not the input."""
 
 
-def main(path):
+def load(path):
     with open(path) as f:
         run = json.load(f)
-    rows = {}
-    gemm = None
-    causal = []
+    groups = {}
     for b in run["benchmarks"]:
-        name = b["name"].replace("/real_time", "")
-        parts = name.split("/")
-        if parts[0] == "BM_Gemm":
-            gemm = b["FLOP/s"]
-            continue
-        if parts[0] == "BM_CausalLayer":
-            causal.append((int(parts[1]), b))
-            continue
-        key = (int(parts[1]), int(parts[2]))
-        rows.setdefault(key, {})[parts[0]] = b
-    ctx = run["context"]
-    print(f"Machine: {ctx.get('num_cpus')} CPUs at {ctx.get('mhz_per_cpu')} MHz, run {ctx.get('date')}.")
-    print(f"Yardstick: Eigen GEMM (16384×512)·(512×512), same threading: **{gemm / 1e9:.1f} GFLOP/s**.\n")
-    print("| batch | L | LS time (ms) | LS GFLOP/s | LS / GEMM | LS peak MiB | full time (ms) | full GFLOP/s | full / GEMM | full peak MiB | full / LS time |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
-    for (batch, length), r in sorted(rows.items()):
-        ls = r.get("BM_LongShortLayer")
-        full = r.get("BM_FullAttentionLayer")
-        cells = [str(batch), str(length)]
-        for b in (ls, full):
-            if b is None:
-                cells += ["–"] * 4
-            else:
-                cells += [f"{b['real_time']:.1f}", f"{b['FLOP/s'] / 1e9:.1f}", f"{b['FLOP/s'] / gemm:.0%}",
-                          f"{b['peak_MiB']:.1f}"]
-        cells.append(f"{full['real_time'] / ls['real_time']:.1f}×" if ls and full else "–")
-        print("| " + " | ".join(cells) + " |")
-    by_length = {length: r["BM_LongShortLayer"]["real_time"] for (batch, length), r in rows.items()
-                 if batch == 1 and "BM_LongShortLayer" in r}
-    if 4096 in by_length and 65536 in by_length:
-        print(f"\nLS time ratio t(64K)/t(4K), batch 1: **{by_length[65536] / by_length[4096]:.1f}** (16 would be exactly linear).")
+        parts = b["name"].replace("/real_time", "").split("/")
+        groups.setdefault(parts[0], []).append((tuple(int(p) for p in parts[1:]), b))
+    return run, groups
 
-    if causal:
-        print("\nCausal layer (D = 512, 8 heads, l = 16, r = 1, w = 512, memory M = 2048, batch 1):\n")
-        print("| L | time (ms) | GFLOP/s | / GEMM | tokens/s | peak MiB |")
-        print("|---|---|---|---|---|---|")
-        for length, b in sorted(causal):
-            print(f"| {length} | {b['real_time']:.1f} | {b['FLOP/s'] / 1e9:.1f} | {b['FLOP/s'] / gemm:.0%} | "
-                  f"{b['tokens/s']:.0f} | {b['peak_MiB']:.1f} |")
+
+def ms(b):
+    return f"{b['real_time']:.1f}"
+
+
+def plots(groups, gemm, image_dir):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return []
+    os.makedirs(image_dir, exist_ok=True)
+    made = []
+    series = [("BM_LongShortLayer", "LS layer (bidirectional)"), ("BM_FullAttentionLayer", "full attention layer"),
+              ("BM_CausalLayer", "causal LS layer (M = 2048)"), ("BM_LsHeadsCausal", "LS heads (causal)"),
+              ("BM_FullMhaCausal", "full MHA (causal)")]
+    for key, ylabel, name in (("real_time", "time per call (ms)", "perf_time.png"),
+                              ("peak_MiB", "peak heap (MiB)", "perf_memory.png")):
+        fig, ax = plt.subplots(figsize=(6.4, 4.2))
+        for group, label in series:
+            points = sorted((args[-1], b[key]) for args, b in groups.get(group, []) if len(args) == 1 or args[0] == 1)
+            if points:
+                ax.loglog([p[0] for p in points], [p[1] for p in points], marker="o", label=label)
+        ax.set_xlabel("sequence length L (batch 1)")
+        ax.set_ylabel(ylabel)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(os.path.join(image_dir, name), dpi=110)
+        plt.close(fig)
+        made.append(name)
+    return made
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("json")
+    ap.add_argument("--out", default="docs/performance.md")
+    ap.add_argument("--notes", default="docs/performance-notes.md")
+    args = ap.parse_args()
+    run, groups = load(args.json)
+    gemm = groups["BM_Gemm"][0][1]["FLOP/s"]
+    ctx = run["context"]
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    except OSError:
+        commit = "unknown"
+    out = ["# Performance", "",
+           "Generated by `bench/report.py` from one run of `lsattn_bench`; compare ratios, not absolute times",
+           "(the machines are shared and noisy). Raw JSON: `" + args.json + "`.", "",
+           "## How to reproduce", "```sh",
+           "cmake --preset release && cmake --build --preset release --target lsattn_bench",
+           "./build/bench/lsattn_bench --benchmark_out=docs/results/bench-cpu.json --benchmark_out_format=json --benchmark_min_time=0.5",
+           "/usr/bin/python3 bench/report.py docs/results/bench-cpu.json", "```", "",
+           "## The run",
+           f"- machine: {ctx.get('num_cpus')} CPUs at {ctx.get('mhz_per_cpu')} MHz, "
+           + ", ".join(f"L{c['level']} {c['size'] // 1024} KiB" for c in ctx.get("caches", []) if c.get("type") != "Instruction"),
+           f"- commit: {commit} (the report's; the benchmark binary was built from the working tree of the run)",
+           f"- date: {ctx.get('date')}",
+           f"- yardstick: Eigen GEMM (16384×512)·(512×512), same threading: **{gemm / 1e9:.1f} GFLOP/s**", "",
+           "## What is counted", COUNTED, ""]
+
+    rows = {}
+    for name in ("BM_LongShortLayer", "BM_FullAttentionLayer"):
+        for a, b in groups.get(name, []):
+            rows.setdefault(a, {})[name] = b
+    out += ["## Bidirectional layer vs full attention (D = 512, 8 heads, w = 128, r = 64, fp32, all threads)", "",
+            "| batch | L | LS ms | LS GFLOP/s | LS / GEMM | LS peak MiB | full ms | full / GEMM | full peak MiB | full / LS time |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
+    for (batch, length), r in sorted(rows.items()):
+        ls, full = r.get("BM_LongShortLayer"), r.get("BM_FullAttentionLayer")
+        cells = [str(batch), str(length)]
+        cells += [ms(ls), f"{ls['FLOP/s'] / 1e9:.1f}", f"{ls['FLOP/s'] / gemm:.0%}", f"{ls['peak_MiB']:.1f}"] if ls else ["–"] * 4
+        cells += [ms(full), f"{full['FLOP/s'] / gemm:.0%}", f"{full['peak_MiB']:.1f}"] if full else ["–"] * 3
+        cells.append(f"{full['real_time'] / ls['real_time']:.1f}×" if ls and full else "–")
+        out.append("| " + " | ".join(cells) + " |")
+    t = {a[1]: b["real_time"] for a, b in groups.get("BM_LongShortLayer", []) if a[0] == 1}
+    if 4096 in t and 65536 in t:
+        out += ["", f"t(64K)/t(4K), batch 1: **{t[65536] / t[4096]:.1f}** (16 is exactly linear)."]
+
+    def simple(title, group, key_name):
+        if group not in groups:
+            return []
+        lines = ["", f"## {title}", "", f"| {key_name} | ms | GFLOP/s | / GEMM | tokens/s | peak MiB |", "|---|---|---|---|---|---|"]
+        for a, b in sorted(groups[group]):
+            lines.append(f"| {a[0]} | {ms(b)} | {b['FLOP/s'] / 1e9:.1f} | {b['FLOP/s'] / gemm:.0%} | "
+                         f"{b['tokens/s']:.0f} | {b['peak_MiB']:.1f} |")
+        return lines
+
+    out += simple("Causal layer (D = 512, 8 heads, l = 16, r = 1, w = 512, memory M = 2048, batch 1)", "BM_CausalLayer", "L")
+    out += simple("2D layer (ViL-LS stage 1: C = 96, 3 heads, w = 7, r = 8, one global token, RPE; n × n patches)",
+                  "BM_VisionLayer", "n")
+    if "BM_LsHeadsCausal" in groups and "BM_FullMhaCausal" in groups:
+        full = {a[0]: b for a, b in groups["BM_FullMhaCausal"]}
+        out += ["", "## LS-attention heads vs full multi-head attention (D = 512, 8 heads, causal, batch 1; "
+                "heads 0–3 local with w = 256)", "", "| L | LS heads ms | full MHA ms | LS / full time |", "|---|---|---|---|"]
+        for a, b in sorted(groups["BM_LsHeadsCausal"]):
+            if a[0] in full:
+                out.append(f"| {a[0]} | {ms(b)} | {ms(full[a[0]])} | {b['real_time'] / full[a[0]]['real_time']:.2f} |")
+
+    image_dir = os.path.join(os.path.dirname(args.out), "images")
+    made = plots(groups, gemm, image_dir)
+    if made:
+        out += ["", "## Plots (batch 1, log-log)", ""] + [f"![{m}](images/{m})" for m in made]
+    if os.path.exists(args.notes):
+        with open(args.notes) as f:
+            out += ["", f.read().rstrip()]
+    with open(args.out, "w") as f:
+        f.write("\n".join(out) + "\n")
+    print("wrote", args.out, "and", len(made), "plots")
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main()
