@@ -6,6 +6,7 @@
 
 #include "lsattn/lsattn.hpp"
 #include "oracle_causal_lm.hpp"
+#include "test_helpers.hpp"
 
 namespace {
 
@@ -13,18 +14,10 @@ using lsattn::index_t;
 using lsattn::Shape;
 using lsattn::Tensor;
 namespace causal = lsattn::models::causal;
+using test_helpers::cast_weights;
+using test_helpers::flat;
+using test_helpers::to_matrix;
 
-template <class T, std::size_t R>
-std::vector<double> flat(const Tensor<T, R>& t) {
-  return {t.values().begin(), t.values().end()};
-}
-template <class T>
-oracle::Matrix to_matrix(const Tensor<T, 2>& t) {
-  oracle::Matrix m(t.extent(0), std::vector<double>(t.extent(1)));
-  for (index_t i = 0; i < t.extent(0); ++i)
-    for (index_t j = 0; j < t.extent(1); ++j) m[i][j] = t(i, j);
-  return m;
-}
 
 oracle::CausalWeights to_oracle(const causal::Weights<float>& w, const causal::Config& c) {
   const std::vector<double> zeros(c.d_model, 0.0);
@@ -36,19 +29,6 @@ oracle::CausalWeights to_oracle(const causal::Weights<float>& w, const causal::C
           flat(w.dual_ln_dproj_weight), flat(w.dual_ln_dproj_bias), flat(w.dual_ln_win_weight), flat(w.dual_ln_win_bias)};
 }
 
-template <class T>
-causal::Weights<T> cast_weights(const causal::Weights<float>& w, const causal::Config& config) {
-  std::vector<std::vector<T>> values;
-  const_cast<causal::Weights<float>&>(w).for_each(config, [&](const std::string&, const auto& tensor, const auto&) {
-    values.emplace_back(tensor.values().begin(), tensor.values().end());
-  });
-  causal::Weights<T> out;
-  size_t i = 0;
-  out.for_each(config, [&](const std::string&, auto& tensor, const auto& shape) {
-    tensor = std::remove_reference_t<decltype(tensor)>(shape, values[i++]);
-  });
-  return out;
-}
 
 struct Case {
   causal::Config config;

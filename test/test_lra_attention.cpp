@@ -6,6 +6,7 @@
 
 #include "lsattn/lsattn.hpp"
 #include "oracle_lra.hpp"
+#include "test_helpers.hpp"
 
 namespace {
 
@@ -13,46 +14,24 @@ using lsattn::index_t;
 using lsattn::Shape;
 using lsattn::Tensor;
 namespace lra = lsattn::models::lra;
+using test_helpers::cast_weights;
+using test_helpers::flat;
+using test_helpers::to_matrix;
 
-template <class T>
-oracle::Matrix to_matrix(const Tensor<T, 2>& t) {
-  oracle::Matrix m(t.extent(0), std::vector<double>(t.extent(1)));
-  for (index_t i = 0; i < t.extent(0); ++i)
-    for (index_t j = 0; j < t.extent(1); ++j) m[i][j] = t(i, j);
-  return m;
-}
-template <class T>
-std::vector<double> to_vector(const Tensor<T, 1>& t) {
-  return {t.values().begin(), t.values().end()};
-}
 
 template <class T>
 oracle::LraWeights to_oracle(const lra::Weights<T>& w, bool has_projection) {
   oracle::LraWeights o{to_matrix(w.W_q_weight), to_matrix(w.W_k_weight), to_matrix(w.W_v_weight), to_matrix(w.W_o_weight),
-                       {}, to_vector(w.W_q_bias), to_vector(w.W_k_bias), to_vector(w.W_v_bias), to_vector(w.W_o_bias),
-                       {}, to_vector(w.dual_ln_s_weight), to_vector(w.dual_ln_s_bias), to_vector(w.dual_ln_l_weight),
-                       to_vector(w.dual_ln_l_bias)};
+                       {}, flat(w.W_q_bias), flat(w.W_k_bias), flat(w.W_v_bias), flat(w.W_o_bias),
+                       {}, flat(w.dual_ln_s_weight), flat(w.dual_ln_s_bias), flat(w.dual_ln_l_weight),
+                       flat(w.dual_ln_l_bias)};
   if (has_projection) {
     o.Wp = to_matrix(w.dconv_fc_weight);
-    o.bp = to_vector(w.dconv_fc_bias);
+    o.bp = flat(w.dconv_fc_bias);
   }
   return o;
 }
 
-template <class T>
-lra::Weights<T> cast_weights(const lra::Weights<float>& w, const lra::Config& config) {
-  lra::Weights<T> out;
-  auto& source = const_cast<lra::Weights<float>&>(w);
-  std::vector<std::vector<T>> values;
-  source.for_each(config, [&](const std::string&, const auto& tensor, const auto&) {
-    values.emplace_back(tensor.values().begin(), tensor.values().end());
-  });
-  size_t i = 0;
-  out.for_each(config, [&](const std::string&, auto& tensor, const auto& shape) {
-    tensor = std::remove_reference_t<decltype(tensor)>(shape, values[i++]);
-  });
-  return out;
-}
 
 struct Case {
   lra::Config config;

@@ -6,6 +6,7 @@
 
 #include "lsattn/lsattn.hpp"
 #include "oracle_vision.hpp"
+#include "test_helpers.hpp"
 
 namespace {
 
@@ -13,18 +14,9 @@ using lsattn::index_t;
 using lsattn::Shape;
 using lsattn::Tensor;
 namespace vision = lsattn::models::vision;
+using test_helpers::flat;
+using test_helpers::to_matrix;
 
-template <class T, std::size_t R>
-std::vector<double> flat(const Tensor<T, R>& t) {
-  return {t.values().begin(), t.values().end()};
-}
-template <class T>
-oracle::Matrix to_matrix(const Tensor<T, 2>& t) {
-  oracle::Matrix m(t.extent(0), std::vector<double>(t.extent(1)));
-  for (index_t i = 0; i < t.extent(0); ++i)
-    for (index_t j = 0; j < t.extent(1); ++j) m[i][j] = t(i, j);
-  return m;
-}
 
 struct Case {
   vision::Config config;
