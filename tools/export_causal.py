@@ -91,6 +91,9 @@ import sys
 
 import torch
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from export_lra_attention import canonicalize_header  # noqa: E402  (one copy for every exporter)
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "reference"))
 
@@ -99,22 +102,6 @@ LAYER_KEYS = ("n_head", "d_model", "chunk_size", "chunk_rank", "window_len", "us
 MODEL_KEYS = LAYER_KEYS + ("d_inner", "n_layer", "vocab_size", "mem_len", "pre_ln", "use_gelu")
 BOOL_KEYS = ("use_bias", "pre_ln", "use_gelu")
 DEFAULTS = {"use_bias": False, "clamp_len": -1, "cpos_clamp_len": -1}
-
-
-def canonicalize_header(path):
-    """Rewrite a safetensors header with sorted keys, so regenerated files are byte-identical.
-
-    (The Rust writer emits ``__metadata__`` in hash-map order.) Data offsets are relative
-    to the data section, so only the JSON text changes; it is space-padded to 8 bytes.
-    """
-    with open(path, "rb") as f:
-        blob = f.read()
-    n = struct.unpack("<Q", blob[:8])[0]
-    header = json.loads(blob[8:8 + n])
-    text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
-    text += b" " * (-len(text) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(text)) + text + blob[8 + n:])
 
 
 def _to_bool(v):
