@@ -98,6 +98,8 @@ struct FullVisibility {  // every key; causal: keys s ≤ t
     return {0, causal ? last : length};
   }
   LSATTN_HOST_DEVICE constexpr bool sees(index_t t, index_t s) const { return !causal || s <= t; }
+  // The keys query t sees, as one range (they are contiguous).
+  LSATTN_HOST_DEVICE constexpr IndexRange row_keys(index_t t, index_t length) const { return {0, causal ? t + 1 : length}; }
 };
 
 // A sliding window of w keys per query: causal, t − w + 1 … t; bidirectional, centred:
@@ -112,6 +114,7 @@ struct SlidingVisibility {
     return {begin > 0 ? begin : 0, end < length ? end : length};
   }
   LSATTN_HOST_DEVICE constexpr bool sees(index_t t, index_t s) const { return s >= t - before() && s <= t + after(); }
+  LSATTN_HOST_DEVICE constexpr IndexRange row_keys(index_t t, index_t length) const { return keys(t, t + 1, length); }
 };
 
 }  // namespace lsattn

@@ -19,9 +19,10 @@ inline constexpr index_t flash_query_block = 64;
 inline constexpr index_t flash_key_block = 256;
 
 // q, k, v, context: (L × nh·dh) rows `width` apart for one batch item; valid: key flags or
-// empty (the same flags say which queries count for max_logit). `visibility_of(head)` returns the head's policy with keys(t0, t1, L) → the key range a
-// query block needs and sees(t, s). Writes the heads' contexts; a query with no visible key
-// gets zeros. max_logit[h] (optional) receives the largest scaled score of head h.
+// empty (the same flags say which queries count for max_logit). `visibility_of(head)` returns
+// the head's policy: keys(t0, t1, L), the key range a block of queries needs, and
+// row_keys(t, L), the contiguous range query t sees. Writes the heads' contexts; a query with
+// no visible key gets zeros. max_logit[h] (optional) receives the largest scaled score of head h.
 template <class T, class VisibilityOf>
 void flash_attention(const T* q, const T* k, const T* v, const std::vector<char>& valid, index_t length, index_t heads,
                      index_t head_dim, const VisibilityOf& visibility_of, T* context, T* max_logit, int threads) {
@@ -47,10 +48,15 @@ void flash_attention(const T* q, const T* k, const T* v, const std::vector<char>
       scores.noalias() = queries * matrix(k + key_first * width + column, key_count, head_dim, width).transpose();
       for (index_t i = 0; i < count; ++i) {
         auto row = scores.row(i);
-        for (index_t j = 0; j < key_count; ++j) {
-          const index_t s = key_first + j;
-          if (!visibility.sees(first + i, s) || (!valid.empty() && !valid[s])) row(j) = minus_infinity;
-        }
+        // The visible keys of a query are one contiguous range: mask the two ends as runs.
+        const IndexRange seen = visibility.row_keys(first + i, length);
+        const index_t begin = std::clamp(seen.begin - key_first, index_t{0}, key_count);
+        const index_t end = std::clamp(seen.end - key_first, begin, key_count);
+        row.head(begin).setConstant(minus_infinity);
+        row.tail(key_count - end).setConstant(minus_infinity);
+        if (!valid.empty())
+          for (index_t j = begin; j < end; ++j)
+            if (!valid[key_first + j]) row(j) = minus_infinity;
         const T row_max = row.maxCoeff();
         if (valid.empty() || valid[first + i]) largest = std::max(largest, row_max);  // padded queries do not count
         const T new_max = std::max(running_max(i), row_max);
