@@ -55,6 +55,27 @@ void BM_LongShortLayer(benchmark::State& state) {
   report(state, flops, batch * length, before);
 }
 
+// The attention proper alone (LongShortAttention on precomputed Q, K, V and logits): the local
+// LN, the dynamic projection and the joint softmax attention, no linear layers.
+void BM_LongShortAttentionOnly(benchmark::State& state) {
+  const index_t length = state.range(0), width = kConfig.transformer_dim;
+  const double d = width, r = kConfig.num_landmarks;
+  const double keys = r + lsattn::BidirectionalWindow::segments(kConfig.window_size).span();
+  const auto q = random_tensor(Shape<3>{1, length, width}, 2), k = random_tensor(q.shape(), 3), v = random_tensor(q.shape(), 4);
+  const auto logits = random_tensor(Shape<3>{1, length, kConfig.num_head * kConfig.num_landmarks}, 5);
+  const Tensor<float, 1> ones(Shape<1>{width}, 1.0f), zeros(Shape<1>{width}, 0.0f);
+  const lsattn::LongShortAttention<lsattn::cpu, float> attention(kConfig.attention());
+  Tensor<float, 3> context(q.shape());
+  const std::size_t before = lsattn_bench::current_heap_bytes();
+  lsattn_bench::reset_peak_heap();
+  for (auto _ : state) {
+    attention({q.view(), k.view(), v.view(), logits.view()}, {{ones.view(), zeros.view()}, {ones.view(), zeros.view()}},
+              context.view());
+    benchmark::DoNotOptimize(context.data());
+  }
+  report(state, static_cast<double>(length) * (4 * r * d + 4 * d * keys), length, before);
+}
+
 void BM_FullAttentionLayer(benchmark::State& state) {
   const index_t batch = state.range(0), length = state.range(1), width = kConfig.transformer_dim;
   const auto w = lra::Weights<float>::random(kConfig, 1);
@@ -160,6 +181,7 @@ void lengths(benchmark::internal::Benchmark* b, index_t max_length, index_t max_
 
 BENCHMARK(BM_Gemm)->Arg(16384)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_LongShortLayer)->Apply([](auto* b) { lengths(b, 65536, 131072); })->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_LongShortAttentionOnly)->RangeMultiplier(4)->Range(4096, 65536)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_FullAttentionLayer)->Apply([](auto* b) { lengths(b, 16384, 16384); })->Unit(benchmark::kMillisecond)->UseRealTime();
 
 BENCHMARK(BM_CausalLayer)->RangeMultiplier(2)->Range(1024, 16384)->Unit(benchmark::kMillisecond)->UseRealTime();

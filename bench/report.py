@@ -16,6 +16,7 @@ import subprocess
 COUNTED = """Multiply-add = 2 FLOPs; softmax, LayerNorm, masking and copies are not counted.
 - LS layer (bidirectional): projections `2·L·D·(4D + nh·r)` (W_q, W_k, W_v, W_o, dconv_fc) +
   compression `4·L·r·D` + attention `4·L·D·(r + w + 2·ext)` over a full block's keys.
+- Attention proper alone: the compression and attention terms above (no projections).
 - Full layer: `8·L·D²` + `4·L²·D`.
 - Causal layer: projections of queries, window rows, cache summaries and outputs, `dconv_1`,
   the position tables, and per query `2·D·(3w + 3k)` for its w window keys and k visible
@@ -125,6 +126,8 @@ def main():
                          f"{b['tokens/s']:.0f} | {b['peak_MiB']:.1f} |")
         return lines
 
+    out += simple("Bidirectional attention proper alone (precomputed Q, K, V, logits; LN, projection, joint softmax)",
+                  "BM_LongShortAttentionOnly", "L")
     out += simple("Causal layer (D = 512, 8 heads, l = 16, r = 1, w = 512, memory M = 2048, batch 1)", "BM_CausalLayer", "L")
     out += simple("2D layer (ViL-LS stage 1: C = 96, 3 heads, w = 7, r = 8, one global token, RPE; n × n patches)",
                   "BM_VisionLayer", "n")
