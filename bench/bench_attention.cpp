@@ -114,14 +114,14 @@ void BM_Gemm(benchmark::State& state) {
 
 // (batch, length) pairs from 1K tokens up to max_tokens tokens per call.
 // The published enwik8 layer (D = 512, 8 heads, l = 16, r = 1, w = 512) on a segment of L
-// tokens after a memory of M = 2048.
+// tokens after a memory of M = 2048, batch 1 and 8.
 void BM_CausalLayer(benchmark::State& state) {
-  const index_t length = state.range(0), cache = 2048;
+  const index_t batch = state.range(0), length = state.range(1), cache = 2048;
   const lsattn::models::causal::Config config{8, 512, 16, 1, 512, false, -1, -1, 0};
   const lsattn::models::causal::ChunkedLSAttention<lsattn::cpu, float> layer(
       config, lsattn::models::causal::Weights<float>::random(config, 1));
-  const auto h = random_tensor(Shape<3>{1, length, 512}, 2);
-  const auto memory = random_tensor(Shape<3>{1, cache, 512}, 3);
+  const auto h = random_tensor(Shape<3>{batch, length, 512}, 2);
+  const auto memory = random_tensor(Shape<3>{batch, cache, 512}, 3);
   const std::size_t before = lsattn_bench::current_heap_bytes();
   lsattn_bench::reset_peak_heap();
   for (auto _ : state) benchmark::DoNotOptimize(layer.forward(h.view(), memory.view()));
@@ -130,43 +130,45 @@ void BM_CausalLayer(benchmark::State& state) {
   double flops = 2 * d * d * (2.0 * length + 2 * window_rows + 2 * cache / 16.0) + 2 * d * 8 * (cache + length) +
                  2 * d * d * (w + chunks);
   for (index_t t = 0; t < length; ++t) flops += 2 * d * (3 * w + 3 * static_cast<double>((cache + t) / 16));
-  report(state, flops, length, before);
+  report(state, static_cast<double>(batch) * flops, batch * length, before);
 }
 
 // The ViL-LS stage-1 attention (C = 96, 3 heads, w = 7, r = 8, one global token, RPE) over an
 // n × n patch grid. FLOPs: qkv and proj 2·N·C·4C, the dynamic projection 2·n²·C·nh·r and
 // 4·n²·r·C, and per patch 4·C·(r + 13² + 1) over a full tile (border tiles are smaller).
 void BM_VisionLayer(benchmark::State& state) {
-  const index_t n = state.range(0), tokens = 1 + n * n;
+  const index_t batch = state.range(0), n = state.range(1), tokens = 1 + n * n;
   const lsattn::models::vision::Config config{96, 3, 7, 8, 1, true, true, 0};
   const lsattn::models::vision::AttentionLS2D<lsattn::cpu, float> layer(
       config, lsattn::models::vision::Weights<float>::random(config, 1));
-  const auto x = random_tensor(Shape<3>{1, tokens, 96}, 2);
+  const auto x = random_tensor(Shape<3>{batch, tokens, 96}, 2);
   const std::size_t before = lsattn_bench::current_heap_bytes();
   lsattn_bench::reset_peak_heap();
   for (auto _ : state) benchmark::DoNotOptimize(layer.forward(x.view(), n, n));
   const double c = 96, patches = static_cast<double>(n * n);
-  report(state, 8 * tokens * c * c + 2 * patches * c * 24 + 4 * patches * 8 * c + 4 * patches * c * (8 + 169 + 1),
-         tokens, before);
+  report(state,
+         static_cast<double>(batch) *
+             (8 * tokens * c * c + 2 * patches * c * 24 + 4 * patches * 8 * c + 4 * patches * c * (8 + 169 + 1)),
+         batch * tokens, before);
 }
 
 // LS-attention heads (half local with w = 256, half global) vs full multi-head attention of the
 // same shape (D = 512, 8 heads), causal, batch 1. FLOPs: projections 8·L·D², attention 4·dh·(visible
 // keys) per head and query (causal: L(L+1)/2 per global head, ≈ L·w per local head).
 void ls_heads_benchmark(benchmark::State& state, bool split) {
-  const index_t length = state.range(0);
+  const index_t batch = state.range(0), length = state.range(1);
   lsattn::models::ls_heads::Config config{512, 8, {}, 256, true, 0};
   if (split) config.local_heads = {0, 1, 2, 3};
   const lsattn::models::ls_heads::LsHeadsAttention<lsattn::cpu, float> layer(
       config, lsattn::models::ls_heads::Weights<float>::random(config, 1));
-  const auto x = random_tensor(Shape<3>{1, length, 512}, 2);
+  const auto x = random_tensor(Shape<3>{batch, length, 512}, 2);
   const std::size_t before = lsattn_bench::current_heap_bytes();
   lsattn_bench::reset_peak_heap();
   for (auto _ : state) benchmark::DoNotOptimize(layer.forward(x.view()));
   const double l = static_cast<double>(length), global_keys = l * (l + 1) / 2;
   const double local_keys = 256.0 * l - 256.0 * 255.0 / 2;
   const double keys = split ? 4 * global_keys + 4 * local_keys : 8 * global_keys;
-  report(state, 8 * l * 512 * 512 + 4 * 64 * keys, length, before);
+  report(state, static_cast<double>(batch) * (8 * l * 512 * 512 + 4 * 64 * keys), batch * length, before);
 }
 void BM_LsHeadsCausal(benchmark::State& state) { ls_heads_benchmark(state, true); }
 void BM_FullMhaCausal(benchmark::State& state) { ls_heads_benchmark(state, false); }
@@ -184,11 +186,11 @@ BENCHMARK(BM_LongShortLayer)->Apply([](auto* b) { lengths(b, 65536, 131072); })-
 BENCHMARK(BM_LongShortAttentionOnly)->RangeMultiplier(4)->Range(4096, 65536)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_FullAttentionLayer)->Apply([](auto* b) { lengths(b, 16384, 16384); })->Unit(benchmark::kMillisecond)->UseRealTime();
 
-BENCHMARK(BM_CausalLayer)->RangeMultiplier(2)->Range(1024, 16384)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_CausalLayer)->Apply([](auto* b) { lengths(b, 16384, 32768); })->Unit(benchmark::kMillisecond)->UseRealTime();
 
-BENCHMARK(BM_VisionLayer)->Arg(28)->Arg(56)->Arg(112)->Arg(128)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_VisionLayer)->Args({1, 28})->Args({1, 56})->Args({1, 112})->Args({1, 128})->Args({8, 28})->Args({8, 56})->Unit(benchmark::kMillisecond)->UseRealTime();
 
-BENCHMARK(BM_LsHeadsCausal)->RangeMultiplier(2)->Range(4096, 16384)->Unit(benchmark::kMillisecond)->UseRealTime();
-BENCHMARK(BM_FullMhaCausal)->RangeMultiplier(2)->Range(4096, 16384)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_LsHeadsCausal)->Args({1, 4096})->Args({1, 8192})->Args({1, 16384})->Args({8, 4096})->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_FullMhaCausal)->Args({1, 4096})->Args({1, 8192})->Args({1, 16384})->Args({8, 4096})->Unit(benchmark::kMillisecond)->UseRealTime();
 
 BENCHMARK_MAIN();

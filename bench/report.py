@@ -2,6 +2,7 @@
 """Turns one lsattn_bench JSON run into docs/performance.md (tables and plots).
 
 usage: bench/report.py docs/results/bench-cpu.json [--out docs/performance.md] [--notes docs/performance-notes.md]
+                      [--published docs/results/published.json]
 
 Every ratio is taken within the one run: LS vs full attention at the same (batch, length),
 each kernel's FLOP/s as a fraction of the run's BM_Gemm FLOP/s. The hand-written reading of
@@ -76,6 +77,8 @@ def main():
     ap.add_argument("json")
     ap.add_argument("--out", default="docs/performance.md")
     ap.add_argument("--notes", default="docs/performance-notes.md")
+    ap.add_argument("--published", default="docs/results/published.json",
+                    help="optional output of bench/time_published.py")
     args = ap.parse_args()
     run, groups = load(args.json)
     gemm = groups["BM_Gemm"][0][1]["FLOP/s"]
@@ -120,24 +123,39 @@ def main():
     def simple(title, group, key_name):
         if group not in groups:
             return []
-        lines = ["", f"## {title}", "", f"| {key_name} | ms | GFLOP/s | / GEMM | tokens/s | peak MiB |", "|---|---|---|---|---|---|"]
+        lines = ["", f"## {title}", "", f"| batch | {key_name} | ms | GFLOP/s | / GEMM | tokens/s | peak MiB |",
+                 "|---|---|---|---|---|---|---|"]
         for a, b in sorted(groups[group]):
-            lines.append(f"| {a[0]} | {ms(b)} | {b['FLOP/s'] / 1e9:.1f} | {b['FLOP/s'] / gemm:.0%} | "
+            batch, size = (a[0], a[1]) if len(a) == 2 else (1, a[0])
+            lines.append(f"| {batch} | {size} | {ms(b)} | {b['FLOP/s'] / 1e9:.1f} | {b['FLOP/s'] / gemm:.0%} | "
                          f"{b['tokens/s']:.0f} | {b['peak_MiB']:.1f} |")
         return lines
 
     out += simple("Bidirectional attention proper alone (precomputed Q, K, V, logits; LN, projection, joint softmax)",
                   "BM_LongShortAttentionOnly", "L")
-    out += simple("Causal layer (D = 512, 8 heads, l = 16, r = 1, w = 512, memory M = 2048, batch 1)", "BM_CausalLayer", "L")
+    out += simple("Causal layer (D = 512, 8 heads, l = 16, r = 1, w = 512, memory M = 2048)", "BM_CausalLayer", "L")
     out += simple("2D layer (ViL-LS stage 1: C = 96, 3 heads, w = 7, r = 8, one global token, RPE; n × n patches)",
                   "BM_VisionLayer", "n")
     if "BM_LsHeadsCausal" in groups and "BM_FullMhaCausal" in groups:
-        full = {a[0]: b for a, b in groups["BM_FullMhaCausal"]}
-        out += ["", "## LS-attention heads vs full multi-head attention (D = 512, 8 heads, causal, batch 1; "
-                "heads 0–3 local with w = 256)", "", "| L | LS heads ms | full MHA ms | LS / full time |", "|---|---|---|---|"]
+        full = {a: b for a, b in groups["BM_FullMhaCausal"]}
+        out += ["", "## LS-attention heads vs full multi-head attention (D = 512, 8 heads, causal; "
+                "heads 0–3 local with w = 256)", "", "| batch | L | LS heads ms | full MHA ms | LS / full time |",
+                "|---|---|---|---|---|"]
         for a, b in sorted(groups["BM_LsHeadsCausal"]):
-            if a[0] in full:
-                out.append(f"| {a[0]} | {ms(b)} | {ms(full[a[0]])} | {b['real_time'] / full[a[0]]['real_time']:.2f} |")
+            if a in full:
+                out.append(f"| {a[0]} | {a[1]} | {ms(b)} | {ms(full[a])} | {b['real_time'] / full[a]['real_time']:.2f} |")
+
+    if os.path.exists(args.published):
+        with open(args.published) as f:
+            published = json.load(f)
+        ls = {a[1]: b for a, b in groups.get("BM_LongShortLayer", []) if a[0] == 1}
+        out += ["", f"## The PyTorch module on the same shapes ({published['module']}, torch {published['torch']}, "
+                f"{published['threads']} threads; `bench/time_published.py`)", "",
+                "| L | PyTorch ms | lsattn LS layer ms | PyTorch / lsattn |", "|---|---|---|---|"]
+        for r in published["results"]:
+            b = ls.get(r["length"])
+            out.append(f"| {r['length']} | {r['ms']:.1f} | {ms(b) if b else '–'} | "
+                       + (f"{r['ms'] / b['real_time']:.1f}× |" if b else "– |"))
 
     image_dir = os.path.join(os.path.dirname(args.out), "images")
     made = plots(groups, gemm, image_dir)
