@@ -236,6 +236,7 @@ inline void run_eval_bpc(const CommonOptions& options, const EvalOptions& eval, 
   require(static_cast<bool>(text), "--text: cannot open '", options.input_path, "'");
   text.seekg(0, std::ios::end);
   const auto file_size = static_cast<index_t>(text.tellg());
+  require(file_size >= 0, "--text: '", options.input_path, "' must be a regular file (its size is needed for the progress)");
   text.seekg(0);
   const index_t total = eval.max_bytes >= 0 ? std::min(eval.max_bytes, file_size) : file_size;
   require(total >= 1, "--text: '", options.input_path, "' is empty");
