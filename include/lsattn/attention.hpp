@@ -85,11 +85,12 @@ class LongShortAttention {
     Executor::template run<T, Combiner>(config_, in, norm, context, std::forward<BackendArguments>(backend_arguments)...);
   }
 
-  // Scratch memory one call needs, for backends that take a caller-provided workspace (CUDA).
-  std::size_t workspace_bytes(index_t length, bool has_cls) const
-    requires requires { Executor::workspace_bytes(AttentionConfig{}, index_t{}, bool{}); }
+  // Scratch memory a call with these inputs needs, for backends that take a caller-provided
+  // workspace (CUDA). Only the inputs' shapes are read.
+  std::size_t workspace_bytes(const Inputs& in) const
+    requires requires(const Inputs& inputs) { Executor::workspace_bytes(AttentionConfig{}, inputs); }
   {
-    return Executor::workspace_bytes(config_, length, has_cls);
+    return Executor::workspace_bytes(config_, in);
   }
 
  private:

@@ -35,10 +35,18 @@ Tensor<T, 3> random_tensor(const Shape<3>& shape, std::mt19937_64& rng) {
 
 TEST_CASE("CUDA workspace size is known up front", "[cuda]") {
   const CudaAttention attention({8, 64, 128, 64});
-  const std::size_t small = attention.workspace_bytes(1024, false), large = attention.workspace_bytes(4096, false);
+  // Only shapes are read: views over a never-dereferenced device address.
+  float* fake = reinterpret_cast<float*>(0x1000);
+  auto inputs = [&](index_t length, bool cls) {
+    const lsattn::DeviceView<const float, 3> tokens(fake, Shape<3>{1, length, 512}), one(fake, Shape<3>{1, 1, 512});
+    CudaAttention::Inputs in{tokens, tokens, tokens, lsattn::DeviceView<const float, 3>(fake, Shape<3>{1, length, 512})};
+    if (cls) in.cls_query = in.cls_key = in.cls_value = one;
+    return in;
+  };
+  const std::size_t small = attention.workspace_bytes(inputs(1024, false)), large = attention.workspace_bytes(inputs(4096, false));
   CHECK(small == sizeof(float) * (2 * 1024 * 512 + 2 * 8 * 64 + 2 * 64 * 512));
   CHECK(large - small == sizeof(float) * 2 * 3072 * 512);  // linear in the length
-  CHECK(attention.workspace_bytes(1024, true) - small == sizeof(float) * 2 * 512);
+  CHECK(attention.workspace_bytes(inputs(1024, true)) - small == sizeof(float) * 2 * 512);
 }
 
 TEST_CASE("CUDA arguments are checked on the host before any launch", "[cuda][errors]") {
@@ -114,7 +122,7 @@ TEMPLATE_TEST_CASE("CUDA bidirectional attention matches the CPU backend", "[cud
                                   with_mask ? dm.view() : lsattn::DeviceView<const TestType, 2>{}};
     if (with_cls) in.cls_query = dcq.view(), in.cls_key = dck.view(), in.cls_value = dcv.view();
     lsattn::DeviceTensor<TestType, 3> context(want.shape());
-    lsattn::DeviceTensor<unsigned char, 1> workspace(Shape<1>{static_cast<index_t>(gpu.workspace_bytes(length, with_cls))});
+    lsattn::DeviceTensor<unsigned char, 1> workspace(Shape<1>{static_cast<index_t>(gpu.workspace_bytes(in))});
     gpu(in, {{dw.view(), db.view()}, {dw.view(), db.view()}}, context.view(), cudaStream_t{},
         lsattn::DeviceWorkspace{workspace.view().data(), static_cast<std::size_t>(workspace.size())});
     lsattn::cuda_detail::check(cudaDeviceSynchronize(), "synchronize");

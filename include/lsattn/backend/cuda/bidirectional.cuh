@@ -16,8 +16,9 @@ template <>
 struct Executor<cuda, BidirectionalWindow, SequenceProjection> {
   // Float scratch per call: normalised K and V (L × D each), the projection statistics (2·nh·r),
   // the global keys and values ((r + 1) × D each). Batch items reuse it in stream order.
-  static std::size_t workspace_bytes(const AttentionConfig& config, index_t length, bool has_cls) {
-    const index_t width = config.width(), globals = config.rank + (has_cls ? 1 : 0);
+  template <class T>
+  static std::size_t workspace_bytes(const AttentionConfig& config, const AttentionInputs<T, device_space>& in) {
+    const index_t width = config.width(), length = in.query.extent(1), globals = config.rank + (in.has_cls() ? 1 : 0);
     return sizeof(float) * static_cast<std::size_t>(2 * length * width + 2 * config.heads * config.rank + 2 * globals * width);
   }
 
@@ -32,7 +33,7 @@ struct Executor<cuda, BidirectionalWindow, SequenceProjection> {
     const index_t heads = config.heads, head_dim = config.head_dim, rank = config.rank;
     const bool has_cls = in.has_cls();
     const index_t global_count = rank + (has_cls ? 1 : 0), out_rows = length + (has_cls ? 1 : 0);
-    const std::size_t needed = workspace_bytes(config, length, has_cls);
+    const std::size_t needed = workspace_bytes(config, in);
     require(workspace.bytes >= needed && (needed == 0 || workspace.data != nullptr), "workspace: needs ", needed,
             " bytes (workspace_bytes()), got ", workspace.bytes);
     const BidirectionalWindow window = config.window_size <= 0 && rank == 0 && has_cls ? BidirectionalWindow::self_only()
