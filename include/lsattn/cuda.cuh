@@ -7,4 +7,5 @@
 
 #include "lsattn/attention.hpp"
 #include "lsattn/backend/cuda/bidirectional.cuh"
+#include "lsattn/backend/cuda/causal.cuh"
 #include "lsattn/backend/cuda/runtime.cuh"

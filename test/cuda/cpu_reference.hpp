@@ -10,3 +10,10 @@ void cpu_bidirectional(const lsattn::AttentionConfig& config, const lsattn::Atte
                        const lsattn::HostView<float, 3>& context);
 
 }  // namespace lsattn_test
+
+namespace lsattn_test {
+
+void cpu_causal(const lsattn::AttentionConfig& config, const lsattn::CausalAttentionInputs<float>& inputs,
+                const lsattn::DualLayerNorm::Params<float, lsattn::host_space>& norm, const lsattn::HostView<float, 3>& context);
+
+}  // namespace lsattn_test

@@ -136,3 +136,91 @@ TEMPLATE_TEST_CASE("CUDA bidirectional attention matches the CPU backend", "[cud
     CHECK(worst / scale < tolerance);
   }
 }
+
+TEST_CASE("CUDA causal workspace and argument checks", "[cuda][causal]") {
+  using Catch::Matchers::Contains;
+  using Causal = lsattn::LongShortAttention<lsattn::cuda, float, lsattn::CausalWindow, lsattn::ChunkedProjection>;
+  const Causal attention({2, 4, 4, 1, 0, 2});  // w = 4, r = 1, l = 2
+  float* fake = reinterpret_cast<float*>(0x1000);
+  // L = 6 after a cache of M = 4: window rows min(M, w) + L = 10, compressed rows (4 + 6)/2 = 5.
+  const lsattn::DeviceView<const float, 3> query(fake, Shape<3>{1, 6, 8}), rows(fake, Shape<3>{1, 10, 8}),
+      compressed(fake, Shape<3>{1, 5, 8});
+  const lsattn::DeviceView<const float, 1> bias(fake, Shape<1>{8});
+  const lsattn::DeviceView<const float, 2> window_positions(fake, Shape<2>{4, 8}), chunk_positions(fake, Shape<2>{5, 8});
+  const Causal::Inputs in{query, rows, rows, compressed, compressed, 4, bias, bias, window_positions, chunk_positions};
+  CHECK(attention.workspace_bytes(in) == sizeof(float) * 2 * (10 + 5) * 8);
+  const Causal::CombinerParams norm{{bias, bias}, {bias, bias}};
+  const lsattn::DeviceView<float, 3> out(reinterpret_cast<float*>(0x100000), Shape<3>{1, 6, 8});
+  CHECK_THROWS_WITH(attention(in, norm, out, cudaStream_t{}, lsattn::DeviceWorkspace{nullptr, 8}), Contains("workspace"));
+  const lsattn::DeviceView<const float, 3> short_rows(fake, Shape<3>{1, 9, 8});
+  const Causal::Inputs bad{query, short_rows, short_rows, compressed, compressed, 4, bias, bias, window_positions, chunk_positions};
+  CHECK_THAT(attention.validate(bad, norm, out), Contains("window_key") && Contains("(1, 9, 8)"));
+}
+
+TEMPLATE_TEST_CASE("CUDA causal attention matches the CPU backend", "[cuda][gpu][causal]", float, __half, __nv_bfloat16) {
+  if (!lsattn::cuda_detail::device_available()) {
+    WARN("no CUDA device: GPU comparison skipped (host-side CUDA tests still ran)");
+    return;
+  }
+  std::mt19937_64 rng(9);
+  const double tolerance = std::is_same_v<TestType, float> ? 2e-4 : std::is_same_v<TestType, __half> ? 2e-2 : 6e-2;
+  for (int trial = 0; trial < 12; ++trial) {
+    const index_t heads = 1 + trial % 2, head_dim = 8, width = heads * head_dim, window = 1 + trial % 6;
+    const index_t chunk = 1 + trial % 4, rank = 1 + trial % 2, cache = chunk * (trial % 3), length = 1 + (trial * 13) % 40;
+    const index_t window_rows = std::min(cache, window) + length, chunks = (cache + length) / chunk;
+    const lsattn::AttentionConfig config{heads, head_dim, window, rank, 0, chunk};
+    auto make = [&](const Shape<3>& shape) { return random_tensor<float>(shape, rng); };
+    const auto q = make(Shape<3>{1, length, width}), wk = make(Shape<3>{1, window_rows, width}),
+               wv = make(wk.shape()), ck = make(Shape<3>{1, chunks * rank, width}), cv = make(ck.shape());
+    const auto wpos = make(Shape<3>{1, window, width}), cpos = make(Shape<3>{1, chunks * rank, width});
+    const auto biases = make(Shape<3>{1, 2, width});
+    auto rounded = [](auto t) {
+      for (auto& x : t.values()) x = static_cast<float>(static_cast<TestType>(x));
+      return t;
+    };
+    const auto qr = rounded(q), wkr = rounded(wk), wvr = rounded(wv), ckr = rounded(ck), cvr = rounded(cv),
+               wpr = rounded(wpos), cpr = rounded(cpos), br = rounded(biases);
+    Tensor<float, 1> ones(Shape<1>{width}, 1.0f), eighth(Shape<1>{width}, 0.125f);
+    Tensor<float, 3> want(Shape<3>{1, length, width});
+    const lsattn::CausalAttentionInputs<float> cpu_in{
+        qr.view(), wkr.view(), wvr.view(), ckr.view(), cvr.view(), cache,
+        lsattn::HostView<const float, 1>(br.data(), Shape<1>{width}),
+        lsattn::HostView<const float, 1>(br.data() + width, Shape<1>{width}),
+        lsattn::HostView<const float, 2>(wpr.data(), Shape<2>{window, width}),
+        lsattn::HostView<const float, 2>(cpr.data(), Shape<2>{chunks * rank, width})};
+    lsattn_test::cpu_causal(config, cpu_in, {{ones.view(), eighth.view()}, {ones.view(), eighth.view()}}, want.view());
+
+    auto upload = [](const auto& t) {
+      constexpr std::size_t rank_of = std::tuple_size_v<std::remove_cvref_t<decltype(t.shape())>>;
+      Tensor<TestType, rank_of> converted(t.shape());
+      for (index_t i = 0; i < t.size(); ++i) converted.values()[i] = static_cast<TestType>(t.values()[i]);
+      lsattn::DeviceTensor<TestType, rank_of> device(t.shape());
+      device.copy_from(converted.view());
+      return device;
+    };
+    const auto dq = upload(q), dwk = upload(wk), dwv = upload(wv), dck = upload(ck), dcv = upload(cv), dwp = upload(wpos),
+               dcp = upload(cpos), db = upload(biases);
+    const auto dones = upload(ones), deighth = upload(eighth);
+    using Attention = lsattn::LongShortAttention<lsattn::cuda, TestType, lsattn::CausalWindow, lsattn::ChunkedProjection>;
+    const Attention gpu(config);
+    const typename Attention::Inputs in{
+        dq.view(), dwk.view(), dwv.view(), dck.view(), dcv.view(), cache,
+        lsattn::DeviceView<const TestType, 1>(db.view().data(), Shape<1>{width}),
+        lsattn::DeviceView<const TestType, 1>(db.view().data() + width, Shape<1>{width}),
+        lsattn::DeviceView<const TestType, 2>(dwp.view().data(), Shape<2>{window, width}),
+        lsattn::DeviceView<const TestType, 2>(dcp.view().data(), Shape<2>{chunks * rank, width})};
+    lsattn::DeviceTensor<TestType, 3> context(want.shape());
+    lsattn::DeviceTensor<unsigned char, 1> workspace(Shape<1>{static_cast<index_t>(gpu.workspace_bytes(in))});
+    gpu(in, {{dones.view(), deighth.view()}, {dones.view(), deighth.view()}}, context.view(), cudaStream_t{},
+        lsattn::DeviceWorkspace{workspace.view().data(), static_cast<std::size_t>(workspace.size())});
+    lsattn::cuda_detail::check(cudaDeviceSynchronize(), "synchronize");
+    Tensor<TestType, 3> got(want.shape());
+    context.copy_to(got.view());
+    double worst = 0, scale = 1e-3;
+    for (float x : want.values()) scale = std::max(scale, static_cast<double>(std::abs(x)));
+    for (index_t i = 0; i < got.size(); ++i)
+      worst = std::max(worst, std::abs(static_cast<double>(static_cast<float>(got.values()[i])) - want.values()[i]));
+    INFO("trial " << trial << ": w=" << window << " l=" << chunk << " r=" << rank << " M=" << cache << " L=" << length);
+    CHECK(worst / scale < tolerance);
+  }
+}

@@ -201,3 +201,63 @@ __global__ void cls_update(const T* cls_query, const T* cls_key, const T* cls_va
 }
 
 }  // namespace lsattn::cuda_detail
+
+namespace lsattn::cuda_detail {
+
+// One block per (segment query t, head) of the causal attention (spec §2.4 steps 6–9): the
+// compressed rows visible to its stream position τ = M + t, then exactly τ − w + 1 … τ of the
+// window rows (those before the start of the stream do not exist); one joint softmax.
+template <class T>
+__global__ void causal_attention(const T* query, const float* window_key, const float* window_value,
+                                 const float* compressed_key, const float* compressed_value, const T* content_bias,
+                                 const T* position_bias, const T* window_positions, const T* chunk_positions,
+                                 index_t cache_length, index_t length, index_t window_rows, index_t compressed_rows,
+                                 index_t head_dim, index_t width, CausalWindow window, ChunkedProjection projection,
+                                 float scale, T* context) {
+  extern __shared__ float scores[];
+  __shared__ float scratch[32];
+  const index_t t = blockIdx.x, h = blockIdx.y, column = h * head_dim;
+  const index_t tau = cache_length + t, first_window_position = cache_length + length - window_rows;
+  const index_t visible = projection.enabled() ? min(projection.visible_rows(tau), compressed_rows) : 0;
+  const IndexRange seen = window.keys(tau);
+  const index_t key_begin = max(seen.begin, first_window_position), total = visible + (tau + 1 - key_begin);
+  const T* q = query + t * width + column;
+  for (index_t i = threadIdx.x; i < total; i += blockDim.x) {
+    float score = 0;
+    if (i < visible) {  // q·k̄ + q·R_chunk[d·r − 1 − j]
+      const float* k = compressed_key + i * width + column;
+      const T* r = chunk_positions + projection.relative_position(tau, i) * width + column;
+      for (index_t f = 0; f < head_dim; ++f) score += to_float(q[f]) * scale * (k[f] + to_float(r[f]));
+    } else {  // (q + u)·k + (q + v)·R[δ]
+      const index_t s = key_begin + (i - visible);
+      const float* k = window_key + (s - first_window_position) * width + column;
+      const T* r = window_positions + window.distance(tau, s) * width + column;
+      for (index_t f = 0; f < head_dim; ++f) {
+        const float qf = to_float(q[f]) * scale;
+        score += (qf + to_float(content_bias[column + f])) * k[f] + (qf + to_float(position_bias[column + f])) * to_float(r[f]);
+      }
+    }
+    scores[i] = score;
+  }
+  __syncthreads();
+  float top = -FLT_MAX;
+  for (index_t i = threadIdx.x; i < total; i += blockDim.x) top = fmaxf(top, scores[i]);
+  top = block_reduce<true>(top, scratch);
+  float sum = 0;
+  for (index_t i = threadIdx.x; i < total; i += blockDim.x) {
+    scores[i] = __expf(scores[i] - top);
+    sum += scores[i];
+  }
+  sum = block_reduce<false>(sum, scratch);
+  for (index_t f = threadIdx.x; f < head_dim; f += blockDim.x) {
+    float acc = 0;
+    for (index_t i = 0; i < total; ++i) {
+      const float* v = i < visible ? compressed_value + i * width
+                                   : window_value + (key_begin + (i - visible) - first_window_position) * width;
+      acc += scores[i] * v[column + f];
+    }
+    context[t * width + column + f] = from_float<T>(acc / sum);
+  }
+}
+
+}  // namespace lsattn::cuda_detail
