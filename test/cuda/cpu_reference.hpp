@@ -17,3 +17,10 @@ void cpu_causal(const lsattn::AttentionConfig& config, const lsattn::CausalAtten
                 const lsattn::DualLayerNorm::Params<float, lsattn::host_space>& norm, const lsattn::HostView<float, 3>& context);
 
 }  // namespace lsattn_test
+
+namespace lsattn_test {
+
+void cpu_vision(const lsattn::AttentionConfig& config, const lsattn::VisionAttentionInputs<float>& inputs,
+                const lsattn::DualLayerNorm::Params<float, lsattn::host_space>& norm, const lsattn::HostView<float, 3>& context);
+
+}  // namespace lsattn_test

@@ -224,3 +224,79 @@ TEMPLATE_TEST_CASE("CUDA causal attention matches the CPU backend", "[cuda][gpu]
     CHECK(worst / scale < tolerance);
   }
 }
+
+TEST_CASE("CUDA 2D workspace and argument checks", "[cuda][vision]") {
+  using Catch::Matchers::Contains;
+  using Vision = lsattn::LongShortAttention<lsattn::cuda, float, lsattn::Window2D, lsattn::SequenceProjection>;
+  const Vision attention({2, 4, 2, 3});  // w = 2, r = 3
+  float* fake = reinterpret_cast<float*>(0x1000);
+  const lsattn::DeviceView<const float, 3> tokens(fake, Shape<3>{1, 1 + 12, 8}), logits(fake, Shape<3>{1, 12, 6});
+  const Vision::Inputs in{tokens, tokens, tokens, logits, 1, 3, 4};
+  CHECK(attention.workspace_bytes(in) == sizeof(float) * (2 * 13 * 8 + 2 * 6 + 2 * 3 * 8));
+  const lsattn::DeviceView<const float, 1> ln(fake, Shape<1>{8});
+  const lsattn::DeviceView<float, 3> out(reinterpret_cast<float*>(0x100000), Shape<3>{1, 13, 8});
+  const Vision::Inputs bad{tokens, tokens, tokens, logits, 1, 4, 4};
+  CHECK_THAT(attention.validate(bad, {{ln, ln}, {ln, ln}}, out), Contains("query") && Contains("(1, 17, 8)"));
+}
+
+TEMPLATE_TEST_CASE("CUDA 2D attention matches the CPU backend", "[cuda][gpu][vision]", float, __half, __nv_bfloat16) {
+  if (!lsattn::cuda_detail::device_available()) {
+    WARN("no CUDA device: GPU comparison skipped (host-side CUDA tests still ran)");
+    return;
+  }
+  std::mt19937_64 rng(13);
+  const double tolerance = std::is_same_v<TestType, float> ? 2e-4 : std::is_same_v<TestType, __half> ? 2e-2 : 6e-2;
+  for (int trial = 0; trial < 12; ++trial) {
+    const index_t heads = 1 + trial % 2, head_dim = 8, width = heads * head_dim, w = 1 + trial % 4, rank = trial % 3;
+    const index_t globals = trial % 3, rows = 2 + trial % 5, cols = 3 + trial % 4, tokens = globals + rows * cols;
+    const bool with_bias = w >= 2 && trial % 2 == 0;
+    const lsattn::AttentionConfig config{heads, head_dim, w, rank};
+    const lsattn::Window2D window = lsattn::Window2D::from(config);
+    auto make = [&](const Shape<3>& shape) { return random_tensor<float>(shape, rng); };
+    const auto q = make(Shape<3>{1, tokens, width}), k = make(q.shape()), v = make(q.shape());
+    const auto logits = make(Shape<3>{1, rows * cols, heads * rank});
+    const auto bias = make(Shape<3>{heads, w * w, window.tile() * window.tile()});
+    auto rounded = [](auto t) {
+      for (auto& x : t.values()) x = static_cast<float>(static_cast<TestType>(x));
+      return t;
+    };
+    const auto qr = rounded(q), kr = rounded(k), vr = rounded(v), lr = rounded(logits), br = rounded(bias);
+    Tensor<float, 1> ones(Shape<1>{width}, 1.0f), eighth(Shape<1>{width}, 0.125f);
+    Tensor<float, 3> want(q.shape());
+    const lsattn::VisionAttentionInputs<float> cpu_in{qr.view(), kr.view(), vr.view(),
+                                                      rank ? lr.view() : lsattn::HostView<const float, 3>{},
+                                                      globals, rows, cols,
+                                                      with_bias ? br.view() : lsattn::HostView<const float, 3>{}};
+    lsattn_test::cpu_vision(config, cpu_in, {{ones.view(), eighth.view()}, {ones.view(), eighth.view()}}, want.view());
+
+    auto upload = [](const auto& t) {
+      constexpr std::size_t rank_of = std::tuple_size_v<std::remove_cvref_t<decltype(t.shape())>>;
+      Tensor<TestType, rank_of> converted(t.shape());
+      for (index_t i = 0; i < t.size(); ++i) converted.values()[i] = static_cast<TestType>(t.values()[i]);
+      lsattn::DeviceTensor<TestType, rank_of> device(t.shape());
+      device.copy_from(converted.view());
+      return device;
+    };
+    const auto dq = upload(q), dk = upload(k), dv = upload(v), dl = upload(logits), db = upload(bias);
+    const auto dones = upload(ones), deighth = upload(eighth);
+    using Attention = lsattn::LongShortAttention<lsattn::cuda, TestType, lsattn::Window2D, lsattn::SequenceProjection>;
+    const Attention gpu(config);
+    const typename Attention::Inputs in{dq.view(), dk.view(), dv.view(),
+                                        rank ? dl.view() : lsattn::DeviceView<const TestType, 3>{},
+                                        globals, rows, cols,
+                                        with_bias ? db.view() : lsattn::DeviceView<const TestType, 3>{}};
+    lsattn::DeviceTensor<TestType, 3> context(want.shape());
+    lsattn::DeviceTensor<unsigned char, 1> workspace(Shape<1>{static_cast<index_t>(gpu.workspace_bytes(in))});
+    gpu(in, {{dones.view(), deighth.view()}, {dones.view(), deighth.view()}}, context.view(), cudaStream_t{},
+        lsattn::DeviceWorkspace{workspace.view().data(), static_cast<std::size_t>(workspace.size())});
+    lsattn::cuda_detail::check(cudaDeviceSynchronize(), "synchronize");
+    Tensor<TestType, 3> got(want.shape());
+    context.copy_to(got.view());
+    double worst = 0, scale = 1e-3;
+    for (float x : want.values()) scale = std::max(scale, static_cast<double>(std::abs(x)));
+    for (index_t i = 0; i < got.size(); ++i)
+      worst = std::max(worst, std::abs(static_cast<double>(static_cast<float>(got.values()[i])) - want.values()[i]));
+    INFO("trial " << trial << ": w=" << w << " r=" << rank << " nglo=" << globals << " grid " << rows << "x" << cols);
+    CHECK(worst / scale < tolerance);
+  }
+}

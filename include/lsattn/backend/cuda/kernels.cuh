@@ -261,3 +261,97 @@ __global__ void causal_attention(const T* query, const float* window_key, const 
 }
 
 }  // namespace lsattn::cuda_detail
+
+namespace lsattn::cuda_detail {
+
+// One block per (patch query, head) of the 2D attention (spec §3.3 steps 5–8): the r compressed
+// keys, the query block's key tile inside the grid (+ the RPE bias), the global tokens; one
+// joint softmax. key/value are the LN'd rows of all tokens (globals first).
+template <class T>
+__global__ void vision_attention(const T* query, const float* key, const float* value, const float* compressed_key,
+                                 const float* compressed_value, const T* position_bias, index_t globals, index_t rows,
+                                 index_t cols, index_t rank, index_t head_dim, index_t width, Window2D window, float scale,
+                                 T* context) {
+  extern __shared__ float scores[];
+  __shared__ float scratch[32];
+  const index_t patch = blockIdx.x, h = blockIdx.y, column = h * head_dim;
+  const index_t y = patch / cols, x = patch % cols, gy = y / window.block, gx = x / window.block;
+  const IndexRange key_rows = window.keys(gy, rows), key_cols = window.keys(gx, cols);
+  const index_t tile_count = key_rows.size() * key_cols.size(), total = rank + tile_count + globals, tile = window.tile();
+  const T* q = query + (globals + patch) * width + column;
+  auto key_of = [&](index_t i) -> const float* {  // compressed, tile (row-major in the tile), global
+    if (i < rank) return compressed_key + i * width;
+    if (i < rank + tile_count) {
+      const index_t j = i - rank;
+      return key + (globals + (key_rows.begin + j / key_cols.size()) * cols + key_cols.begin + j % key_cols.size()) * width;
+    }
+    return key + (i - rank - tile_count) * width;
+  };
+  for (index_t i = threadIdx.x; i < total; i += blockDim.x) {
+    const float* k = key_of(i) + column;
+    float score = 0;
+    for (index_t f = 0; f < head_dim; ++f) score += to_float(q[f]) * scale * k[f];
+    if (position_bias != nullptr && i >= rank && i < rank + tile_count) {
+      const index_t j = i - rank, ky = key_rows.begin + j / key_cols.size(), kx = key_cols.begin + j % key_cols.size();
+      const index_t query_offset = (y - gy * window.block) * window.block + (x - gx * window.block);
+      const index_t key_offset = window.tile_offset(gy, ky) * tile + window.tile_offset(gx, kx);
+      score += to_float(position_bias[(h * window.block * window.block + query_offset) * tile * tile + key_offset]);
+    }
+    scores[i] = score;
+  }
+  __syncthreads();
+  float top = -FLT_MAX;
+  for (index_t i = threadIdx.x; i < total; i += blockDim.x) top = fmaxf(top, scores[i]);
+  top = block_reduce<true>(top, scratch);
+  float sum = 0;
+  for (index_t i = threadIdx.x; i < total; i += blockDim.x) {
+    scores[i] = __expf(scores[i] - top);
+    sum += scores[i];
+  }
+  sum = block_reduce<false>(sum, scratch);
+  for (index_t f = threadIdx.x; f < head_dim; f += blockDim.x) {
+    float acc = 0;
+    for (index_t i = 0; i < total; ++i) {
+      // The value row of key i: the same row as its key, in the value buffers.
+      const float* k = key_of(i);
+      const float* v = i < rank ? compressed_value + i * width : value + (k - key);
+      acc += scores[i] * v[column + f];
+    }
+    context[(globals + patch) * width + column + f] = from_float<T>(acc / sum);
+  }
+}
+
+// One block per (global token g, head): over all global keys and the patches' outputs (step 9).
+template <class T>
+__global__ void global_update(const T* query, const float* key, const float* value, index_t globals, index_t patches,
+                              index_t head_dim, index_t width, float scale, T* context) {
+  __shared__ float scratch[32];
+  const index_t g = blockIdx.x, column = blockIdx.y * head_dim;
+  const T* q = query + g * width + column;
+  auto score = [&](index_t i) {  // i < globals: global key i; else patch output i − globals
+    float dot = 0;
+    for (index_t f = 0; f < head_dim; ++f) {
+      const float k = i < globals ? key[i * width + column + f] : to_float(context[i * width + column + f]);
+      dot += to_float(q[f]) * scale * k;
+    }
+    return dot;
+  };
+  const index_t total = globals + patches;
+  float top = -FLT_MAX;
+  for (index_t i = threadIdx.x; i < total; i += blockDim.x) top = fmaxf(top, score(i));
+  top = block_reduce<true>(top, scratch);
+  float sum = 0;
+  for (index_t i = threadIdx.x; i < total; i += blockDim.x) sum += __expf(score(i) - top);
+  sum = block_reduce<false>(sum, scratch);
+  // Read every patch output before any global row is written: globals read only patch rows.
+  for (index_t f = threadIdx.x; f < head_dim; f += blockDim.x) {
+    float acc = 0;
+    for (index_t i = 0; i < total; ++i) {
+      const float v = i < globals ? value[i * width + column + f] : to_float(context[i * width + column + f]);
+      acc += __expf(score(i) - top) / sum * v;
+    }
+    context[g * width + column + f] = from_float<T>(acc);
+  }
+}
+
+}  // namespace lsattn::cuda_detail
