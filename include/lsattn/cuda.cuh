@@ -8,5 +8,6 @@
 #include "lsattn/attention.hpp"
 #include "lsattn/backend/cuda/bidirectional.cuh"
 #include "lsattn/backend/cuda/causal.cuh"
+#include "lsattn/backend/cuda/linear.cuh"
 #include "lsattn/backend/cuda/vision.cuh"
 #include "lsattn/backend/cuda/runtime.cuh"

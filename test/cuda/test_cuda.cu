@@ -300,3 +300,39 @@ TEMPLATE_TEST_CASE("CUDA 2D attention matches the CPU backend", "[cuda][gpu][vis
     CHECK(worst / scale < tolerance);
   }
 }
+
+TEMPLATE_TEST_CASE("CUDA linear (cuBLAS) matches a host product", "[cuda][gpu][linear]", float, __half, __nv_bfloat16) {
+  if (!lsattn::cuda_detail::device_available()) {
+    WARN("no CUDA device: GPU comparison skipped (host-side CUDA tests still ran)");
+    return;
+  }
+  std::mt19937_64 rng(21);
+  const index_t rows = 37, in_features = 24, out_features = 20;
+  const auto x = random_tensor<float>(Shape<3>{1, rows, in_features}, rng);
+  const auto w = random_tensor<float>(Shape<3>{1, out_features, in_features}, rng);
+  const auto b = random_tensor<float>(Shape<3>{1, 1, out_features}, rng);
+  auto upload = [](const Tensor<float, 3>& t) {
+    Tensor<TestType, 3> converted(t.shape());
+    for (index_t i = 0; i < t.size(); ++i) converted.values()[i] = static_cast<TestType>(t.values()[i]);
+    lsattn::DeviceTensor<TestType, 3> device(t.shape());
+    device.copy_from(converted.view());
+    return device;
+  };
+  const auto dx = upload(x), dw = upload(w), db = upload(b);
+  lsattn::DeviceTensor<TestType, 3> dy(Shape<3>{1, rows, out_features});
+  const lsattn::CublasHandle handle;
+  lsattn::cuda_detail::linear(handle, cudaStream_t{}, dx.view().data(), rows, in_features, dw.view().data(),
+                              db.view().data(), out_features, dy.view().data());
+  lsattn::cuda_detail::check(cudaDeviceSynchronize(), "synchronize");
+  Tensor<TestType, 3> y(dy.shape());
+  dy.copy_to(y.view());
+  const double tolerance = std::is_same_v<TestType, float> ? 1e-4 : std::is_same_v<TestType, __half> ? 2e-2 : 6e-2;
+  for (index_t r = 0; r < rows; ++r)
+    for (index_t o = 0; o < out_features; ++o) {
+      double want = static_cast<float>(static_cast<TestType>(b(0, 0, o)));
+      for (index_t i = 0; i < in_features; ++i)
+        want += static_cast<double>(static_cast<float>(static_cast<TestType>(x(0, r, i)))) *
+                static_cast<float>(static_cast<TestType>(w(0, o, i)));
+      CHECK(static_cast<float>(y(0, r, o)) == Approx(want).margin(tolerance * 5));
+    }
+}
