@@ -32,3 +32,16 @@ void cpu_vision(const lsattn::AttentionConfig& config, const lsattn::VisionAtten
 }
 
 }  // namespace lsattn_test
+
+namespace lsattn_test {
+
+lsattn::Tensor<float, 3> cpu_lra_layer(const lsattn::models::lra::Config& config,
+                                       const lsattn::models::lra::Weights<float>& weights,
+                                       const lsattn::Tensor<float, 3>& x, const lsattn::Tensor<float, 2>& mask,
+                                       const lsattn::Tensor<float, 3>& cls) {
+  const lsattn::models::lra::AttentionLS<lsattn::cpu, float> layer(config, weights);
+  return layer.forward(x.view(), mask.size() ? mask.view() : lsattn::HostView<const float, 2>{},
+                       cls.size() ? cls.view() : lsattn::HostView<const float, 3>{});
+}
+
+}  // namespace lsattn_test

@@ -24,3 +24,14 @@ void cpu_vision(const lsattn::AttentionConfig& config, const lsattn::VisionAtten
                 const lsattn::DualLayerNorm::Params<float, lsattn::host_space>& norm, const lsattn::HostView<float, 3>& context);
 
 }  // namespace lsattn_test
+
+#include "lsattn/models/lra.hpp"
+
+namespace lsattn_test {
+
+lsattn::Tensor<float, 3> cpu_lra_layer(const lsattn::models::lra::Config& config,
+                                       const lsattn::models::lra::Weights<float>& weights,
+                                       const lsattn::Tensor<float, 3>& x, const lsattn::Tensor<float, 2>& mask,
+                                       const lsattn::Tensor<float, 3>& cls);
+
+}  // namespace lsattn_test

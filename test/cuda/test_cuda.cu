@@ -7,6 +7,7 @@
 
 #include "cpu_reference.hpp"
 #include "lsattn/cuda.cuh"
+#include "lsattn/models/lra_cuda.cuh"
 
 namespace {
 
@@ -335,4 +336,72 @@ TEMPLATE_TEST_CASE("CUDA linear (cuBLAS) matches a host product", "[cuda][gpu][l
                 static_cast<float>(static_cast<TestType>(w(0, o, i)));
       CHECK(static_cast<float>(y(0, r, o)) == Approx(want).margin(tolerance * 5));
     }
+}
+
+TEST_CASE("CUDA LRA layer: workspace and argument checks", "[cuda][layer]") {
+  using Catch::Matchers::Contains;
+  namespace lra = lsattn::models::lra;
+  const lra::Config config{2, 4, 8, 4, 2, false, 0};
+  if (!lsattn::cuda_detail::device_available()) {
+    // Uploading weights needs a device; without one the layer reports a clear CUDA error.
+    CHECK_THROWS_WITH((lra::AttentionLS<lsattn::cuda, float>(config, lra::Weights<float>::random(config, 1))),
+                      Contains("CUDA"));
+    return;
+  }
+  const lra::AttentionLS<lsattn::cuda, float> layer(config, lra::Weights<float>::random(config, 1));
+  CHECK(layer.workspace_bytes(2, 100, true) > layer.workspace_bytes(2, 100, false));
+  CHECK(layer.workspace_bytes(2, 200, false) > layer.workspace_bytes(2, 100, false));
+}
+
+TEMPLATE_TEST_CASE("CUDA LRA layer matches the CPU layer", "[cuda][gpu][layer]", float, __half, __nv_bfloat16) {
+  namespace lra = lsattn::models::lra;
+  if (!lsattn::cuda_detail::device_available()) {
+    WARN("no CUDA device: GPU comparison skipped (host-side CUDA tests still ran)");
+    return;
+  }
+  std::mt19937_64 rng(17);
+  const double tolerance = std::is_same_v<TestType, float> ? 2e-4 : std::is_same_v<TestType, __half> ? 3e-2 : 8e-2;
+  for (int trial = 0; trial < 6; ++trial) {
+    const lra::Config config{2, 16, 32, 1 + trial % 5, trial % 3, false, 0};
+    const bool with_cls = trial % 2 == 0;
+    const index_t batch = 2, length = 5 + trial * 17;
+    const auto weights = lra::Weights<float>::random(config, 30 + trial);
+    auto rounded = [](auto t) {
+      for (auto& x : t.values()) x = static_cast<float>(static_cast<TestType>(x));
+      return t;
+    };
+    const auto x = rounded(random_tensor<float>(Shape<3>{batch, length, 32}, rng));
+    const auto cls = rounded(random_tensor<float>(Shape<3>{batch, 1, 32}, rng));
+    Tensor<float, 2> mask(Shape<2>{batch, length}, 1.0f);
+    mask(1, length - 1) = 0;
+    const auto want = lsattn_test::cpu_lra_layer(config, weights, x, mask, with_cls ? cls : Tensor<float, 3>{});
+
+    auto upload = [](const auto& t) {
+      constexpr std::size_t rank_of = std::tuple_size_v<std::remove_cvref_t<decltype(t.shape())>>;
+      Tensor<TestType, rank_of> converted(t.shape());
+      for (index_t i = 0; i < t.size(); ++i) converted.values()[i] = static_cast<TestType>(t.values()[i]);
+      lsattn::DeviceTensor<TestType, rank_of> device(t.shape());
+      device.copy_from(converted.view());
+      return device;
+    };
+    const auto dx = upload(x), dcls = upload(cls);
+    const auto dmask = upload(mask);
+    const lra::AttentionLS<lsattn::cuda, TestType> layer(config, weights);
+    lsattn::DeviceTensor<TestType, 3> y(want.shape());
+    lsattn::DeviceTensor<unsigned char, 1> workspace(
+        Shape<1>{static_cast<index_t>(layer.workspace_bytes(batch, length, with_cls))});
+    const lsattn::CublasHandle handle;
+    layer.forward(dx.view(), dmask.view(), with_cls ? dcls.view() : lsattn::DeviceView<const TestType, 3>{}, y.view(),
+                  handle, cudaStream_t{},
+                  lsattn::DeviceWorkspace{workspace.view().data(), static_cast<std::size_t>(workspace.size())});
+    lsattn::cuda_detail::check(cudaDeviceSynchronize(), "synchronize");
+    Tensor<TestType, 3> got(want.shape());
+    y.copy_to(got.view());
+    double worst = 0, scale = 1e-3;
+    for (float value : want.values()) scale = std::max(scale, static_cast<double>(std::abs(value)));
+    for (index_t i = 0; i < got.size(); ++i)
+      worst = std::max(worst, std::abs(static_cast<double>(static_cast<float>(got.values()[i])) - want.values()[i]));
+    INFO("trial " << trial << ": w=" << config.window_size << " r=" << config.num_landmarks << " cls=" << with_cls);
+    CHECK(worst / scale < tolerance);
+  }
 }
