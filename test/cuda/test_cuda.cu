@@ -32,6 +32,44 @@ Tensor<T, 3> random_tensor(const Shape<3>& shape, std::mt19937_64& rng) {
   return t;
 }
 
+// The values as TestType stores them, back in float (the CPU reference sees the same inputs).
+template <class T, std::size_t Rank>
+Tensor<float, Rank> rounded_as(Tensor<float, Rank> t) {
+  for (auto& x : t.values()) x = static_cast<float>(static_cast<T>(x));
+  return t;
+}
+
+template <class T, std::size_t Rank>
+lsattn::DeviceTensor<T, Rank> upload_as(const Tensor<float, Rank>& t) {
+  Tensor<T, Rank> converted(t.shape());
+  for (index_t i = 0; i < t.size(); ++i) converted.values()[i] = static_cast<T>(t.values()[i]);
+  lsattn::DeviceTensor<T, Rank> device(t.shape());
+  device.copy_from(converted.view());
+  return device;
+}
+
+// Waits for the device, reads `got` back, and returns max |got − want| / max |want|.
+template <class T>
+double relative_error(const lsattn::DeviceTensor<T, 3>& got, const Tensor<float, 3>& want) {
+  lsattn::cuda_detail::check(cudaDeviceSynchronize(), "synchronize");
+  Tensor<T, 3> host(want.shape());
+  got.copy_to(host.view());
+  double worst = 0, scale = 1e-3;
+  for (float x : want.values()) scale = std::max(scale, static_cast<double>(std::abs(x)));
+  for (index_t i = 0; i < host.size(); ++i)
+    worst = std::max(worst, std::abs(static_cast<double>(static_cast<float>(host.values()[i])) - want.values()[i]));
+  return worst / scale;
+}
+
+template <class T>
+constexpr double tolerance_for(double half_tolerance, double bfloat_tolerance) {
+  return std::is_same_v<T, float> ? 2e-4 : std::is_same_v<T, __half> ? half_tolerance : bfloat_tolerance;
+}
+
+lsattn::DeviceWorkspace workspace_of(lsattn::DeviceTensor<unsigned char, 1>& memory) {
+  return {memory.view().data(), static_cast<std::size_t>(memory.size())};
+}
+
 }  // namespace
 
 TEST_CASE("CUDA workspace size is known up front", "[cuda]") {
@@ -73,7 +111,7 @@ TEMPLATE_TEST_CASE("CUDA bidirectional attention matches the CPU backend", "[cud
     return;
   }
   std::mt19937_64 rng(5);
-  const double tolerance = std::is_same_v<TestType, float> ? 2e-4 : std::is_same_v<TestType, __half> ? 2e-2 : 6e-2;
+  const double tolerance = tolerance_for<TestType>(2e-2, 6e-2);
   for (int trial = 0; trial < 20; ++trial) {
     const index_t heads = 1 + trial % 3, head_dim = 8 << (trial % 3), width = heads * head_dim;
     const index_t window = trial % 5 == 4 ? 0 : 1 + trial % 9, rank = trial % 4, length = 1 + (trial * 37) % 300;
@@ -90,13 +128,8 @@ TEMPLATE_TEST_CASE("CUDA bidirectional attention matches the CPU backend", "[cud
     Tensor<float, 1> ln_w(Shape<1>{width}, 1.0f), ln_b(Shape<1>{width}, 0.125f);  // exact in every dtype
 
     // The CPU reference on the values as rounded to TestType.
-    auto rounded = [](const auto& t) {
-      auto copy = t;
-      for (auto& x : copy.values()) x = static_cast<float>(static_cast<TestType>(x));
-      return copy;
-    };
-    const auto qr = rounded(q), kr = rounded(k), vr = rounded(v), lr = rounded(logits), cqr = rounded(cls_q),
-               ckr = rounded(cls_k), cvr = rounded(cls_v);
+    const auto qr = rounded_as<TestType>(q), kr = rounded_as<TestType>(k), vr = rounded_as<TestType>(v), lr = rounded_as<TestType>(logits), cqr = rounded_as<TestType>(cls_q),
+               ckr = rounded_as<TestType>(cls_k), cvr = rounded_as<TestType>(cls_v);
     Tensor<float, 3> want(Shape<3>{2, length + (with_cls ? 1 : 0), width});
     HostInputs cpu_in{qr.view(), kr.view(), vr.view(), rank ? lr.view() : lsattn::HostView<const float, 3>{},
                                 with_mask ? mask.view() : lsattn::HostView<const float, 2>{}};
@@ -105,18 +138,10 @@ TEMPLATE_TEST_CASE("CUDA bidirectional attention matches the CPU backend", "[cud
                                    {{ln_w.view(), ln_b.view()}, {ln_w.view(), ln_b.view()}}, want.view());
 
     // The same on the GPU in TestType.
-    auto upload = [](const auto& t) {
-      constexpr std::size_t rank_of = std::tuple_size_v<std::remove_cvref_t<decltype(t.shape())>>;
-      Tensor<TestType, rank_of> converted(t.shape());
-      for (index_t i = 0; i < t.size(); ++i) converted.values()[i] = static_cast<TestType>(t.values()[i]);
-      lsattn::DeviceTensor<TestType, rank_of> device(t.shape());
-      device.copy_from(converted.view());
-      return device;
-    };
-    const auto dq = upload(q), dk = upload(k), dv = upload(v), dl = upload(logits), dcq = upload(cls_q),
-               dck = upload(cls_k), dcv = upload(cls_v);
-    const auto dm = upload(mask);
-    const auto dw = upload(ln_w), db = upload(ln_b);
+    const auto dq = upload_as<TestType>(q), dk = upload_as<TestType>(k), dv = upload_as<TestType>(v), dl = upload_as<TestType>(logits), dcq = upload_as<TestType>(cls_q),
+               dck = upload_as<TestType>(cls_k), dcv = upload_as<TestType>(cls_v);
+    const auto dm = upload_as<TestType>(mask);
+    const auto dw = upload_as<TestType>(ln_w), db = upload_as<TestType>(ln_b);
     using Attention = lsattn::LongShortAttention<lsattn::cuda, TestType>;
     const Attention gpu({heads, head_dim, window, rank});
     typename Attention::Inputs in{dq.view(), dk.view(), dv.view(), rank ? dl.view() : lsattn::DeviceView<const TestType, 3>{},
@@ -125,16 +150,9 @@ TEMPLATE_TEST_CASE("CUDA bidirectional attention matches the CPU backend", "[cud
     lsattn::DeviceTensor<TestType, 3> context(want.shape());
     lsattn::DeviceTensor<unsigned char, 1> workspace(Shape<1>{static_cast<index_t>(gpu.workspace_bytes(in))});
     gpu(in, {{dw.view(), db.view()}, {dw.view(), db.view()}}, context.view(), cudaStream_t{},
-        lsattn::DeviceWorkspace{workspace.view().data(), static_cast<std::size_t>(workspace.size())});
-    lsattn::cuda_detail::check(cudaDeviceSynchronize(), "synchronize");
-    Tensor<TestType, 3> got(want.shape());
-    context.copy_to(got.view());
-    double worst = 0, scale = 1e-3;
-    for (float x : want.values()) scale = std::max(scale, static_cast<double>(std::abs(x)));
-    for (index_t i = 0; i < got.size(); ++i)
-      worst = std::max(worst, std::abs(static_cast<double>(static_cast<float>(got.values()[i])) - want.values()[i]));
+        workspace_of(workspace));
     INFO("trial " << trial << ": nh=" << heads << " dh=" << head_dim << " w=" << window << " r=" << rank << " L=" << length);
-    CHECK(worst / scale < tolerance);
+    CHECK(relative_error(context, want) < tolerance);
   }
 }
 
@@ -164,7 +182,7 @@ TEMPLATE_TEST_CASE("CUDA causal attention matches the CPU backend", "[cuda][gpu]
     return;
   }
   std::mt19937_64 rng(9);
-  const double tolerance = std::is_same_v<TestType, float> ? 2e-4 : std::is_same_v<TestType, __half> ? 2e-2 : 6e-2;
+  const double tolerance = tolerance_for<TestType>(2e-2, 6e-2);
   for (int trial = 0; trial < 12; ++trial) {
     const index_t heads = 1 + trial % 2, head_dim = 8, width = heads * head_dim, window = 1 + trial % 6;
     const index_t chunk = 1 + trial % 4, rank = 1 + trial % 2, cache = chunk * (trial % 3), length = 1 + (trial * 13) % 40;
@@ -175,12 +193,8 @@ TEMPLATE_TEST_CASE("CUDA causal attention matches the CPU backend", "[cuda][gpu]
                wv = make(wk.shape()), ck = make(Shape<3>{1, chunks * rank, width}), cv = make(ck.shape());
     const auto wpos = make(Shape<3>{1, window, width}), cpos = make(Shape<3>{1, chunks * rank, width});
     const auto biases = make(Shape<3>{1, 2, width});
-    auto rounded = [](auto t) {
-      for (auto& x : t.values()) x = static_cast<float>(static_cast<TestType>(x));
-      return t;
-    };
-    const auto qr = rounded(q), wkr = rounded(wk), wvr = rounded(wv), ckr = rounded(ck), cvr = rounded(cv),
-               wpr = rounded(wpos), cpr = rounded(cpos), br = rounded(biases);
+    const auto qr = rounded_as<TestType>(q), wkr = rounded_as<TestType>(wk), wvr = rounded_as<TestType>(wv), ckr = rounded_as<TestType>(ck), cvr = rounded_as<TestType>(cv),
+               wpr = rounded_as<TestType>(wpos), cpr = rounded_as<TestType>(cpos), br = rounded_as<TestType>(biases);
     Tensor<float, 1> ones(Shape<1>{width}, 1.0f), eighth(Shape<1>{width}, 0.125f);
     Tensor<float, 3> want(Shape<3>{1, length, width});
     const lsattn::CausalAttentionInputs<float> cpu_in{
@@ -191,17 +205,9 @@ TEMPLATE_TEST_CASE("CUDA causal attention matches the CPU backend", "[cuda][gpu]
         lsattn::HostView<const float, 2>(cpr.data(), Shape<2>{chunks * rank, width})};
     lsattn_test::cpu_causal(config, cpu_in, {{ones.view(), eighth.view()}, {ones.view(), eighth.view()}}, want.view());
 
-    auto upload = [](const auto& t) {
-      constexpr std::size_t rank_of = std::tuple_size_v<std::remove_cvref_t<decltype(t.shape())>>;
-      Tensor<TestType, rank_of> converted(t.shape());
-      for (index_t i = 0; i < t.size(); ++i) converted.values()[i] = static_cast<TestType>(t.values()[i]);
-      lsattn::DeviceTensor<TestType, rank_of> device(t.shape());
-      device.copy_from(converted.view());
-      return device;
-    };
-    const auto dq = upload(q), dwk = upload(wk), dwv = upload(wv), dck = upload(ck), dcv = upload(cv), dwp = upload(wpos),
-               dcp = upload(cpos), db = upload(biases);
-    const auto dones = upload(ones), deighth = upload(eighth);
+    const auto dq = upload_as<TestType>(q), dwk = upload_as<TestType>(wk), dwv = upload_as<TestType>(wv), dck = upload_as<TestType>(ck), dcv = upload_as<TestType>(cv), dwp = upload_as<TestType>(wpos),
+               dcp = upload_as<TestType>(cpos), db = upload_as<TestType>(biases);
+    const auto dones = upload_as<TestType>(ones), deighth = upload_as<TestType>(eighth);
     using Attention = lsattn::LongShortAttention<lsattn::cuda, TestType, lsattn::CausalWindow, lsattn::ChunkedProjection>;
     const Attention gpu(config);
     const typename Attention::Inputs in{
@@ -213,16 +219,9 @@ TEMPLATE_TEST_CASE("CUDA causal attention matches the CPU backend", "[cuda][gpu]
     lsattn::DeviceTensor<TestType, 3> context(want.shape());
     lsattn::DeviceTensor<unsigned char, 1> workspace(Shape<1>{static_cast<index_t>(gpu.workspace_bytes(in))});
     gpu(in, {{dones.view(), deighth.view()}, {dones.view(), deighth.view()}}, context.view(), cudaStream_t{},
-        lsattn::DeviceWorkspace{workspace.view().data(), static_cast<std::size_t>(workspace.size())});
-    lsattn::cuda_detail::check(cudaDeviceSynchronize(), "synchronize");
-    Tensor<TestType, 3> got(want.shape());
-    context.copy_to(got.view());
-    double worst = 0, scale = 1e-3;
-    for (float x : want.values()) scale = std::max(scale, static_cast<double>(std::abs(x)));
-    for (index_t i = 0; i < got.size(); ++i)
-      worst = std::max(worst, std::abs(static_cast<double>(static_cast<float>(got.values()[i])) - want.values()[i]));
+        workspace_of(workspace));
     INFO("trial " << trial << ": w=" << window << " l=" << chunk << " r=" << rank << " M=" << cache << " L=" << length);
-    CHECK(worst / scale < tolerance);
+    CHECK(relative_error(context, want) < tolerance);
   }
 }
 
@@ -246,7 +245,7 @@ TEMPLATE_TEST_CASE("CUDA 2D attention matches the CPU backend", "[cuda][gpu][vis
     return;
   }
   std::mt19937_64 rng(13);
-  const double tolerance = std::is_same_v<TestType, float> ? 2e-4 : std::is_same_v<TestType, __half> ? 2e-2 : 6e-2;
+  const double tolerance = tolerance_for<TestType>(2e-2, 6e-2);
   for (int trial = 0; trial < 12; ++trial) {
     const index_t heads = 1 + trial % 2, head_dim = 8, width = heads * head_dim, w = 1 + trial % 4, rank = trial % 3;
     const index_t globals = trial % 3, rows = 2 + trial % 5, cols = 3 + trial % 4, tokens = globals + rows * cols;
@@ -257,11 +256,7 @@ TEMPLATE_TEST_CASE("CUDA 2D attention matches the CPU backend", "[cuda][gpu][vis
     const auto q = make(Shape<3>{1, tokens, width}), k = make(q.shape()), v = make(q.shape());
     const auto logits = make(Shape<3>{1, rows * cols, heads * rank});
     const auto bias = make(Shape<3>{heads, w * w, window.tile() * window.tile()});
-    auto rounded = [](auto t) {
-      for (auto& x : t.values()) x = static_cast<float>(static_cast<TestType>(x));
-      return t;
-    };
-    const auto qr = rounded(q), kr = rounded(k), vr = rounded(v), lr = rounded(logits), br = rounded(bias);
+    const auto qr = rounded_as<TestType>(q), kr = rounded_as<TestType>(k), vr = rounded_as<TestType>(v), lr = rounded_as<TestType>(logits), br = rounded_as<TestType>(bias);
     Tensor<float, 1> ones(Shape<1>{width}, 1.0f), eighth(Shape<1>{width}, 0.125f);
     Tensor<float, 3> want(q.shape());
     const lsattn::VisionAttentionInputs<float> cpu_in{qr.view(), kr.view(), vr.view(),
@@ -270,16 +265,8 @@ TEMPLATE_TEST_CASE("CUDA 2D attention matches the CPU backend", "[cuda][gpu][vis
                                                       with_bias ? br.view() : lsattn::HostView<const float, 3>{}};
     lsattn_test::cpu_vision(config, cpu_in, {{ones.view(), eighth.view()}, {ones.view(), eighth.view()}}, want.view());
 
-    auto upload = [](const auto& t) {
-      constexpr std::size_t rank_of = std::tuple_size_v<std::remove_cvref_t<decltype(t.shape())>>;
-      Tensor<TestType, rank_of> converted(t.shape());
-      for (index_t i = 0; i < t.size(); ++i) converted.values()[i] = static_cast<TestType>(t.values()[i]);
-      lsattn::DeviceTensor<TestType, rank_of> device(t.shape());
-      device.copy_from(converted.view());
-      return device;
-    };
-    const auto dq = upload(q), dk = upload(k), dv = upload(v), dl = upload(logits), db = upload(bias);
-    const auto dones = upload(ones), deighth = upload(eighth);
+    const auto dq = upload_as<TestType>(q), dk = upload_as<TestType>(k), dv = upload_as<TestType>(v), dl = upload_as<TestType>(logits), db = upload_as<TestType>(bias);
+    const auto dones = upload_as<TestType>(ones), deighth = upload_as<TestType>(eighth);
     using Attention = lsattn::LongShortAttention<lsattn::cuda, TestType, lsattn::Window2D, lsattn::SequenceProjection>;
     const Attention gpu(config);
     const typename Attention::Inputs in{dq.view(), dk.view(), dv.view(),
@@ -289,16 +276,9 @@ TEMPLATE_TEST_CASE("CUDA 2D attention matches the CPU backend", "[cuda][gpu][vis
     lsattn::DeviceTensor<TestType, 3> context(want.shape());
     lsattn::DeviceTensor<unsigned char, 1> workspace(Shape<1>{static_cast<index_t>(gpu.workspace_bytes(in))});
     gpu(in, {{dones.view(), deighth.view()}, {dones.view(), deighth.view()}}, context.view(), cudaStream_t{},
-        lsattn::DeviceWorkspace{workspace.view().data(), static_cast<std::size_t>(workspace.size())});
-    lsattn::cuda_detail::check(cudaDeviceSynchronize(), "synchronize");
-    Tensor<TestType, 3> got(want.shape());
-    context.copy_to(got.view());
-    double worst = 0, scale = 1e-3;
-    for (float x : want.values()) scale = std::max(scale, static_cast<double>(std::abs(x)));
-    for (index_t i = 0; i < got.size(); ++i)
-      worst = std::max(worst, std::abs(static_cast<double>(static_cast<float>(got.values()[i])) - want.values()[i]));
+        workspace_of(workspace));
     INFO("trial " << trial << ": w=" << w << " r=" << rank << " nglo=" << globals << " grid " << rows << "x" << cols);
-    CHECK(worst / scale < tolerance);
+    CHECK(relative_error(context, want) < tolerance);
   }
 }
 
@@ -312,14 +292,7 @@ TEMPLATE_TEST_CASE("CUDA linear (cuBLAS) matches a host product", "[cuda][gpu][l
   const auto x = random_tensor<float>(Shape<3>{1, rows, in_features}, rng);
   const auto w = random_tensor<float>(Shape<3>{1, out_features, in_features}, rng);
   const auto b = random_tensor<float>(Shape<3>{1, 1, out_features}, rng);
-  auto upload = [](const Tensor<float, 3>& t) {
-    Tensor<TestType, 3> converted(t.shape());
-    for (index_t i = 0; i < t.size(); ++i) converted.values()[i] = static_cast<TestType>(t.values()[i]);
-    lsattn::DeviceTensor<TestType, 3> device(t.shape());
-    device.copy_from(converted.view());
-    return device;
-  };
-  const auto dx = upload(x), dw = upload(w), db = upload(b);
+  const auto dx = upload_as<TestType>(x), dw = upload_as<TestType>(w), db = upload_as<TestType>(b);
   lsattn::DeviceTensor<TestType, 3> dy(Shape<3>{1, rows, out_features});
   const lsattn::CublasHandle handle;
   lsattn::cuda_detail::linear(handle, cudaStream_t{}, dx.view().data(), rows, in_features, dw.view().data(),
@@ -360,32 +333,20 @@ TEMPLATE_TEST_CASE("CUDA LRA layer matches the CPU layer", "[cuda][gpu][layer]",
     return;
   }
   std::mt19937_64 rng(17);
-  const double tolerance = std::is_same_v<TestType, float> ? 2e-4 : std::is_same_v<TestType, __half> ? 3e-2 : 8e-2;
+  const double tolerance = tolerance_for<TestType>(3e-2, 8e-2);
   for (int trial = 0; trial < 6; ++trial) {
     const lra::Config config{2, 16, 32, 1 + trial % 5, trial % 3, false, 0};
     const bool with_cls = trial % 2 == 0;
     const index_t batch = 2, length = 5 + trial * 17;
     const auto weights = lra::Weights<float>::random(config, 30 + trial);
-    auto rounded = [](auto t) {
-      for (auto& x : t.values()) x = static_cast<float>(static_cast<TestType>(x));
-      return t;
-    };
-    const auto x = rounded(random_tensor<float>(Shape<3>{batch, length, 32}, rng));
-    const auto cls = rounded(random_tensor<float>(Shape<3>{batch, 1, 32}, rng));
+    const auto x = rounded_as<TestType>(random_tensor<float>(Shape<3>{batch, length, 32}, rng));
+    const auto cls = rounded_as<TestType>(random_tensor<float>(Shape<3>{batch, 1, 32}, rng));
     Tensor<float, 2> mask(Shape<2>{batch, length}, 1.0f);
     mask(1, length - 1) = 0;
     const auto want = lsattn_test::cpu_lra_layer(config, weights, x, mask, with_cls ? cls : Tensor<float, 3>{});
 
-    auto upload = [](const auto& t) {
-      constexpr std::size_t rank_of = std::tuple_size_v<std::remove_cvref_t<decltype(t.shape())>>;
-      Tensor<TestType, rank_of> converted(t.shape());
-      for (index_t i = 0; i < t.size(); ++i) converted.values()[i] = static_cast<TestType>(t.values()[i]);
-      lsattn::DeviceTensor<TestType, rank_of> device(t.shape());
-      device.copy_from(converted.view());
-      return device;
-    };
-    const auto dx = upload(x), dcls = upload(cls);
-    const auto dmask = upload(mask);
+    const auto dx = upload_as<TestType>(x), dcls = upload_as<TestType>(cls);
+    const auto dmask = upload_as<TestType>(mask);
     const lra::AttentionLS<lsattn::cuda, TestType> layer(config, weights);
     lsattn::DeviceTensor<TestType, 3> y(want.shape());
     lsattn::DeviceTensor<unsigned char, 1> workspace(
@@ -393,15 +354,8 @@ TEMPLATE_TEST_CASE("CUDA LRA layer matches the CPU layer", "[cuda][gpu][layer]",
     const lsattn::CublasHandle handle;
     layer.forward(dx.view(), dmask.view(), with_cls ? dcls.view() : lsattn::DeviceView<const TestType, 3>{}, y.view(),
                   handle, cudaStream_t{},
-                  lsattn::DeviceWorkspace{workspace.view().data(), static_cast<std::size_t>(workspace.size())});
-    lsattn::cuda_detail::check(cudaDeviceSynchronize(), "synchronize");
-    Tensor<TestType, 3> got(want.shape());
-    y.copy_to(got.view());
-    double worst = 0, scale = 1e-3;
-    for (float value : want.values()) scale = std::max(scale, static_cast<double>(std::abs(value)));
-    for (index_t i = 0; i < got.size(); ++i)
-      worst = std::max(worst, std::abs(static_cast<double>(static_cast<float>(got.values()[i])) - want.values()[i]));
+                  workspace_of(workspace));
     INFO("trial " << trial << ": w=" << config.window_size << " r=" << config.num_landmarks << " cls=" << with_cls);
-    CHECK(worst / scale < tolerance);
+    CHECK(relative_error(y, want) < tolerance);
   }
 }

@@ -33,16 +33,11 @@ struct Executor<cuda, BidirectionalWindow, SequenceProjection> {
     const index_t heads = config.heads, head_dim = config.head_dim, rank = config.rank;
     const bool has_cls = in.has_cls();
     const index_t global_count = rank + (has_cls ? 1 : 0), out_rows = length + (has_cls ? 1 : 0);
-    const std::size_t needed = workspace_bytes(config, in);
-    require(workspace.bytes >= needed && (needed == 0 || workspace.data != nullptr), "workspace: needs ", needed,
-            " bytes (workspace_bytes()), got ", workspace.bytes);
     const BidirectionalWindow window = config.window_size <= 0 && rank == 0 && has_cls ? BidirectionalWindow::self_only()
                                                                                           : BidirectionalWindow::from(config);
     const index_t window_keys = window.enabled() ? window.span() : 0;
+    require_launchable(workspace, workspace_bytes(config, in), global_count + window_keys, head_dim, "rank + window keys");
     const std::size_t shared = sizeof(float) * static_cast<std::size_t>(global_count + window_keys);
-    require(shared <= 48 * 1024, "rank + window keys = ", global_count + window_keys,
-            " scores per query exceed the 48 KiB of shared memory of the CUDA kernel (at most 12288)");
-    require(head_dim <= 1024, "head_dim: the CUDA backend handles at most 1024, got ", head_dim);
 
     float* key = static_cast<float*>(workspace.data);
     float* value = key + length * width;
@@ -51,27 +46,15 @@ struct Executor<cuda, BidirectionalWindow, SequenceProjection> {
     float* global_key = column_sum + heads * rank;
     float* global_value = global_key + global_count * width;
     const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
-    const T* local_weight = nullptr;
-    const T* local_bias = nullptr;
-    const T* global_weight = nullptr;
-    const T* global_bias = nullptr;
-    float local_eps = 1e-5f, global_eps = 1e-5f;
-    if constexpr (Combiner::normalizes) {
-      local_weight = norm.local.weight.data();
-      local_bias = norm.local.bias.data();
-      global_weight = norm.global.weight.data();
-      global_bias = norm.global.bias.data();
-      local_eps = static_cast<float>(norm.local.eps);
-      global_eps = static_cast<float>(norm.global.eps);
-    }
+    const auto ln = norm_pointers<Combiner, T>(norm);
 
     for (index_t b = 0; b < batch; ++b) {
       const index_t offset = b * length * width;
       const T* mask = in.mask.empty() ? nullptr : in.mask.data() + b * length;
-      layer_norm_rows<<<length, block_threads, 0, stream>>>(in.key.data() + offset, key, width, local_weight, local_bias,
-                                                            local_eps);
-      layer_norm_rows<<<length, block_threads, 0, stream>>>(in.value.data() + offset, value, width, local_weight,
-                                                            local_bias, local_eps);
+      layer_norm_rows<<<length, block_threads, 0, stream>>>(in.key.data() + offset, key, width, ln.local_weight, ln.local_bias,
+                                                            ln.local_eps);
+      layer_norm_rows<<<length, block_threads, 0, stream>>>(in.value.data() + offset, value, width, ln.local_weight,
+                                                            ln.local_bias, ln.local_eps);
       if (rank > 0) {
         const T* logits = in.projection_logits.data() + b * length * heads * rank;
         projection_statistics<<<heads * rank, block_threads, 0, stream>>>(logits, mask, length, heads * rank,
@@ -89,10 +72,10 @@ struct Executor<cuda, BidirectionalWindow, SequenceProjection> {
                                                          0.0f);
       }
       if (global_count > 0) {
-        layer_norm_rows<<<global_count, block_threads, 0, stream>>>(global_key, global_key, width, global_weight,
-                                                                    global_bias, global_eps);
-        layer_norm_rows<<<global_count, block_threads, 0, stream>>>(global_value, global_value, width, global_weight,
-                                                                    global_bias, global_eps);
+        layer_norm_rows<<<global_count, block_threads, 0, stream>>>(global_key, global_key, width, ln.global_weight,
+                                                                    ln.global_bias, ln.global_eps);
+        layer_norm_rows<<<global_count, block_threads, 0, stream>>>(global_value, global_value, width, ln.global_weight,
+                                                                    ln.global_bias, ln.global_eps);
       }
       T* token_context = context.data() + (b * out_rows + (has_cls ? 1 : 0)) * width;
       bidirectional_attention<<<dim3(static_cast<unsigned>(length), static_cast<unsigned>(heads)), 128, shared, stream>>>(

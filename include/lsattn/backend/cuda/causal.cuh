@@ -31,44 +31,28 @@ struct Executor<cuda, CausalWindow, ChunkedProjection> {
     const ChunkedProjection projection = ChunkedProjection::from(config);
     const index_t batch = in.query.extent(0), length = in.query.extent(1), width = config.width();
     const index_t window_rows = in.window_key.extent(1), compressed_rows = in.compressed_key.extent(1);
-    const std::size_t needed = workspace_bytes(config, in);
-    require(workspace.bytes >= needed && (needed == 0 || workspace.data != nullptr), "workspace: needs ", needed,
-            " bytes (workspace_bytes()), got ", workspace.bytes);
+    require_launchable(workspace, workspace_bytes(config, in), compressed_rows + window.window, config.head_dim,
+                       "compressed rows + window");
     const std::size_t shared = sizeof(float) * static_cast<std::size_t>(compressed_rows + window.window);
-    require(shared <= 48 * 1024, "compressed rows + window = ", compressed_rows + window.window,
-            " scores per query exceed the 48 KiB of shared memory of the CUDA kernel (at most 12288)");
-    require(config.head_dim <= 1024, "head_dim: the CUDA backend handles at most 1024, got ", config.head_dim);
 
     float* key = static_cast<float*>(workspace.data);
     float* value = key + window_rows * width;
     float* compressed_key = value + window_rows * width;
     float* compressed_value = compressed_key + compressed_rows * width;
-    const T* local_weight = nullptr;
-    const T* local_bias = nullptr;
-    const T* global_weight = nullptr;
-    const T* global_bias = nullptr;
-    float local_eps = 1e-5f, global_eps = 1e-5f;
-    if constexpr (Combiner::normalizes) {
-      local_weight = norm.local.weight.data();
-      local_bias = norm.local.bias.data();
-      global_weight = norm.global.weight.data();
-      global_bias = norm.global.bias.data();
-      local_eps = static_cast<float>(norm.local.eps);
-      global_eps = static_cast<float>(norm.global.eps);
-    }
+    const auto ln = norm_pointers<Combiner, T>(norm);
     const float scale = 1.0f / std::sqrt(static_cast<float>(config.head_dim));
     for (index_t b = 0; b < batch; ++b) {
       layer_norm_rows<<<window_rows, block_threads, 0, stream>>>(in.window_key.data() + b * window_rows * width, key,
-                                                                 width, local_weight, local_bias, local_eps);
+                                                                 width, ln.local_weight, ln.local_bias, ln.local_eps);
       layer_norm_rows<<<window_rows, block_threads, 0, stream>>>(in.window_value.data() + b * window_rows * width, value,
-                                                                 width, local_weight, local_bias, local_eps);
+                                                                 width, ln.local_weight, ln.local_bias, ln.local_eps);
       if (compressed_rows > 0) {
         layer_norm_rows<<<compressed_rows, block_threads, 0, stream>>>(
-            in.compressed_key.data() + b * compressed_rows * width, compressed_key, width, global_weight, global_bias,
-            global_eps);
+            in.compressed_key.data() + b * compressed_rows * width, compressed_key, width, ln.global_weight, ln.global_bias,
+            ln.global_eps);
         layer_norm_rows<<<compressed_rows, block_threads, 0, stream>>>(
-            in.compressed_value.data() + b * compressed_rows * width, compressed_value, width, global_weight,
-            global_bias, global_eps);
+            in.compressed_value.data() + b * compressed_rows * width, compressed_value, width, ln.global_weight,
+            ln.global_bias, ln.global_eps);
       }
       causal_attention<<<dim3(static_cast<unsigned>(length), static_cast<unsigned>(config.heads)), 128, shared, stream>>>(
           in.query.data() + b * length * width, key, value, compressed_key, compressed_value, in.content_bias.data(),

@@ -49,6 +49,21 @@ __device__ float block_reduce(float value, float* scratch) {
   return scratch[0];
 }
 
+// Turns the block's shared scores[0, total) into exp(score − max) and returns their sum (the
+// joint softmax of one query, normalised by the caller when it accumulates the values).
+__device__ inline float block_softmax(float* scores, index_t total, float* scratch) {
+  __syncthreads();
+  float top = -FLT_MAX;
+  for (index_t i = threadIdx.x; i < total; i += blockDim.x) top = fmaxf(top, scores[i]);
+  top = block_reduce<true>(top, scratch);
+  float sum = 0;
+  for (index_t i = threadIdx.x; i < total; i += blockDim.x) {
+    scores[i] = __expf(scores[i] - top);
+    sum += scores[i];
+  }
+  return block_reduce<false>(sum, scratch);
+}
+
 // One block per row: out = LN(in) (weight/bias may be null: plain copy), two-pass moments.
 template <class In, class Param>
 __global__ void layer_norm_rows(const In* in, float* out, index_t width, const Param* weight, const Param* bias, float eps) {
@@ -148,16 +163,7 @@ __global__ void bidirectional_attention(const T* query, const float* key, const 
     for (index_t f = 0; f < head_dim; ++f) dot += to_float(q[f]) * scale * k[f];
     scores[i] = global || valid_token(mask, s) ? dot : __int_as_float(0xff800000);
   }
-  __syncthreads();
-  float top = -FLT_MAX;
-  for (index_t i = threadIdx.x; i < total; i += blockDim.x) top = fmaxf(top, scores[i]);
-  top = block_reduce<true>(top, scratch);
-  float sum = 0;
-  for (index_t i = threadIdx.x; i < total; i += blockDim.x) {
-    scores[i] = __expf(scores[i] - top);
-    sum += scores[i];
-  }
-  sum = block_reduce<false>(sum, scratch);
+  const float sum = block_softmax(scores, total, scratch);
   for (index_t f = threadIdx.x; f < head_dim; f += blockDim.x) {
     float acc = 0;
     for (index_t i = 0; i < total; ++i) {
@@ -239,16 +245,7 @@ __global__ void causal_attention(const T* query, const float* window_key, const 
     }
     scores[i] = score;
   }
-  __syncthreads();
-  float top = -FLT_MAX;
-  for (index_t i = threadIdx.x; i < total; i += blockDim.x) top = fmaxf(top, scores[i]);
-  top = block_reduce<true>(top, scratch);
-  float sum = 0;
-  for (index_t i = threadIdx.x; i < total; i += blockDim.x) {
-    scores[i] = __expf(scores[i] - top);
-    sum += scores[i];
-  }
-  sum = block_reduce<false>(sum, scratch);
+  const float sum = block_softmax(scores, total, scratch);
   for (index_t f = threadIdx.x; f < head_dim; f += blockDim.x) {
     float acc = 0;
     for (index_t i = 0; i < total; ++i) {
@@ -299,16 +296,7 @@ __global__ void vision_attention(const T* query, const float* key, const float* 
     }
     scores[i] = score;
   }
-  __syncthreads();
-  float top = -FLT_MAX;
-  for (index_t i = threadIdx.x; i < total; i += blockDim.x) top = fmaxf(top, scores[i]);
-  top = block_reduce<true>(top, scratch);
-  float sum = 0;
-  for (index_t i = threadIdx.x; i < total; i += blockDim.x) {
-    scores[i] = __expf(scores[i] - top);
-    sum += scores[i];
-  }
-  sum = block_reduce<false>(sum, scratch);
+  const float sum = block_softmax(scores, total, scratch);
   for (index_t f = threadIdx.x; f < head_dim; f += blockDim.x) {
     float acc = 0;
     for (index_t i = 0; i < total; ++i) {

@@ -81,4 +81,40 @@ struct DeviceWorkspace {
   std::size_t bytes = 0;
 };
 
+namespace cuda_detail {
+
+// The DualLN parameters as kernel arguments: null weights mean "no LayerNorm" (PlainCombiner).
+template <class T>
+struct NormPointers {
+  const T* local_weight = nullptr;
+  const T* local_bias = nullptr;
+  const T* global_weight = nullptr;
+  const T* global_bias = nullptr;
+  float local_eps = 1e-5f;
+  float global_eps = 1e-5f;
+};
+
+template <class Combiner, class T, class Params>
+NormPointers<T> norm_pointers([[maybe_unused]] const Params& norm) {
+  NormPointers<T> pointers;
+  if constexpr (Combiner::normalizes) {
+    pointers = {norm.local.weight.data(),           norm.local.bias.data(),
+                norm.global.weight.data(),          norm.global.bias.data(),
+                static_cast<float>(norm.local.eps), static_cast<float>(norm.global.eps)};
+  }
+  return pointers;
+}
+
+// The checks every CUDA executor makes before launching.
+inline void require_launchable(const DeviceWorkspace& workspace, std::size_t needed, index_t scores_per_query,
+                               index_t head_dim, const char* scores_what) {
+  require(workspace.bytes >= needed && (needed == 0 || workspace.data != nullptr), "workspace: needs ", needed,
+          " bytes (workspace_bytes()), got ", workspace.bytes);
+  require(scores_per_query <= 12288, scores_what, " = ", scores_per_query,
+          " scores per query exceed the 48 KiB of shared memory of the CUDA kernel (at most 12288)");
+  require(head_dim <= 1024, "head_dim: the CUDA backend handles at most 1024, got ", head_dim);
+}
+
+}  // namespace cuda_detail
+
 }  // namespace lsattn

@@ -32,13 +32,9 @@ struct Executor<cuda, Window2D, SequenceProjection> {
     const index_t batch = in.query.extent(0), tokens = in.query.extent(1), width = config.width();
     const index_t heads = config.heads, head_dim = config.head_dim, rank = config.rank;
     const index_t globals = in.global_tokens, patches = in.rows * in.cols;
-    const std::size_t needed = workspace_bytes(config, in);
-    require(workspace.bytes >= needed && (needed == 0 || workspace.data != nullptr), "workspace: needs ", needed,
-            " bytes (workspace_bytes()), got ", workspace.bytes);
-    const std::size_t shared = sizeof(float) * static_cast<std::size_t>(rank + window.tile() * window.tile() + globals);
-    require(shared <= 48 * 1024, "r + T² + nglo = ", rank + window.tile() * window.tile() + globals,
-            " scores per query exceed the 48 KiB of shared memory of the CUDA kernel (at most 12288)");
-    require(head_dim <= 1024, "head_dim: the CUDA backend handles at most 1024, got ", head_dim);
+    const index_t scores_per_query = rank + window.tile() * window.tile() + globals;
+    require_launchable(workspace, workspace_bytes(config, in), scores_per_query, head_dim, "r + T² + nglo");
+    const std::size_t shared = sizeof(float) * static_cast<std::size_t>(scores_per_query);
 
     float* key = static_cast<float*>(workspace.data);
     float* value = key + tokens * width;
@@ -46,27 +42,15 @@ struct Executor<cuda, Window2D, SequenceProjection> {
     float* column_sum = column_max + heads * rank;
     float* compressed_key = column_sum + heads * rank;
     float* compressed_value = compressed_key + rank * width;
-    const T* local_weight = nullptr;
-    const T* local_bias = nullptr;
-    const T* global_weight = nullptr;
-    const T* global_bias = nullptr;
-    float local_eps = 1e-5f, global_eps = 1e-5f;
-    if constexpr (Combiner::normalizes) {
-      local_weight = norm.local.weight.data();
-      local_bias = norm.local.bias.data();
-      global_weight = norm.global.weight.data();
-      global_bias = norm.global.bias.data();
-      local_eps = static_cast<float>(norm.local.eps);
-      global_eps = static_cast<float>(norm.global.eps);
-    }
+    const auto ln = norm_pointers<Combiner, T>(norm);
     const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
     const T* no_mask = nullptr;
     for (index_t b = 0; b < batch; ++b) {
       const index_t offset = b * tokens * width;
-      layer_norm_rows<<<tokens, block_threads, 0, stream>>>(in.key.data() + offset, key, width, local_weight, local_bias,
-                                                            local_eps);
-      layer_norm_rows<<<tokens, block_threads, 0, stream>>>(in.value.data() + offset, value, width, local_weight,
-                                                            local_bias, local_eps);
+      layer_norm_rows<<<tokens, block_threads, 0, stream>>>(in.key.data() + offset, key, width, ln.local_weight, ln.local_bias,
+                                                            ln.local_eps);
+      layer_norm_rows<<<tokens, block_threads, 0, stream>>>(in.value.data() + offset, value, width, ln.local_weight,
+                                                            ln.local_bias, ln.local_eps);
       if (rank > 0) {
         const T* logits = in.projection_logits.data() + b * patches * heads * rank;
         projection_statistics<<<heads * rank, block_threads, 0, stream>>>(logits, no_mask, patches, heads * rank,
@@ -74,10 +58,10 @@ struct Executor<cuda, Window2D, SequenceProjection> {
         compress_sequence<<<heads * rank, 128, 0, stream>>>(logits, no_mask, key + globals * width, value + globals * width,
                                                             column_max, column_sum, patches, rank, head_dim, width, 0,
                                                             compressed_key, compressed_value);
-        layer_norm_rows<<<rank, block_threads, 0, stream>>>(compressed_key, compressed_key, width, global_weight,
-                                                            global_bias, global_eps);
-        layer_norm_rows<<<rank, block_threads, 0, stream>>>(compressed_value, compressed_value, width, global_weight,
-                                                            global_bias, global_eps);
+        layer_norm_rows<<<rank, block_threads, 0, stream>>>(compressed_key, compressed_key, width, ln.global_weight,
+                                                            ln.global_bias, ln.global_eps);
+        layer_norm_rows<<<rank, block_threads, 0, stream>>>(compressed_value, compressed_value, width, ln.global_weight,
+                                                            ln.global_bias, ln.global_eps);
       }
       T* out = context.data() + offset;
       vision_attention<<<dim3(static_cast<unsigned>(patches), static_cast<unsigned>(heads)), 128, shared, stream>>>(
