@@ -75,8 +75,10 @@ TEST_CASE("sliding and full visibility rules", "[ls_heads][policy]") {
   using lsattn::SlidingVisibility;
   STATIC_REQUIRE(SlidingVisibility{4, true}.keys(10, 12, 100) == IndexRange{7, 12});
   STATIC_REQUIRE(SlidingVisibility{4, false}.keys(10, 12, 100) == IndexRange{9, 14});  // t−1 … t+2
-  STATIC_REQUIRE(SlidingVisibility{5, false}.sees(10, 8));
-  STATIC_REQUIRE(!SlidingVisibility{5, false}.sees(10, 13));
+  STATIC_REQUIRE(SlidingVisibility{5, false}.row_keys(10, 100) == IndexRange{8, 13});  // t−2 … t+2
+  STATIC_REQUIRE(SlidingVisibility{4, false}.row_keys(10, 100) == IndexRange{9, 13});  // t−1 … t+2
+  STATIC_REQUIRE(SlidingVisibility{4, true}.row_keys(1, 100) == IndexRange{0, 2});     // clipped at 0
+  STATIC_REQUIRE(lsattn::FullVisibility{true}.row_keys(7, 100) == IndexRange{0, 8});
   STATIC_REQUIRE(lsattn::FullVisibility{true}.keys(0, 64, 1000) == IndexRange{0, 64});
 }
 

@@ -84,7 +84,6 @@ struct HeadVisibility {
   constexpr IndexRange keys(index_t first, index_t last, index_t length) const {
     return local ? sliding.keys(first, last, length) : full.keys(first, last, length);
   }
-  constexpr bool sees(index_t t, index_t s) const { return local ? sliding.sees(t, s) : full.sees(t, s); }
   constexpr IndexRange row_keys(index_t t, index_t length) const {
     return local ? sliding.row_keys(t, length) : full.row_keys(t, length);
   }

@@ -14,10 +14,6 @@ struct SequenceProjection {
 
   static SequenceProjection from(const AttentionConfig& config) { return {config.rank}; }
   LSATTN_HOST_DEVICE constexpr bool enabled() const { return rank > 0; }
-  // Logit feature of head h, landmark j (the published `view(..., nh, r)` layout).
-  LSATTN_HOST_DEVICE constexpr index_t logit_column(index_t head, index_t landmark) const {
-    return head * rank + landmark;
-  }
 };
 
 // Chunked causal projection (spec §2.4 steps 2, 4, 7): the stream (cache + segment) is cut into

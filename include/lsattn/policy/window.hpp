@@ -91,13 +91,12 @@ struct Window2D {
 
 // Token-level visibility for exact softmax attention (the full-attention baseline and the
 // heads of LS-attention). keys(t0, t1, L) is the key range a block of queries t0 … t1 − 1
-// needs; sees(t, s) the exact rule.
+// needs; row_keys(t, L) the exact (contiguous) range query t sees.
 struct FullVisibility {  // every key; causal: keys s ≤ t
   bool causal = false;
   LSATTN_HOST_DEVICE constexpr IndexRange keys(index_t, index_t last, index_t length) const {
     return {0, causal ? last : length};
   }
-  LSATTN_HOST_DEVICE constexpr bool sees(index_t t, index_t s) const { return !causal || s <= t; }
   // The keys query t sees, as one range (they are contiguous).
   LSATTN_HOST_DEVICE constexpr IndexRange row_keys(index_t t, index_t length) const { return {0, causal ? t + 1 : length}; }
 };
@@ -113,7 +112,6 @@ struct SlidingVisibility {
     const index_t begin = first - before(), end = last + after();
     return {begin > 0 ? begin : 0, end < length ? end : length};
   }
-  LSATTN_HOST_DEVICE constexpr bool sees(index_t t, index_t s) const { return s >= t - before() && s <= t + after(); }
   LSATTN_HOST_DEVICE constexpr IndexRange row_keys(index_t t, index_t length) const { return keys(t, t + 1, length); }
 };
 
