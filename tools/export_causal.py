@@ -92,7 +92,7 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from export_lra_attention import canonicalize_header  # noqa: E402  (one copy for every exporter)
+from export_lra_attention import canonicalize_header, to_bool  # noqa: E402  (one copy for every exporter)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "reference"))
@@ -102,17 +102,6 @@ LAYER_KEYS = ("n_head", "d_model", "chunk_size", "chunk_rank", "window_len", "us
 MODEL_KEYS = LAYER_KEYS + ("d_inner", "n_layer", "vocab_size", "mem_len", "pre_ln", "use_gelu")
 BOOL_KEYS = ("use_bias", "pre_ln", "use_gelu")
 DEFAULTS = {"use_bias": False, "clamp_len": -1, "cpos_clamp_len": -1}
-
-
-def _to_bool(v):
-    if isinstance(v, str):
-        low = v.strip().lower()
-        if low in ("true", "1", "yes"):
-            return True
-        if low in ("false", "0", "no"):
-            return False
-        raise ValueError(f"not a boolean: {v!r}")
-    return bool(v)
 
 
 def metadata(config, keys):
@@ -127,7 +116,7 @@ def metadata(config, keys):
             else:
                 raise KeyError(f"config lacks {k!r}")
         v = config[k]
-        meta[k] = ("true" if _to_bool(v) else "false") if k in BOOL_KEYS else str(int(v))
+        meta[k] = ("true" if to_bool(v) else "false") if k in BOOL_KEYS else str(int(v))
     if int(meta["d_model"]) % int(meta["n_head"]) != 0:
         raise ValueError("d_model must be divisible by n_head")
     return meta
@@ -176,7 +165,7 @@ def build_layer(config):
     return ReferenceChunkedLSAttention(
         int(config["d_model"]), int(config["n_head"]), int(config["chunk_size"]),
         int(config["chunk_rank"]), int(config["window_len"]),
-        _to_bool(config.get("use_bias", False)), int(config.get("clamp_len", -1)),
+        to_bool(config.get("use_bias", False)), int(config.get("clamp_len", -1)),
         int(config.get("cpos_clamp_len", -1)))
 
 
@@ -186,8 +175,8 @@ def build_model(config):
         int(config["vocab_size"]), int(config["d_model"]), int(config["n_head"]),
         int(config["d_inner"]), int(config["n_layer"]), int(config["mem_len"]),
         int(config["chunk_size"]), int(config["chunk_rank"]), int(config["window_len"]),
-        _to_bool(config["pre_ln"]), _to_bool(config["use_gelu"]),
-        _to_bool(config.get("use_bias", False)), int(config.get("clamp_len", -1)),
+        to_bool(config["pre_ln"]), to_bool(config["use_gelu"]),
+        to_bool(config.get("use_bias", False)), int(config.get("clamp_len", -1)),
         int(config.get("cpos_clamp_len", -1)))
 
 
@@ -279,7 +268,7 @@ def main(argv=None):
         config.update(given)
         for k, v in _infer(sd, args.kind, config.get("n_head")).items():
             if k in config and str(config[k]).lower() != str(v).lower() and \
-                    not (k in BOOL_KEYS and _to_bool(config[k]) == v):
+                    not (k in BOOL_KEYS and to_bool(config[k]) == v):
                 raise SystemExit(f"{k}={config[k]} contradicts the tensor shapes ({v})")
             config[k] = v
         module = build_layer(config) if args.kind == "layer" else build_model(config)

@@ -75,22 +75,11 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "reference"))
 
-from export_lra_attention import canonicalize_header  # noqa: E402
+from export_lra_attention import canonicalize_header, to_bool  # noqa: E402
 
 CONFIG_KEYS = ("num_heads", "dim", "nx", "ny", "w", "dp_rank", "nglo", "rpe", "qkv_bias")
 BOOL_KEYS = ("rpe", "qkv_bias")
 INDEX_KEY = "relative_position_index"
-
-
-def _to_bool(v):
-    if isinstance(v, str):
-        low = v.strip().lower()
-        if low in ("true", "1", "yes"):
-            return True
-        if low in ("false", "0", "no"):
-            return False
-        raise ValueError(f"not a boolean: {v!r}")
-    return bool(v)
 
 
 def metadata(config):
@@ -100,7 +89,7 @@ def metadata(config):
     missing = [k for k in CONFIG_KEYS if config.get(k) is None]
     if missing:
         raise KeyError(f"config lacks {missing}")
-    meta = {k: ("true" if _to_bool(config[k]) else "false") if k in BOOL_KEYS
+    meta = {k: ("true" if to_bool(config[k]) else "false") if k in BOOL_KEYS
             else str(int(config[k])) for k in CONFIG_KEYS}
     if int(meta["dim"]) % int(meta["num_heads"]) != 0:
         raise ValueError("dim must be divisible by num_heads")
@@ -129,7 +118,7 @@ def export_attention(module, config, path, prefix=""):
 def build_module(config):
     from vision_attention_ls import ReferenceAttentionLS2D
     return ReferenceAttentionLS2D(int(config["dim"]), int(config["num_heads"]),
-                                  _to_bool(config["qkv_bias"]), _to_bool(config["rpe"]),
+                                  to_bool(config["qkv_bias"]), to_bool(config["rpe"]),
                                   int(config["nglo"]), int(config["dp_rank"]), int(config["w"]))
 
 
@@ -164,7 +153,7 @@ def infer_config(sd, config):
     cfg = dict(config)
 
     def setk(k, v):
-        if cfg.get(k) is not None and (_to_bool(cfg[k]) if k in BOOL_KEYS else int(cfg[k])) != v:
+        if cfg.get(k) is not None and (to_bool(cfg[k]) if k in BOOL_KEYS else int(cfg[k])) != v:
             raise SystemExit(f"{k}={cfg[k]} given, but the tensors say {v}")
         cfg[k] = v
 
