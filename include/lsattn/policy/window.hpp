@@ -46,6 +46,17 @@ struct BidirectionalWindow {
   }
 };
 
+// The bidirectional segment window as token-level visibility (the interface of the tiled
+// kernels): every query of a segment sees that segment's keys; a query block must not straddle
+// two segments. A disabled window (w ≤ 0) shows no keys.
+struct SegmentVisibility {
+  BidirectionalWindow window;
+  LSATTN_HOST_DEVICE constexpr IndexRange keys(index_t first, index_t, index_t length) const {
+    return window.enabled() ? window.keys(first / window.block, length) : IndexRange{};
+  }
+  LSATTN_HOST_DEVICE constexpr IndexRange row_keys(index_t t, index_t length) const { return keys(t, t + 1, length); }
+};
+
 // Causal window (spec §2.4 step 6): stream position τ sees exactly τ − w + 1 … τ, itself
 // included, reaching back into the cache; never masked. Positions before the start of the
 // stream (a cache shorter than w) do not exist and are left out.

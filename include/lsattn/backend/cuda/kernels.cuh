@@ -64,14 +64,14 @@ __device__ inline float block_softmax(float* scores, index_t total, float* scrat
   return block_reduce<false>(sum, scratch);
 }
 
-// One block per row: out = LN(in) (weight/bias may be null: plain copy), two-pass moments.
-template <class In, class Param>
-__global__ void layer_norm_rows(const In* in, float* out, index_t width, const Param* weight, const Param* bias, float eps) {
+// One block per row: out = LN(in) (weight/bias may be null: plain copy), two-pass moments in fp32.
+template <class In, class Param, class Out>
+__global__ void layer_norm_rows(const In* in, Out* out, index_t width, const Param* weight, const Param* bias, float eps) {
   __shared__ float scratch[32];
   const In* x = in + blockIdx.x * width;
-  float* y = out + blockIdx.x * width;
+  Out* y = out + blockIdx.x * width;
   if (weight == nullptr) {
-    for (index_t f = threadIdx.x; f < width; f += blockDim.x) y[f] = to_float(x[f]);
+    for (index_t f = threadIdx.x; f < width; f += blockDim.x) y[f] = from_float<Out>(to_float(x[f]));
     return;
   }
   float sum = 0;
@@ -84,7 +84,7 @@ __global__ void layer_norm_rows(const In* in, float* out, index_t width, const P
   }
   const float inv_std = rsqrtf(block_reduce<false>(squares, scratch) / width + eps);
   for (index_t f = threadIdx.x; f < width; f += blockDim.x)
-    y[f] = (to_float(x[f]) - mean) * inv_std * to_float(weight[f]) + to_float(bias[f]);
+    y[f] = from_float<Out>((to_float(x[f]) - mean) * inv_std * to_float(weight[f]) + to_float(bias[f]));
 }
 
 // Masks are passed in T; 0 = padding.
@@ -115,8 +115,8 @@ __global__ void projection_statistics(const T* logits, const T* mask, index_t le
 
 // One block per (head, landmark), one thread per feature: K̄ = Pᵀ K, V̄ = Pᵀ V into rows
 // `first_row + j` of the global keys/values (float). No valid token: zeros.
-template <class T>
-__global__ void compress_sequence(const T* logits, const T* mask, const float* key, const float* value,
+template <class T, class KV>
+__global__ void compress_sequence(const T* logits, const T* mask, const KV* key, const KV* value,
                                   const float* column_max, const float* column_sum, index_t length, index_t rank,
                                   index_t head_dim, index_t width, index_t first_row, float* global_key,
                                   float* global_value) {
@@ -128,8 +128,8 @@ __global__ void compress_sequence(const T* logits, const T* mask, const float* k
       for (index_t t = 0; t < length; ++t) {
         if (!valid_token(mask, t)) continue;
         const float p = __expf(to_float(logits[t * columns + column]) - top) / total;
-        k += p * key[t * width + h * head_dim + f];
-        v += p * value[t * width + h * head_dim + f];
+        k += p * to_float(key[t * width + h * head_dim + f]);
+        v += p * to_float(value[t * width + h * head_dim + f]);
       }
     }
     global_key[(first_row + j) * width + h * head_dim + f] = k;
@@ -138,9 +138,9 @@ __global__ void compress_sequence(const T* logits, const T* mask, const float* k
 }
 
 // One block per (query t, head): one joint softmax over [global keys ‖ window keys] in shared
-// memory (steps 7–10). Padded queries get a zero context.
+// memory (steps 7–10). Padded queries get a zero context. The fallback of the tiled kernel.
 template <class T>
-__global__ void bidirectional_attention(const T* query, const float* key, const float* value, const float* global_key,
+__global__ void bidirectional_attention(const T* query, const T* key, const T* value, const float* global_key,
                                         const float* global_value, const T* mask, index_t length, index_t head_dim,
                                         index_t width, index_t global_count, BidirectionalWindow window, float scale,
                                         T* context) {
@@ -158,18 +158,22 @@ __global__ void bidirectional_attention(const T* query, const float* key, const 
   for (index_t i = threadIdx.x; i < total; i += blockDim.x) {
     const bool global = i < global_count;
     const index_t s = global ? i : keys.begin + (i - global_count);
-    const float* k = (global ? global_key + i * width : key + s * width) + column;
     float dot = 0;
-    for (index_t f = 0; f < head_dim; ++f) dot += to_float(q[f]) * scale * k[f];
+    if (global) {
+      const float* k = global_key + i * width + column;
+      for (index_t f = 0; f < head_dim; ++f) dot += to_float(q[f]) * scale * k[f];
+    } else {
+      const T* k = key + s * width + column;
+      for (index_t f = 0; f < head_dim; ++f) dot += to_float(q[f]) * scale * to_float(k[f]);
+    }
     scores[i] = global || valid_token(mask, s) ? dot : __int_as_float(0xff800000);
   }
   const float sum = block_softmax(scores, total, scratch);
   for (index_t f = threadIdx.x; f < head_dim; f += blockDim.x) {
     float acc = 0;
     for (index_t i = 0; i < total; ++i) {
-      const bool global = i < global_count;
-      const float* v = global ? global_value + i * width : value + (keys.begin + i - global_count) * width;
-      acc += scores[i] * v[column + f];
+      acc += scores[i] * (i < global_count ? global_value[i * width + column + f]
+                                           : to_float(value[(keys.begin + i - global_count) * width + column + f]));
     }
     out[f] = from_float<T>(acc / sum);
   }

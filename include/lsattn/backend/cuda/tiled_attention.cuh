@@ -1,0 +1,350 @@
+#pragma once
+// The fused tensor-core attention kernel: one block of 4 warps per (query tile of 64, head).
+// The tile's queries meet their keys 64 at a time — the global (compressed) keys first, then
+// the tile's contiguous range of local keys — with an online softmax in fp32; Q·Kᵀ and P·V run
+// on tensor cores (WMMA 16×16×16, 16-bit inputs, fp32 accumulation). Keys a query may not see
+// (padding, outside its own row range) get −inf. Used for __half and __nv_bfloat16 on sm_80+;
+// everything else falls back to the one-block-per-query kernels.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+#include <mma.h>
+
+#include <cstdint>
+#include <type_traits>
+
+#include "lsattn/backend/cuda/kernels.cuh"
+#include "lsattn/backend/cuda/runtime.cuh"
+#include "lsattn/policy/window.hpp"
+
+namespace lsattn::cuda_detail {
+
+inline constexpr index_t tile_rows = 64;  // queries per tile, and keys per key tile
+inline constexpr int tile_threads = 128;  // 4 warps, 16 query rows each
+
+// Query tiles of at most 64 queries that never straddle a segment of `segment` queries
+// (segment ≤ 0: plain tiles of 64). Tile i covers tile(i); trailing tiles of a partial last
+// segment may be empty.
+struct QueryTiling {
+  index_t length = 0;
+  index_t segment = 0;
+
+  LSATTN_HOST_DEVICE constexpr index_t per_segment() const { return (segment + tile_rows - 1) / tile_rows; }
+  LSATTN_HOST_DEVICE constexpr index_t count() const {
+    if (segment <= 0) return (length + tile_rows - 1) / tile_rows;
+    return (length + segment - 1) / segment * per_segment();
+  }
+  LSATTN_HOST_DEVICE constexpr IndexRange tile(index_t i) const {
+    if (segment <= 0) return {i * tile_rows, (i + 1) * tile_rows < length ? (i + 1) * tile_rows : length};
+    const index_t s = i / per_segment(), begin = s * segment + (i % per_segment()) * tile_rows;
+    index_t end = begin + tile_rows < (s + 1) * segment ? begin + tile_rows : (s + 1) * segment;
+    if (end > length) end = length;
+    return {begin, end};
+  }
+};
+
+// Where one head's keys and values come from: `global_count` float rows (always visible, the
+// compressed keys and the cls key), then the local rows of T chosen by the visibility policy.
+template <class T>
+struct TiledKeys {
+  const T* key = nullptr;
+  const T* value = nullptr;
+  const float* global_key = nullptr;
+  const float* global_value = nullptr;
+  index_t global_count = 0;
+  index_t stride = 0;  // row stride of all four (the model width)
+};
+
+// Shared-memory layout of one block; leading dimensions padded against bank conflicts, every
+// region 32-byte aligned as WMMA requires.
+template <class T, int HeadDim>
+struct TileLayout {
+  static constexpr int ld_t = HeadDim + 8;                                    // q, k, v rows (T)
+  static constexpr int ld_s = (HeadDim > tile_rows ? HeadDim : tile_rows) + 4;  // scores / P·V (float)
+  static constexpr int ld_p = tile_rows + 8;                                   // probabilities (T)
+  static constexpr int ld_o = HeadDim + 4;                                     // output accumulator (float)
+  static constexpr std::size_t q = 0;
+  static constexpr std::size_t k = q + sizeof(T) * tile_rows * ld_t;
+  static constexpr std::size_t v = k + sizeof(T) * tile_rows * ld_t;
+  static constexpr std::size_t s = v + sizeof(T) * tile_rows * ld_t;
+  static constexpr std::size_t p = s + sizeof(float) * tile_rows * ld_s;
+  static constexpr std::size_t o = p + sizeof(T) * tile_rows * ld_p;
+  static constexpr std::size_t rows = o + sizeof(float) * tile_rows * ld_o;  // max, sum, rescale
+  static constexpr std::size_t key_bias = rows + sizeof(float) * 3 * tile_rows;
+  static constexpr std::size_t bytes = key_bias + sizeof(float) * tile_rows;
+  static_assert(k % 32 == 0 && v % 32 == 0 && s % 32 == 0 && p % 32 == 0 && o % 32 == 0, "WMMA needs 32-byte alignment");
+};
+
+__device__ inline float warp_max(float v) {
+  for (int offset = 16; offset > 0; offset /= 2) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, offset));
+  return v;
+}
+__device__ inline float warp_sum(float v) {
+  for (int offset = 16; offset > 0; offset /= 2) v += __shfl_xor_sync(0xffffffffu, v, offset);
+  return v;
+}
+
+// Copies rows [first, first + count) of a T matrix (row stride `stride`, the head's columns from
+// `column`) into a 64-row shared tile, 16 bytes at a time; missing rows become zeros.
+template <class T, int HeadDim, class RowSource>
+__device__ void load_tile(T* tile, int ld, RowSource&& row_of) {
+  constexpr int vectors = HeadDim * static_cast<int>(sizeof(T)) / 16;  // uint4 per row
+  for (int i = threadIdx.x; i < tile_rows * vectors; i += blockDim.x) {
+    const int r = i / vectors, c = i % vectors;
+    const T* source = row_of(r);
+    uint4 bits = make_uint4(0, 0, 0, 0);
+    if (source != nullptr) bits = reinterpret_cast<const uint4*>(source)[c];
+    reinterpret_cast<uint4*>(tile + r * ld)[c] = bits;
+  }
+}
+
+// `visibilities.at(head)` is the head's visibility policy: keys(first, last, L), the key range a
+// query tile needs, and row_keys(t, L), the range query t sees. row_max_logit (optional, L × heads)
+// receives each row's largest visible scaled score (−inf for padded queries).
+template <class T, int HeadDim, class Visibilities>
+__global__ void __launch_bounds__(tile_threads)
+    tiled_attention(const T* query, TiledKeys<T> keys, const T* mask, index_t length, Visibilities visibilities,
+                    QueryTiling tiling, float scale, T* context, float* row_max_logit) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
+  __trap();  // the host dispatch never launches this below sm_80
+#else
+  namespace wmma = nvcuda::wmma;
+  using Layout = TileLayout<T, HeadDim>;
+  extern __shared__ __align__(128) unsigned char shared[];
+  T* q_tile = reinterpret_cast<T*>(shared + Layout::q);
+  T* k_tile = reinterpret_cast<T*>(shared + Layout::k);
+  T* v_tile = reinterpret_cast<T*>(shared + Layout::v);
+  float* scores = reinterpret_cast<float*>(shared + Layout::s);
+  T* probabilities = reinterpret_cast<T*>(shared + Layout::p);
+  float* output = reinterpret_cast<float*>(shared + Layout::o);
+  float* row_max = reinterpret_cast<float*>(shared + Layout::rows);
+  float* row_sum = row_max + tile_rows;
+  float* row_rescale = row_sum + tile_rows;
+  float* key_bias = reinterpret_cast<float*>(shared + Layout::key_bias);
+
+  const IndexRange queries = tiling.tile(blockIdx.x);
+  if (queries.size() == 0) return;  // the whole block leaves together
+  const index_t column = static_cast<index_t>(blockIdx.y) * HeadDim;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const auto visibility = visibilities.at(blockIdx.y);
+  const IndexRange local = visibility.keys(queries.begin, queries.end, length);
+  const index_t total = keys.global_count + local.size();
+  const float minus_infinity = __int_as_float(0xff800000);
+
+  load_tile<T, HeadDim>(q_tile, Layout::ld_t, [&](int r) -> const T* {
+    const index_t t = queries.begin + r;
+    return t < queries.end ? query + t * keys.stride + column : nullptr;
+  });
+  for (int i = threadIdx.x; i < tile_rows * HeadDim; i += blockDim.x) output[(i / HeadDim) * Layout::ld_o + i % HeadDim] = 0;
+  for (int r = threadIdx.x; r < tile_rows; r += blockDim.x) {
+    row_max[r] = minus_infinity;
+    row_sum[r] = 0;
+  }
+  __syncthreads();  // rows are read by their own warp below, even when there is no key at all
+
+  for (index_t start = 0; start < total; start += tile_rows) {
+    __syncthreads();  // every warp is done with the previous key tile
+    // Key row n of this tile: global row start + n, or local position local.begin + (start + n − globals).
+    auto local_row = [&](int n) { return local.begin + (start + n - keys.global_count); };
+    const bool global_part = start < keys.global_count;
+    if (global_part) {  // float rows, converted (there are few of them)
+      for (int i = threadIdx.x; i < tile_rows * HeadDim; i += blockDim.x) {
+        const int n = i / HeadDim, f = i % HeadDim;
+        const index_t index = start + n;
+        float k = 0, v = 0;
+        if (index < keys.global_count) {
+          k = keys.global_key[index * keys.stride + column + f];
+          v = keys.global_value[index * keys.stride + column + f];
+        } else if (index < total) {
+          k = to_float(keys.key[local_row(n) * keys.stride + column + f]);
+          v = to_float(keys.value[local_row(n) * keys.stride + column + f]);
+        }
+        k_tile[n * Layout::ld_t + f] = from_float<T>(k);
+        v_tile[n * Layout::ld_t + f] = from_float<T>(v);
+      }
+    } else {
+      auto row = [&](const T* base) {
+        return [&, base](int n) -> const T* {
+          return start + n < total ? base + local_row(n) * keys.stride + column : nullptr;
+        };
+      };
+      load_tile<T, HeadDim>(k_tile, Layout::ld_t, row(keys.key));
+      load_tile<T, HeadDim>(v_tile, Layout::ld_t, row(keys.value));
+    }
+    for (int n = threadIdx.x; n < tile_rows; n += blockDim.x) {
+      const index_t index = start + n;
+      const bool valid = index < keys.global_count || (index < total && valid_token(mask, local_row(n)));
+      key_bias[n] = valid ? 0.0f : minus_infinity;
+    }
+    __syncthreads();
+
+    // S = Q Kᵀ for this warp's 16 rows.
+    for (int n = 0; n < tile_rows / 16; ++n) {
+      wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
+      wmma::fill_fragment(acc, 0.0f);
+      for (int kk = 0; kk < HeadDim; kk += 16) {
+        wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> a;
+        wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::col_major> b;
+        wmma::load_matrix_sync(a, q_tile + warp * 16 * Layout::ld_t + kk, Layout::ld_t);
+        wmma::load_matrix_sync(b, k_tile + n * 16 * Layout::ld_t + kk, Layout::ld_t);
+        wmma::mma_sync(acc, a, b, acc);
+      }
+      wmma::store_matrix_sync(scores + warp * 16 * Layout::ld_s + n * 16, acc, Layout::ld_s, wmma::mem_row_major);
+    }
+    __syncwarp();
+
+    // Online softmax over the tile, one row at a time, two key columns per lane.
+    for (int rr = 0; rr < 16; ++rr) {
+      const int r = warp * 16 + rr;
+      const index_t t = queries.begin + r;
+      const IndexRange seen = t < queries.end ? visibility.row_keys(t, length) : IndexRange{};
+      const bool query_row = t < queries.end && valid_token(mask, t);
+      float x[2];
+      for (int j = 0; j < 2; ++j) {
+        const int n = lane + 32 * j;
+        const index_t index = start + n;
+        x[j] = scores[r * Layout::ld_s + n] * scale + key_bias[n];
+        if (index >= keys.global_count && index < total && !seen.contains(local_row(n))) x[j] = minus_infinity;
+        if (!query_row) x[j] = minus_infinity;
+      }
+      const float old_max = row_max[r];
+      const float new_max = fmaxf(old_max, warp_max(fmaxf(x[0], x[1])));
+      const bool none = new_max == minus_infinity;
+      float sum = 0;
+      for (int j = 0; j < 2; ++j) {
+        const float p = none ? 0.0f : __expf(x[j] - new_max);
+        sum += p;
+        probabilities[r * Layout::ld_p + lane + 32 * j] = from_float<T>(p);
+      }
+      sum = warp_sum(sum);
+      __syncwarp();  // every lane has read row_max[r] before lane 0 updates it
+      if (lane == 0) {
+        const float rescale = none ? 1.0f : __expf(old_max - new_max);
+        row_rescale[r] = rescale;
+        row_sum[r] = row_sum[r] * rescale + sum;
+        row_max[r] = new_max;
+      }
+    }
+    __syncwarp();
+
+    // P·V for this warp's rows into the (now free) score rows, then O = O·rescale + P·V.
+    for (int nf = 0; nf < HeadDim / 16; ++nf) {
+      wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
+      wmma::fill_fragment(acc, 0.0f);
+      for (int kk = 0; kk < tile_rows; kk += 16) {
+        wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> a;
+        wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::row_major> b;
+        wmma::load_matrix_sync(a, probabilities + warp * 16 * Layout::ld_p + kk, Layout::ld_p);
+        wmma::load_matrix_sync(b, v_tile + kk * Layout::ld_t + nf * 16, Layout::ld_t);
+        wmma::mma_sync(acc, a, b, acc);
+      }
+      wmma::store_matrix_sync(scores + warp * 16 * Layout::ld_s + nf * 16, acc, Layout::ld_s, wmma::mem_row_major);
+    }
+    __syncwarp();
+    for (int i = lane; i < 16 * HeadDim; i += 32) {
+      const int r = warp * 16 + i / HeadDim, f = i % HeadDim;
+      output[r * Layout::ld_o + f] = output[r * Layout::ld_o + f] * row_rescale[r] + scores[r * Layout::ld_s + f];
+    }
+  }
+  __syncwarp();
+
+  // Each warp writes its own rows: O / Σ, zero for padded queries (and rows that saw no key).
+  for (int i = lane; i < 16 * HeadDim; i += 32) {
+    const int r = warp * 16 + i / HeadDim, f = i % HeadDim;
+    const index_t t = queries.begin + r;
+    if (t >= queries.end) continue;
+    const float sum = row_sum[r];
+    context[t * keys.stride + column + f] = from_float<T>(sum > 0 ? output[r * Layout::ld_o + f] / sum : 0.0f);
+  }
+  if (row_max_logit != nullptr && lane < 16) {  // the largest pre-softmax logit of each row (LS heads)
+    const int r = warp * 16 + lane;
+    const index_t t = queries.begin + r;
+    if (t < queries.end) row_max_logit[t * gridDim.y + blockIdx.y] = row_max[r];
+  }
+#endif
+}
+
+// The same visibility for every head (the Transformer-LS window).
+template <class Visibility>
+struct SameVisibility {
+  Visibility visibility;
+  LSATTN_HOST_DEVICE constexpr Visibility at(index_t) const { return visibility; }
+};
+
+// Which attention kernel a call uses: the tiled tensor-core one where it applies.
+struct TiledSupport {
+  int compute_major = 0;
+  int shared_optin = 0;  // bytes of dynamic shared memory a block may opt into
+
+  // The current device's; zeros (no tiled kernel) when there is none: the launch reports that.
+  static TiledSupport current() {
+    int device = 0;
+    TiledSupport support;
+    if (cudaGetDevice(&device) != cudaSuccess ||
+        cudaDeviceGetAttribute(&support.compute_major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess ||
+        cudaDeviceGetAttribute(&support.shared_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device) != cudaSuccess) {
+      (void)cudaGetLastError();
+      return {};
+    }
+    return support;
+  }
+};
+
+template <class T>
+inline constexpr bool tensor_core_type = std::is_same_v<T, __half> || std::is_same_v<T, __nv_bfloat16>;
+
+template <class T, int HeadDim>
+std::size_t tiled_shared_bytes() {
+  return TileLayout<T, HeadDim>::bytes;
+}
+
+// Whether the tiled kernel takes this call: 16-bit T, head_dim 16/32/64/128, segments of at
+// least 16 queries (smaller ones waste the tile), sm_80+, the shared memory available, and
+// 16-byte aligned rows.
+template <class T>
+bool tiled_applies(index_t head_dim, index_t segment, const void* query, index_t stride) {
+  if constexpr (!tensor_core_type<T>) {
+    return false;
+  } else {
+    if (head_dim != 16 && head_dim != 32 && head_dim != 64 && head_dim != 128) return false;
+    if (segment > 0 && segment < 16) return false;
+    if (reinterpret_cast<std::uintptr_t>(query) % 16 != 0 || (stride * sizeof(T)) % 16 != 0) return false;
+    const TiledSupport support = TiledSupport::current();
+    const std::size_t bytes = head_dim == 128 ? tiled_shared_bytes<T, 128>() : tiled_shared_bytes<T, 64>();
+    return support.compute_major >= 8 && bytes <= static_cast<std::size_t>(support.shared_optin);
+  }
+}
+
+template <class T, int HeadDim, class Visibilities>
+void launch_tiled_for(const T* query, const TiledKeys<T>& keys, const T* mask, index_t length, Visibilities visibilities,
+                      QueryTiling tiling, index_t heads, float scale, T* context, float* row_max_logit,
+                      cudaStream_t stream) {
+  auto* kernel = &tiled_attention<T, HeadDim, Visibilities>;
+  const std::size_t bytes = TileLayout<T, HeadDim>::bytes;
+  check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)),
+        "cudaFuncSetAttribute");
+  const index_t tiles = tiling.count();
+  if (tiles == 0) return;
+  kernel<<<dim3(static_cast<unsigned>(tiles), static_cast<unsigned>(heads)), tile_threads, bytes, stream>>>(
+      query, keys, mask, length, visibilities, tiling, scale, context, row_max_logit);
+  check(cudaGetLastError(), "kernel launch");
+}
+
+// Launches the tiled kernel for head_dim 16, 32, 64 or 128 (tiled_applies() said yes).
+template <class T, class Visibilities>
+void launch_tiled(index_t head_dim, const T* query, const TiledKeys<T>& keys, const T* mask, index_t length,
+                  Visibilities visibilities, QueryTiling tiling, index_t heads, float scale, T* context,
+                  float* row_max_logit, cudaStream_t stream) {
+  if constexpr (tensor_core_type<T>) {
+    switch (head_dim) {
+      case 16: return launch_tiled_for<T, 16>(query, keys, mask, length, visibilities, tiling, heads, scale, context, row_max_logit, stream);
+      case 32: return launch_tiled_for<T, 32>(query, keys, mask, length, visibilities, tiling, heads, scale, context, row_max_logit, stream);
+      case 64: return launch_tiled_for<T, 64>(query, keys, mask, length, visibilities, tiling, heads, scale, context, row_max_logit, stream);
+      case 128: return launch_tiled_for<T, 128>(query, keys, mask, length, visibilities, tiling, heads, scale, context, row_max_logit, stream);
+      default: break;
+    }
+  }
+  throw error(detail::concat("lsattn: internal: the tiled CUDA kernel does not take head_dim ", head_dim));
+}
+
+}  // namespace lsattn::cuda_detail

@@ -1,0 +1,64 @@
+#pragma once
+// Helpers shared by the CUDA test translation units: random inputs, the values as a dtype
+// stores them, uploads, and the comparison with the CPU reference.
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <random>
+#include <type_traits>
+
+#include "lsattn/cuda.cuh"
+
+namespace lsattn_test {
+
+template <class T>
+lsattn::Tensor<T, 3> random_tensor(const lsattn::Shape<3>& shape, std::mt19937_64& rng) {
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  lsattn::Tensor<T, 3> t(shape);
+  for (auto& v : t.values()) v = static_cast<T>(normal(rng));
+  return t;
+}
+
+// The values as T stores them, back in float (the CPU reference sees the same inputs).
+template <class T, std::size_t Rank>
+lsattn::Tensor<float, Rank> rounded_as(lsattn::Tensor<float, Rank> t) {
+  for (auto& x : t.values()) x = static_cast<float>(static_cast<T>(x));
+  return t;
+}
+
+template <class T, std::size_t Rank>
+lsattn::DeviceTensor<T, Rank> upload_as(const lsattn::Tensor<float, Rank>& t) {
+  lsattn::Tensor<T, Rank> converted(t.shape());
+  for (lsattn::index_t i = 0; i < t.size(); ++i) converted.values()[i] = static_cast<T>(t.values()[i]);
+  lsattn::DeviceTensor<T, Rank> device(t.shape());
+  device.copy_from(converted.view());
+  return device;
+}
+
+// Waits for the device, reads `got` back, and returns max |got − want| / max |want| (infinite
+// when any output is NaN or infinite).
+template <class T>
+double relative_error(const lsattn::DeviceTensor<T, 3>& got, const lsattn::Tensor<float, 3>& want) {
+  lsattn::cuda_detail::check(cudaDeviceSynchronize(), "synchronize");
+  lsattn::Tensor<T, 3> host(want.shape());
+  got.copy_to(host.view());
+  double worst = 0, scale = 1e-3;
+  for (float x : want.values()) scale = std::max(scale, static_cast<double>(std::abs(x)));
+  for (lsattn::index_t i = 0; i < host.size(); ++i) {
+    const double difference = std::abs(static_cast<double>(static_cast<float>(host.values()[i])) - want.values()[i]);
+    if (!std::isfinite(difference)) return HUGE_VAL;  // std::max would drop a NaN
+    worst = std::max(worst, difference);
+  }
+  return worst / scale;
+}
+
+template <class T>
+constexpr double tolerance_for(double half_tolerance, double bfloat_tolerance) {
+  return std::is_same_v<T, float> ? 2e-4 : std::is_same_v<T, __half> ? half_tolerance : bfloat_tolerance;
+}
+
+inline lsattn::DeviceWorkspace workspace_of(lsattn::DeviceTensor<unsigned char, 1>& memory) {
+  return {memory.view().data(), static_cast<std::size_t>(memory.size())};
+}
+
+}  // namespace lsattn_test
