@@ -45,3 +45,14 @@ lsattn::Tensor<float, 3> cpu_lra_layer(const lsattn::models::lra::Config& config
 }
 
 }  // namespace lsattn_test
+
+namespace lsattn_test {
+
+lsattn::Tensor<float, 3> cpu_vision_layer(const lsattn::models::vision::Config& config,
+                                          const lsattn::models::vision::Weights<float>& weights,
+                                          const lsattn::Tensor<float, 3>& x, lsattn::index_t nx, lsattn::index_t ny) {
+  const lsattn::models::vision::AttentionLS2D<lsattn::cpu, float> layer(config, weights);
+  return layer.forward(x.view(), nx, ny);
+}
+
+}  // namespace lsattn_test

@@ -35,3 +35,14 @@ lsattn::Tensor<float, 3> cpu_lra_layer(const lsattn::models::lra::Config& config
                                        const lsattn::Tensor<float, 3>& cls);
 
 }  // namespace lsattn_test
+
+#include "lsattn/models/vision.hpp"
+
+namespace lsattn_test {
+
+// models::vision::AttentionLS2D<cpu, float>(config, weights).forward(x, nx, ny).
+lsattn::Tensor<float, 3> cpu_vision_layer(const lsattn::models::vision::Config& config,
+                                          const lsattn::models::vision::Weights<float>& weights,
+                                          const lsattn::Tensor<float, 3>& x, lsattn::index_t nx, lsattn::index_t ny);
+
+}  // namespace lsattn_test

@@ -6,6 +6,7 @@
 #include <type_traits>
 
 #include "cpu_reference.hpp"
+#include "cuda_test_helpers.cuh"
 #include "lsattn/cuda.cuh"
 #include "lsattn/models/lra_cuda.cuh"
 
@@ -24,51 +25,12 @@ static_assert(!std::is_invocable_v<CudaAttention, const HostInputs&, const HostN
                                    cudaStream_t, lsattn::DeviceWorkspace>);
 static_assert(!std::is_convertible_v<lsattn::DeviceView<float, 3>, lsattn::HostView<float, 3>>);
 
-template <class T>
-Tensor<T, 3> random_tensor(const Shape<3>& shape, std::mt19937_64& rng) {
-  std::normal_distribution<float> normal(0.0f, 1.0f);
-  Tensor<T, 3> t(shape);
-  for (auto& v : t.values()) v = static_cast<T>(normal(rng));
-  return t;
-}
-
-// The values as TestType stores them, back in float (the CPU reference sees the same inputs).
-template <class T, std::size_t Rank>
-Tensor<float, Rank> rounded_as(Tensor<float, Rank> t) {
-  for (auto& x : t.values()) x = static_cast<float>(static_cast<T>(x));
-  return t;
-}
-
-template <class T, std::size_t Rank>
-lsattn::DeviceTensor<T, Rank> upload_as(const Tensor<float, Rank>& t) {
-  Tensor<T, Rank> converted(t.shape());
-  for (index_t i = 0; i < t.size(); ++i) converted.values()[i] = static_cast<T>(t.values()[i]);
-  lsattn::DeviceTensor<T, Rank> device(t.shape());
-  device.copy_from(converted.view());
-  return device;
-}
-
-// Waits for the device, reads `got` back, and returns max |got − want| / max |want|.
-template <class T>
-double relative_error(const lsattn::DeviceTensor<T, 3>& got, const Tensor<float, 3>& want) {
-  lsattn::cuda_detail::check(cudaDeviceSynchronize(), "synchronize");
-  Tensor<T, 3> host(want.shape());
-  got.copy_to(host.view());
-  double worst = 0, scale = 1e-3;
-  for (float x : want.values()) scale = std::max(scale, static_cast<double>(std::abs(x)));
-  for (index_t i = 0; i < host.size(); ++i)
-    worst = std::max(worst, std::abs(static_cast<double>(static_cast<float>(host.values()[i])) - want.values()[i]));
-  return worst / scale;
-}
-
-template <class T>
-constexpr double tolerance_for(double half_tolerance, double bfloat_tolerance) {
-  return std::is_same_v<T, float> ? 2e-4 : std::is_same_v<T, __half> ? half_tolerance : bfloat_tolerance;
-}
-
-lsattn::DeviceWorkspace workspace_of(lsattn::DeviceTensor<unsigned char, 1>& memory) {
-  return {memory.view().data(), static_cast<std::size_t>(memory.size())};
-}
+using lsattn_test::random_tensor;
+using lsattn_test::relative_error;
+using lsattn_test::rounded_as;
+using lsattn_test::tolerance_for;
+using lsattn_test::upload_as;
+using lsattn_test::workspace_of;
 
 }  // namespace
 
@@ -326,6 +288,46 @@ TEST_CASE("CUDA LRA layer: workspace and argument checks", "[cuda][layer]") {
   CHECK(layer.workspace_bytes(2, 200, false) > layer.workspace_bytes(2, 100, false));
 }
 
+TEST_CASE("CUDA LRA layer: cls pooling", "[cuda][layer][cls]") {
+  using Catch::Matchers::Contains;
+  namespace lra = lsattn::models::lra;
+  const lra::Config config{2, 4, 8, 4, 2, true, 0};  // pooling_mode 'cls'
+  if (!lsattn::cuda_detail::device_available()) {
+    // Supported now: without a device the only error is the weights' upload.
+    CHECK_THROWS_WITH((lra::AttentionLS<lsattn::cuda, float>(config, lra::Weights<float>::random(config, 1))),
+                      Contains("CUDA") && !Contains("pooling_mode"));
+    return;
+  }
+  const lra::AttentionLS<lsattn::cuda, float> layer(config, lra::Weights<float>::random(config, 1));
+  lra::Config plain_config = config;
+  plain_config.cls_pooling = false;
+  const lra::AttentionLS<lsattn::cuda, float> plain(plain_config, lra::Weights<float>::random(plain_config, 1));
+  // Sized from forward's arguments (x's length, cls_embed given or not): L + 1 tokens with cls
+  // pooling need what L tokens with a cls_embed need, plus the split-off tokens, cls row and mask.
+  CHECK(layer.workspace_bytes(2, 101, false) ==
+        plain.workspace_bytes(2, 100, true) + sizeof(float) * (2 * 100 * 8 + 2 * 8 + 2 * 100));
+
+  // Checked on the host before any launch (fake device pointers: nothing may run).
+  const float* fake = reinterpret_cast<const float*>(0x1000);
+  const lsattn::DeviceView<const float, 3> x(fake, Shape<3>{2, 7, 8}), cls(fake, Shape<3>{2, 1, 8});
+  const lsattn::DeviceView<const float, 2> mask(fake, Shape<2>{2, 7}), short_mask(fake, Shape<2>{2, 6});
+  const lsattn::DeviceView<float, 3> y(reinterpret_cast<float*>(0x100000), Shape<3>{2, 7, 8});
+  const lsattn::CublasHandle handle;
+  const lsattn::DeviceWorkspace workspace{reinterpret_cast<void*>(0x200000), layer.workspace_bytes(2, 7, false)};
+  CHECK_THROWS_WITH(layer.forward(x, mask, cls, y, handle, cudaStream_t{}, workspace), Contains("cls_embed: must not be given"));
+  CHECK_THROWS_WITH(layer.forward(x, short_mask, {}, y, handle, cudaStream_t{}, workspace),
+                    Contains("mask: expected shape (2, 7)"));
+  const lsattn::DeviceView<float, 3> long_y(reinterpret_cast<float*>(0x100000), Shape<3>{2, 8, 8});
+  CHECK_THROWS_WITH(layer.forward(x, mask, {}, long_y, handle, cudaStream_t{}, workspace), Contains("y: expected shape (2, 7, 8)"));
+  const lsattn::DeviceView<const float, 3> only_cls(fake, Shape<3>{2, 1, 8});
+  CHECK_THROWS_WITH(layer.forward(only_cls, {}, {}, lsattn::DeviceView<float, 3>(reinterpret_cast<float*>(0x100000), Shape<3>{2, 1, 8}),
+                                  handle, cudaStream_t{}, workspace),
+                    Contains("the cls token and at least one more"));
+  CHECK_THROWS_WITH(layer.forward(x, mask, {}, y, handle, cudaStream_t{}, {workspace.data, workspace.bytes - 1}),
+                    Contains("workspace") && Contains("workspace_bytes"));
+  lsattn::cuda_detail::check(cudaDeviceSynchronize(), "synchronize");  // nothing was launched
+}
+
 TEMPLATE_TEST_CASE("CUDA LRA layer matches the CPU layer", "[cuda][gpu][layer]", float, __half, __nv_bfloat16) {
   namespace lra = lsattn::models::lra;
   if (!lsattn::cuda_detail::device_available()) {
@@ -356,6 +358,49 @@ TEMPLATE_TEST_CASE("CUDA LRA layer matches the CPU layer", "[cuda][gpu][layer]",
                   handle, cudaStream_t{},
                   workspace_of(workspace));
     INFO("trial " << trial << ": w=" << config.window_size << " r=" << config.num_landmarks << " cls=" << with_cls);
+    CHECK(relative_error(y, want) < tolerance);
+  }
+}
+
+TEMPLATE_TEST_CASE("CUDA LRA layer with cls pooling matches the CPU layer", "[cuda][gpu][layer][cls]", float, __half,
+                   __nv_bfloat16) {
+  namespace lra = lsattn::models::lra;
+  if (!lsattn::cuda_detail::device_available()) {
+    WARN("no CUDA device: GPU comparison skipped (host-side CUDA tests still ran)");
+    return;
+  }
+  std::mt19937_64 rng(29);
+  const double tolerance = tolerance_for<TestType>(3e-2, 8e-2);
+  const lsattn::CublasHandle handle;
+  for (int trial = 0; trial < 8; ++trial) {
+    // window_size 0 with rank 0 is the cls-only (self) case the reference allows with a cls token.
+    const index_t window = trial == 7 ? 0 : 1 + trial % 5, rank = trial == 7 ? 0 : trial % 3;
+    const lra::Config config{2, 16, 32, window, rank, true, 0};
+    const bool with_mask = trial % 2 == 1;
+    const index_t batch = 2, length = 2 + trial * 13;  // x's length: the cls token and length − 1 tokens
+    const auto weights = lra::Weights<float>::random(config, 50 + trial);
+    const auto x = rounded_as<TestType>(random_tensor<float>(Shape<3>{batch, length, 32}, rng));
+    Tensor<float, 2> mask(Shape<2>{batch, length}, 1.0f);
+    if (with_mask) {
+      for (index_t t = 2; t < length; ++t) mask(0, t) = std::bernoulli_distribution(0.3)(rng) ? 0.0f : 1.0f;
+      mask(1, 0) = 0;  // the cls position's mask entry is dropped with it (spec §1.3 step 0)
+      if (length > 2) mask(1, length - 1) = 0;
+    }
+    const auto want = lsattn_test::cpu_lra_layer(config, weights, x, with_mask ? mask : Tensor<float, 2>{}, Tensor<float, 3>{});
+    REQUIRE(want.shape() == x.shape());
+
+    const auto dx = upload_as<TestType>(x);
+    const auto dmask = upload_as<TestType>(mask);
+    const lra::AttentionLS<lsattn::cuda, TestType> layer(config, weights);
+    lsattn::DeviceTensor<TestType, 3> y(want.shape());
+    const std::size_t bytes = layer.workspace_bytes(batch, length, false);
+    lsattn::DeviceTensor<unsigned char, 1> workspace(Shape<1>{static_cast<index_t>(bytes)});
+    // NaN bit patterns: a read of unwritten scratch or an unwritten output shows up.
+    lsattn::cuda_detail::check(cudaMemset(workspace.view().data(), 0xff, bytes), "cudaMemset");
+    lsattn::cuda_detail::check(cudaMemset(y.view().data(), 0xff, sizeof(TestType) * y.size()), "cudaMemset");
+    layer.forward(dx.view(), with_mask ? dmask.view() : lsattn::DeviceView<const TestType, 2>{},
+                  lsattn::DeviceView<const TestType, 3>{}, y.view(), handle, cudaStream_t{}, workspace_of(workspace));
+    INFO("trial " << trial << ": w=" << window << " r=" << rank << " x length " << length << " mask=" << with_mask);
     CHECK(relative_error(y, want) < tolerance);
   }
 }

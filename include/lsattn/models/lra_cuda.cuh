@@ -2,6 +2,7 @@
 // The LRA layer (models::lra::AttentionLS) on the CUDA backend: weights uploaded once and
 // converted to T, projections through cuBLAS, the attention through the CUDA executor, all on
 // the caller's stream with scratch from the caller's workspace.
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <utility>
@@ -11,6 +12,32 @@
 #include "lsattn/cuda.cuh"
 #include "lsattn/models/lra.hpp"
 
+namespace lsattn::cuda_detail {
+
+// out[b, i, :] = in[b, first + i, :] for i < count: the same slice of rows of every batch item
+// (rows of `features` elements, `in_rows` per item), made contiguous.
+template <class T>
+__global__ void copy_row_slice(const T* in, index_t in_rows, index_t first, index_t count, index_t features, index_t batch,
+                               T* out) {
+  const index_t item = count * features, total = batch * item;
+  for (index_t i = static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < total;
+       i += static_cast<index_t>(gridDim.x) * blockDim.x) {
+    out[i] = in[((i / item) * in_rows + first) * features + i % item];
+  }
+}
+
+template <class T>
+void copy_row_slice_async(const T* in, index_t in_rows, index_t first, index_t count, index_t features, index_t batch, T* out,
+                          cudaStream_t stream) {
+  const index_t total = batch * count * features;
+  if (total == 0) return;
+  const auto blocks = static_cast<unsigned>(std::min<index_t>((total + block_threads - 1) / block_threads, 1024));
+  copy_row_slice<<<blocks, block_threads, 0, stream>>>(in, in_rows, first, count, features, batch, out);
+  check(cudaGetLastError(), "kernel launch");
+}
+
+}  // namespace lsattn::cuda_detail
+
 namespace lsattn::models::lra {
 
 template <class T>
@@ -19,7 +46,6 @@ class AttentionLS<cuda, T> {
   using Attention = LongShortAttention<cuda, T, BidirectionalWindow, SequenceProjection, DualLayerNorm>;
 
   AttentionLS(const Config& config, Weights<float> weights) : config_((config.validate(), config)), attention_(config.attention()) {
-    require(!config.cls_pooling, "pooling_mode 'cls' is not supported on the CUDA backend yet; pass cls_embed instead");
     detail::require_parameter_shapes(weights, config_);
     weights.for_each(config_, [&](const std::string&, const auto& tensor, const auto&) {
       std::vector<T> converted(tensor.values().begin(), tensor.values().end());
@@ -34,27 +60,56 @@ class AttentionLS<cuda, T> {
 
   const Config& config() const { return config_; }
 
-  // Scratch for one call: q, k, v, the logits, the cls projections, the context (all T), then
-  // the attention's own workspace.
+  // Scratch for one call, from forward's arguments: x's length and whether cls_embed is given.
+  // q, k, v, the logits, the cls projections, the context (all T); with cls pooling also the
+  // tokens x[:, 1:], the cls token x[:, 0] and mask[:, 1:]; then the attention's own workspace.
   std::size_t workspace_bytes(index_t batch, index_t length, bool has_cls) const {
-    return sizeof(T) * static_cast<std::size_t>(elements(batch, length, has_cls)) + attention_workspace(batch, length, has_cls);
+    const bool pooled = config_.cls_pooling;
+    const index_t tokens = pooled ? std::max<index_t>(length - 1, 0) : length;
+    const index_t split = pooled ? batch * tokens * config_.transformer_dim + batch * config_.transformer_dim + batch * tokens : 0;
+    return sizeof(T) * static_cast<std::size_t>(elements(batch, tokens, pooled || has_cls) + split) +
+           attention_workspace(batch, tokens, pooled || has_cls);
   }
 
-  // x (B, L, D), mask (B, L) or empty, cls_embed (B, 1, D) or empty → y (B, L(+1), D).
+  // x (B, L, D), mask (B, L) or empty, cls_embed (B, 1, D) or empty → y (B, L(+1), D). With
+  // pooling_mode 'cls' (spec §1.3 step 0) x[:, 0] is the cls token, cls_embed must be empty and
+  // y has x's shape (the cls row first).
   void forward(DeviceView<const T, 3> x, DeviceView<const T, 2> mask, DeviceView<const T, 3> cls_embed,
                DeviceView<T, 3> y, const CublasHandle& handle, cudaStream_t stream, DeviceWorkspace workspace) const {
     const index_t d = config_.transformer_dim, width = config_.width(), logits = config_.num_head * config_.num_landmarks;
-    const index_t batch = x.extent(0), length = x.extent(1);
-    const bool has_cls = !cls_embed.empty();
-    require(batch >= 1 && length >= 1 && x.extent(2) == d, "x: expected (B >= 1, L >= 1, ", d, "), got ", to_string(x.shape()));
-    if (has_cls) detail::require_shape(cls_embed, "cls_embed", Shape<3>{batch, 1, d});
+    const bool pooled = config_.cls_pooling;
+    const index_t batch = x.extent(0), x_length = x.extent(1), length = x_length - (pooled ? 1 : 0);
+    require(batch >= 1 && x_length >= 1 && x.extent(2) == d, "x: expected (B >= 1, L >= 1, ", d, "), got ",
+            to_string(x.shape()));
+    require(x.data() != nullptr, "x: null data pointer for shape ", to_string(x.shape()));
+    if (!mask.empty()) detail::require_shape(mask, "mask", Shape<2>{batch, x_length});
+    if (pooled) {
+      require(cls_embed.empty(), "cls_embed: must not be given when pooling_mode is 'cls' (the cls token is x[:, 0])");
+      require(x_length >= 2, "x: with pooling_mode 'cls' the sequence needs the cls token and at least one more, got length ",
+              x_length);
+    }
+    const bool has_cls = pooled || !cls_embed.empty();
+    if (!cls_embed.empty()) detail::require_shape(cls_embed, "cls_embed", Shape<3>{batch, 1, d});
     detail::require_shape(y, "y", Shape<3>{batch, length + (has_cls ? 1 : 0), d});
-    const std::size_t needed = workspace_bytes(batch, length, has_cls);
+    const std::size_t needed = workspace_bytes(batch, x_length, !cls_embed.empty());
     require(workspace.bytes >= needed && workspace.data != nullptr, "workspace: needs ", needed,
             " bytes (workspace_bytes()), got ", workspace.bytes);
 
     T* cursor = static_cast<T*>(workspace.data);
     auto take = [&](index_t count) { return std::exchange(cursor, cursor + count); };
+    if (pooled) {  // x[:, 1:], x[:, :1] and mask[:, 1:] as contiguous tensors, then the cls_embed path
+      T* tokens = take(batch * length * d);
+      T* cls = take(batch * d);
+      T* token_mask = take(batch * length);
+      cuda_detail::copy_row_slice_async(x.data(), x_length, 1, length, d, batch, tokens, stream);
+      cuda_detail::copy_row_slice_async(x.data(), x_length, 0, 1, d, batch, cls, stream);
+      if (!mask.empty()) {
+        cuda_detail::copy_row_slice_async(mask.data(), x_length, 1, length, 1, batch, token_mask, stream);
+        mask = DeviceView<const T, 2>(token_mask, Shape<2>{batch, length});
+      }
+      x = DeviceView<const T, 3>(tokens, Shape<3>{batch, length, d});
+      cls_embed = DeviceView<const T, 3>(cls, Shape<3>{batch, 1, d});
+    }
     T* q = take(batch * length * width);
     T* k = take(batch * length * width);
     T* v = take(batch * length * width);

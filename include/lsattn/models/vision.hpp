@@ -102,6 +102,19 @@ inline Tensor<std::int64_t, 2> relative_position_index(const Config& config) {
   return index;
 }
 
+// The table expanded through the index into the per-head bias the attention takes (nh, w², T²):
+// bias[h][qy·w + qx][a·T + b] = table[index(qy, qx, a, b)][h]. Depends only on the weights and w.
+template <class T>
+Tensor<T, 3> dense_position_bias(const Config& config, const Tensor<T, 2>& table) {
+  const auto index = relative_position_index(config);
+  const index_t heads = config.num_heads;
+  Tensor<T, 3> bias(Shape<3>{heads, index.extent(0), index.extent(1)});
+  for (index_t h = 0; h < heads; ++h)
+    for (index_t q = 0; q < index.extent(0); ++q)
+      for (index_t k = 0; k < index.extent(1); ++k) bias(h, q, k) = table.view()(index(q, k), h);
+  return bias;
+}
+
 // AttentionLS(dim, ...).forward(x, nx, ny): x (B, nglo + nx·ny, C) with patches in row-major
 // order (row·ny + col); returns the same shape. Any nx, ny ≥ 1 and any nglo ≥ 0.
 template <class Backend, class T = float>
@@ -113,7 +126,7 @@ class AttentionLS2D {
   AttentionLS2D(const Config& config, Weights<T> weights)
       : config_((config.validate(), config)), weights_(std::move(weights)), attention_(config.attention()) {
     detail::require_parameter_shapes(weights_, config_);
-    if (config_.rpe) position_bias_ = dense_position_bias();
+    if (config_.rpe) position_bias_ = dense_position_bias(config_, weights_.local_relative_position_bias_table);
   }
 
   const Config& config() const { return config_; }
@@ -240,17 +253,6 @@ class AttentionLS2D {
   }
 
  private:
-  // bias[h][qy·w + qx][a·T + b] = table[index(qy, qx, a, b)][h].
-  Tensor<T, 3> dense_position_bias() const {
-    const auto index = relative_position_index(config_);
-    const index_t heads = config_.num_heads;
-    Tensor<T, 3> bias(Shape<3>{heads, index.extent(0), index.extent(1)});
-    for (index_t h = 0; h < heads; ++h)
-      for (index_t q = 0; q < index.extent(0); ++q)
-        for (index_t k = 0; k < index.extent(1); ++k) bias(h, q, k) = weights_.local_relative_position_bias_table(index(q, k), h);
-    return bias;
-  }
-
   Config config_;
   Weights<T> weights_;
   Attention attention_;

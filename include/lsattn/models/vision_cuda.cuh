@@ -1,0 +1,169 @@
+#pragma once
+// The 2D layer of ViL-LS (models::vision::AttentionLS2D) on the CUDA backend: weights uploaded
+// once and converted to T, the RPE table expanded once into the per-head bias, projections
+// through cuBLAS, the attention through the CUDA executor, all on the caller's stream with
+// scratch from the caller's workspace.
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "lsattn/backend/cuda/linear.cuh"
+#include "lsattn/cuda.cuh"
+#include "lsattn/models/vision.hpp"
+
+namespace lsattn::models::vision {
+
+template <class T>
+class AttentionLS2D<cuda, T> {
+ public:
+  using Attention = LongShortAttention<cuda, T, Window2D, SequenceProjection, DualLayerNorm>;
+
+  // The configuration and the weights' shapes are checked before anything touches the device.
+  AttentionLS2D(const Config& config, Weights<float> weights)
+      : config_((config.validate(), config)), attention_(config.attention()) {
+    detail::require_parameter_shapes(weights, config_);
+    const Window2D window = Window2D::from(config_.attention());
+    cuda_detail::require_launchable(DeviceWorkspace{}, 0, config_.dp_rank + window.tile() * window.tile() + config_.nglo,
+                                    config_.head_dim(), "dp_rank + T² + nglo");
+    qkv_weight_ = upload(weights.qkv_weight);
+    qkv_bias_ = upload(weights.qkv_bias);
+    proj_weight_ = upload(weights.proj_weight);
+    proj_bias_ = upload(weights.proj_bias);
+    projection_weight_ = upload(weights.to_dynamic_projection_weight);
+    projection_bias_ = upload(weights.to_dynamic_projection_bias);
+    dp_norm_weight_ = upload(weights.dual_ln_dp_weight);
+    dp_norm_bias_ = upload(weights.dual_ln_dp_bias);
+    full_norm_weight_ = upload(weights.dual_ln_full_weight);
+    full_norm_bias_ = upload(weights.dual_ln_full_bias);
+    // The bias depends only on the table and w: expanded once through the published index.
+    if (config_.rpe) position_bias_ = upload(dense_position_bias(config_, weights.local_relative_position_bias_table));
+  }
+
+  const Config& config() const { return config_; }
+
+  // Scratch for forward() on x (batch, nglo + nx·ny, C): q, k, v, the projection logits and the
+  // context (all T), then the attention's float workspace. From the shapes only, linear in the
+  // patches; static so that it can be sized without a layer (or a device).
+  static std::size_t workspace_bytes(const Config& config, index_t batch, index_t nx, index_t ny) {
+    config.validate();
+    require(batch >= 1, "batch: must be >= 1, got ", batch);
+    require(nx >= 1 && ny >= 1, "grid: nx and ny must be >= 1, got ", nx, " x ", ny);
+    const index_t width = config.dim, patches = nx * ny, tokens = config.nglo + patches;
+    const index_t logits = config.num_heads * config.dp_rank;
+    const Shape<3> shape{batch, tokens, width};
+    const VisionAttentionInputs<T, device_space> shapes{{nullptr, shape},
+                                                        {nullptr, shape},
+                                                        {nullptr, shape},
+                                                        {nullptr, Shape<3>{batch, patches, logits}},
+                                                        config.nglo,
+                                                        nx,
+                                                        ny};
+    const std::size_t buffers = sizeof(T) * static_cast<std::size_t>(4 * batch * tokens * width + batch * patches * logits);
+    // alignof(float): the attention's float scratch starts at the next float-aligned address.
+    return buffers + alignof(float) + Attention(config.attention()).workspace_bytes(shapes);
+  }
+  std::size_t workspace_bytes(index_t batch, index_t nx, index_t ny) const { return workspace_bytes(config_, batch, nx, ny); }
+
+  // The host-side checks of forward() (shapes, grid, workspace), without launching anything:
+  // an empty string when the call is valid, else the message forward() would throw.
+  static std::string validate(const Config& config, DeviceView<const T, 3> x, index_t nx, index_t ny, DeviceView<T, 3> y,
+                              DeviceWorkspace workspace) {
+    try {
+      config.validate();
+      check_arguments(config, x, nx, ny, y, workspace);
+    } catch (const error& e) {
+      return e.what();
+    }
+    return {};
+  }
+  std::string validate(DeviceView<const T, 3> x, index_t nx, index_t ny, DeviceView<T, 3> y, DeviceWorkspace workspace) const {
+    return validate(config_, x, nx, ny, y, workspace);
+  }
+
+  // x (B, nglo + nx·ny, C), patches in row-major order (row·ny + col) → y, the same shape. Only
+  // enqueues on `stream`: no synchronisation, no allocation. Every argument is checked on the
+  // host before the first launch; device values are not scanned (that would synchronise).
+  void forward(DeviceView<const T, 3> x, index_t nx, index_t ny, DeviceView<T, 3> y, const CublasHandle& handle,
+               cudaStream_t stream, DeviceWorkspace workspace) const {
+    check_arguments(config_, x, nx, ny, y, workspace);
+    const index_t c = config_.dim, globals = config_.nglo, batch = x.extent(0), tokens = x.extent(1);
+    const index_t patches = nx * ny, logits = config_.num_heads * config_.dp_rank, rows = batch * tokens;
+
+    T* cursor = static_cast<T*>(workspace.data);
+    auto take = [&](index_t count) { return std::exchange(cursor, cursor + count); };
+    T* query = take(rows * c);
+    T* key = take(rows * c);
+    T* value = take(rows * c);
+    T* projection = take(batch * patches * logits);
+    T* context = take(rows * c);
+    auto linear = [&](const T* input, index_t count, const T* weight, const T* bias, index_t outputs, T* out) {
+      cuda_detail::linear(handle, stream, input, count, c, weight, bias, outputs, out);
+    };
+
+    // The fused qkv (spec §3.3 step 1): rows [0, C) of its weight are q, [C, 2C) k, [2C, 3C) v.
+    T* const parts[] = {query, key, value};
+    const T* qkv_bias = config_.qkv_bias ? qkv_bias_.view().data() : nullptr;
+    for (index_t part = 0; part < 3; ++part) {
+      linear(x.data(), rows, qkv_weight_.view().data() + part * c * c, qkv_bias != nullptr ? qkv_bias + part * c : nullptr,
+             c, parts[part]);
+    }
+    if (logits > 0) {  // from the raw patches (step 4); each item's patches are contiguous rows
+      for (index_t b = 0; b < batch; ++b) {
+        linear(x.data() + (b * tokens + globals) * c, patches, projection_weight_.view().data(),
+               projection_bias_.view().data(), logits, projection + b * patches * logits);
+      }
+    }
+    const Shape<3> shape = x.shape();
+    const VisionAttentionInputs<T, device_space> inputs{
+        {query, shape},
+        {key, shape},
+        {value, shape},
+        logits > 0 ? DeviceView<const T, 3>(projection, Shape<3>{batch, patches, logits}) : DeviceView<const T, 3>{},
+        globals,
+        nx,
+        ny,
+        config_.rpe ? position_bias_.view() : DeviceView<const T, 3>{}};
+    const typename Attention::CombinerParams norm{{full_norm_weight_.view(), full_norm_bias_.view(), 1e-5},
+                                                  {dp_norm_weight_.view(), dp_norm_bias_.view(), 1e-5}};
+    const auto start = reinterpret_cast<std::uintptr_t>(workspace.data);
+    const auto aligned = (reinterpret_cast<std::uintptr_t>(cursor) + alignof(float) - 1) & ~std::uintptr_t{alignof(float) - 1};
+    attention_(inputs, norm, DeviceView<T, 3>(context, shape), stream,
+               DeviceWorkspace{reinterpret_cast<void*>(aligned), workspace.bytes - (aligned - start)});
+    linear(context, rows, proj_weight_.view().data(), proj_bias_.view().data(), c, y.data());
+  }
+
+ private:
+  // The checks and messages of the CPU layer, plus y and the workspace.
+  static void check_arguments(const Config& config, const DeviceView<const T, 3>& x, index_t nx, index_t ny,
+                              const DeviceView<T, 3>& y, const DeviceWorkspace& workspace) {
+    const index_t c = config.dim, globals = config.nglo;
+    require(nx >= 1 && ny >= 1, "grid: nx and ny must be >= 1, got ", nx, " x ", ny);
+    const index_t tokens = globals + nx * ny;
+    require(x.extent(0) >= 1 && x.shape() == Shape<3>{x.extent(0), tokens, c}, "x: expected shape (B, nglo + nx*ny = ",
+            globals, " + ", nx, "*", ny, ", dim = ", c, "), got ", to_string(x.shape()));
+    require(x.data() != nullptr, "x: null data pointer for shape ", to_string(x.shape()));
+    detail::require_shape(y, "y", x.shape());
+    const std::size_t needed = workspace_bytes(config, x.extent(0), nx, ny);
+    require(workspace.bytes >= needed && workspace.data != nullptr, "workspace: needs ", needed,
+            " bytes (workspace_bytes()), got ", workspace.bytes);
+  }
+
+  // Absent parameters (an empty tensor) become an empty device tensor with a null pointer.
+  template <std::size_t Rank>
+  static DeviceTensor<T, Rank> upload(const Tensor<float, Rank>& tensor) {
+    const std::vector<T> converted(tensor.values().begin(), tensor.values().end());
+    DeviceTensor<T, Rank> device(tensor.shape());
+    if (!converted.empty()) device.copy_from(HostView<const T, Rank>(converted.data(), tensor.shape()));
+    return device;
+  }
+
+  Config config_;
+  Attention attention_;
+  DeviceTensor<T, 2> qkv_weight_, proj_weight_, projection_weight_;
+  DeviceTensor<T, 1> qkv_bias_, proj_bias_, projection_bias_, dp_norm_weight_, dp_norm_bias_, full_norm_weight_, full_norm_bias_;
+  DeviceTensor<T, 3> position_bias_;
+};
+
+}  // namespace lsattn::models::vision
