@@ -56,3 +56,14 @@ lsattn::Tensor<float, 3> cpu_vision_layer(const lsattn::models::vision::Config& 
 }
 
 }  // namespace lsattn_test
+
+namespace lsattn_test {
+
+lsattn::Tensor<float, 3> cpu_causal_layer(const lsattn::models::causal::Config& config,
+                                          const lsattn::models::causal::Weights<float>& weights,
+                                          const lsattn::Tensor<float, 3>& h, const lsattn::Tensor<float, 3>& h_cache) {
+  const lsattn::models::causal::ChunkedLSAttention<lsattn::cpu, float> layer(config, weights);
+  return layer.forward(h.view(), h_cache.size() ? h_cache.view() : lsattn::HostView<const float, 3>{});
+}
+
+}  // namespace lsattn_test

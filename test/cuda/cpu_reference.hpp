@@ -46,3 +46,14 @@ lsattn::Tensor<float, 3> cpu_vision_layer(const lsattn::models::vision::Config& 
                                           const lsattn::Tensor<float, 3>& x, lsattn::index_t nx, lsattn::index_t ny);
 
 }  // namespace lsattn_test
+
+#include "lsattn/models/causal.hpp"
+
+namespace lsattn_test {
+
+// The CPU causal layer; an empty h_cache means no cache.
+lsattn::Tensor<float, 3> cpu_causal_layer(const lsattn::models::causal::Config& config,
+                                          const lsattn::models::causal::Weights<float>& weights,
+                                          const lsattn::Tensor<float, 3>& h, const lsattn::Tensor<float, 3>& h_cache);
+
+}  // namespace lsattn_test

@@ -23,15 +23,19 @@ struct TransformerXLPositions {
   // rounding grows with p; in double every step is double.
   template <class T>
   static void sinusoid(index_t position, index_t width, T* out) {
+    for (index_t i = 0; i < width / 2; ++i) sinusoid_pair(position, i, width, out);
+  }
+
+  // Frequency i < D/2 of e(p): out[i] = sin(p·f_i), out[D/2 + i] = cos(p·f_i). One element pair,
+  // so that the CUDA backend computes its tables with this same function, a thread per pair.
+  template <class T>
+  LSATTN_HOST_DEVICE static void sinusoid_pair(index_t position, index_t i, index_t width, T* out) {
     using Math = std::conditional_t<std::is_same_v<T, double>, double, float>;
-    const index_t half = width / 2;
-    for (index_t i = 0; i < half; ++i) {
-      const Math exponent = static_cast<Math>(2 * i) / static_cast<Math>(width);
-      const Math frequency = Math(1) / std::pow(Math(10000), exponent);
-      const Math angle = static_cast<Math>(position) * frequency;
-      out[i] = static_cast<T>(std::sin(angle));
-      out[half + i] = static_cast<T>(std::cos(angle));
-    }
+    const Math exponent = static_cast<Math>(2 * i) / static_cast<Math>(width);
+    const Math frequency = Math(1) / std::pow(Math(10000), exponent);
+    const Math angle = static_cast<Math>(position) * frequency;
+    out[i] = static_cast<T>(std::sin(angle));
+    out[width / 2 + i] = static_cast<T>(std::cos(angle));
   }
 
  private:

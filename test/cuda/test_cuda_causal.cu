@@ -1,0 +1,282 @@
+// The causal chunked layer on CUDA (models::causal::ChunkedLSAttention<cuda, T>): host-side
+// checks and workspace sizes run everywhere nvcc is; the layer, the chunk compression and the
+// position sinusoids are compared with the CPU when a GPU is present, and skipped without one.
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <random>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "cpu_reference.hpp"
+#include "cuda_test_helpers.cuh"
+#include "lsattn/cuda.cuh"
+#include "lsattn/models/causal_cuda.cuh"
+
+namespace {
+
+using lsattn::index_t;
+using lsattn::Shape;
+using lsattn::Tensor;
+using lsattn_test::random_tensor;
+using lsattn_test::relative_error;
+using lsattn_test::rounded_as;
+using lsattn_test::tolerance_for;
+using lsattn_test::upload_as;
+using lsattn_test::workspace_of;
+namespace causal = lsattn::models::causal;
+
+template <class T>
+using CudaLayer = causal::ChunkedLSAttention<lsattn::cuda, T>;
+
+// Views over never-dereferenced device addresses: only shapes are read on the host.
+template <class T>
+lsattn::DeviceView<const T, 3> fake_input(const Shape<3>& shape) {
+  return {reinterpret_cast<const T*>(0x1000), shape};
+}
+template <class T>
+lsattn::DeviceView<T, 3> fake_output(const Shape<3>& shape) {
+  return {reinterpret_cast<T*>(0x100000), shape};
+}
+
+// The weights as T stores them, back in float (the CPU layer sees what the GPU layer uploads).
+template <class T>
+causal::Weights<float> rounded_weights(causal::Weights<float> weights, const causal::Config& config) {
+  weights.for_each(config, [](const std::string&, auto& tensor, const auto&) {
+    for (auto& v : tensor.values()) v = static_cast<float>(static_cast<T>(v));
+  });
+  return weights;
+}
+
+bool gpu_present() {
+  if (lsattn::cuda_detail::device_available()) return true;
+  WARN("no CUDA device: GPU comparison skipped (host-side CUDA tests still ran)");
+  return false;
+}
+
+}  // namespace
+
+TEST_CASE("CUDA causal layer: workspace from the shapes only", "[cuda][causal][layer]") {
+  // D = 64 floats = 256 bytes a row and lengths multiple of 32: every buffer is a whole number
+  // of 256-byte alignment units, so the size is exactly affine in the length.
+  const causal::Config config{2, 64, 4, 1, 16};  // nh, D, l, r, w
+  auto bytes = [&](index_t batch, index_t length, index_t cache) {
+    return CudaLayer<float>::workspace_bytes(config, batch, length, cache);
+  };
+  for (index_t cache : {0, 8, 64}) {
+    const std::size_t one = bytes(2, 64, cache), two = bytes(2, 128, cache), three = bytes(2, 192, cache);
+    CHECK(two > one);
+    CHECK(three - two == two - one);  // linear in the length
+  }
+  CHECK(bytes(2, 64, 64) > bytes(2, 64, 8));
+  CHECK(bytes(4, 64, 8) > bytes(2, 64, 8));
+
+  // Against the element count of the buffers (T), the attention's float scratch, and at most one
+  // 256-byte alignment unit per buffer (16) plus one for the workspace start.
+  const index_t d = 64, columns = 2, batch = 3;
+  for (auto [length, cache] : {std::pair<index_t, index_t>{5, 0}, {7, 4}, {9, 12}, {13, 32}}) {
+    const index_t cache_window = std::min<index_t>(cache, 16), window_rows = cache_window + length;
+    const index_t cache_rows = cache / 4, compressed_rows = cache / 4 + length / 4;
+    const index_t elements = batch * length * d * 2                     // q, context
+                             + (cache_window > 0 ? batch * window_rows * d : 0)  // gathered window rows
+                             + 2 * batch * window_rows * d                 // window k, v
+                             + 2 * batch * compressed_rows * d             // compressed k, v
+                             + (cache > 0 ? batch * cache * columns : 0)   // cache logits
+                             + 3 * batch * cache_rows * d                  // summaries and their k, v
+                             + (length >= 4 ? batch * length * columns : 0)  // segment logits
+                             + 2 * compressed_rows * d;                    // chunk sinusoids and positions
+    const std::size_t attention = sizeof(float) * 2 * static_cast<std::size_t>((window_rows + compressed_rows) * d);
+    const std::size_t minimum = sizeof(float) * static_cast<std::size_t>(elements) + attention;
+    INFO("L=" << length << " M=" << cache);
+    CHECK(bytes(batch, length, cache) >= minimum);
+    CHECK(bytes(batch, length, cache) <= minimum + 16 * 256);
+  }
+  // Half the bytes of the T buffers for 16-bit types; the attention's scratch stays float.
+  CHECK(CudaLayer<__half>::workspace_bytes(config, 2, 64, 8) < bytes(2, 64, 8));
+  CHECK(CudaLayer<__nv_bfloat16>::workspace_bytes(config, 2, 64, 8) == CudaLayer<__half>::workspace_bytes(config, 2, 64, 8));
+}
+
+TEST_CASE("CUDA causal layer: arguments are checked on the host before any launch", "[cuda][causal][layer][errors]") {
+  using Catch::Matchers::Contains;
+  const causal::Config config{2, 8, 4, 2, 6};  // nh, D, l, r, w
+  const auto h = fake_input<float>(Shape<3>{2, 10, 8}), cache = fake_input<float>(Shape<3>{2, 8, 8});
+  const auto y = fake_output<float>(Shape<3>{2, 10, 8});
+  const std::size_t needed = CudaLayer<float>::workspace_bytes(config, 2, 10, 8);
+  const lsattn::DeviceWorkspace enough{reinterpret_cast<void*>(0x200000), needed};
+  auto problem = [&](auto h_view, auto cache_view, auto y_view, lsattn::DeviceWorkspace workspace) {
+    return CudaLayer<float>::validate(config, h_view, cache_view, y_view, workspace);
+  };
+  CHECK(problem(h, cache, y, enough).empty());
+  CHECK(problem(h, lsattn::DeviceView<const float, 3>{}, y, enough).empty());  // no cache: smaller workspace
+  CHECK(problem(h, fake_input<float>(Shape<3>{2, 0, 8}), y, enough).empty());
+
+  CHECK_THAT(problem(fake_input<float>(Shape<3>{2, 10, 6}), cache, y, enough),
+             Contains("h: expected feature size d_model = 8") && Contains("(2, 10, 6)"));
+  CHECK_THAT(problem(fake_input<float>(Shape<3>{2, 0, 8}), cache, y, enough), Contains("h: segment length"));
+  CHECK_THAT(problem(h, fake_input<float>(Shape<3>{2, 6, 8}), y, enough),
+             Contains("h_cache") && Contains("M = 6") && Contains("multiple of chunk_size = 4"));
+  CHECK_THAT(problem(h, fake_input<float>(Shape<3>{1, 8, 8}), y, enough), Contains("h_cache: expected shape (2, M, 8)"));
+  CHECK_THAT(problem(h, cache, fake_output<float>(Shape<3>{2, 9, 8}), enough), Contains("y") && Contains("(2, 10, 8)"));
+  CHECK_THAT(problem(h, cache, y, lsattn::DeviceWorkspace{enough.data, needed - 1}),
+             Contains("workspace: needs " + std::to_string(needed)) && Contains("workspace_bytes()"));
+  CHECK_THAT(problem(h, cache, y, lsattn::DeviceWorkspace{nullptr, needed}), Contains("workspace"));
+  CHECK_THAT(problem(lsattn::DeviceView<const float, 3>(nullptr, Shape<3>{2, 10, 8}), cache, y, enough),
+             Contains("h") && Contains("null"));
+
+  // The attention kernel keeps one query's scores in 48 KiB of shared memory: checked up front.
+  const causal::Config long_config{1, 8, 1, 4, 16};  // l = 1, r = 4: 4 compressed rows per token
+  const auto long_h = fake_input<float>(Shape<3>{1, 3100, 8});
+  const lsattn::DeviceWorkspace large{enough.data, CudaLayer<float>::workspace_bytes(long_config, 1, 3100, 0)};
+  CHECK_THAT(CudaLayer<float>::validate(long_config, long_h, {}, fake_output<float>(long_h.shape()), large),
+             Contains("12288"));
+
+  const causal::Config bad{3, 8, 4, 1, 6};
+  CHECK_THAT(CudaLayer<float>::validate(bad, h, cache, y, enough), Contains("divisible by n_head"));
+}
+
+TEST_CASE("CUDA causal layer without a device reports a CUDA error", "[cuda][causal][layer]") {
+  const causal::Config config{2, 8, 4, 1, 6};
+  if (lsattn::cuda_detail::device_available()) {
+    const CudaLayer<float> layer(config, causal::Weights<float>::random(config, 1));
+    CHECK(layer.workspace_bytes(2, 10, 8) == CudaLayer<float>::workspace_bytes(config, 2, 10, 8));
+    return;
+  }
+  CHECK_THROWS_WITH((CudaLayer<float>(config, causal::Weights<float>::random(config, 1))),
+                    Catch::Matchers::Contains("CUDA"));
+}
+
+TEMPLATE_TEST_CASE("CUDA chunk compression matches a host loop", "[cuda][gpu][causal]", float, __half, __nv_bfloat16) {
+  if (!gpu_present()) return;
+  std::mt19937_64 rng(41);
+  for (int trial = 0; trial < 8; ++trial) {
+    const index_t batch = 1 + trial % 3, heads = 1 + trial % 2, head_dim = 3 + trial, rank = 1 + trial % 3;
+    const index_t chunk = 1 + (trial * 5) % 7, chunks = 1 + trial % 4, width = heads * head_dim, columns = heads * rank;
+    const index_t rows = chunks * chunk + trial % 2, stride = width + 3;  // spare rows and padded source rows
+    const auto logits = rounded_as<TestType>(random_tensor<float>(Shape<3>{batch, rows, columns}, rng));
+    const auto source = rounded_as<TestType>(random_tensor<float>(Shape<3>{batch, rows, stride}, rng));
+    const index_t out_rows = chunks * rank + 2;  // written from row 1: rows 0 and last stay untouched
+    Tensor<float, 3> want(Shape<3>{batch, out_rows, width}, 0.25f);
+    for (index_t b = 0; b < batch; ++b)
+      for (index_t c = 0; c < chunks; ++c)
+        for (index_t column = 0; column < columns; ++column) {
+          const index_t h = column / rank, j = column % rank;
+          double top = -1e300, total = 0;
+          for (index_t i = 0; i < chunk; ++i) top = std::max(top, static_cast<double>(logits(b, c * chunk + i, column)));
+          for (index_t i = 0; i < chunk; ++i) total += std::exp(logits(b, c * chunk + i, column) - top);
+          for (index_t f = 0; f < head_dim; ++f) {
+            double acc = 0;
+            for (index_t i = 0; i < chunk; ++i)
+              acc += std::exp(logits(b, c * chunk + i, column) - top) / total * source(b, c * chunk + i, h * head_dim + f);
+            want(b, 1 + c * rank + j, h * head_dim + f) = static_cast<float>(acc);
+          }
+        }
+    const auto device_logits = upload_as<TestType>(logits), device_source = upload_as<TestType>(source);
+    auto out = upload_as<TestType>(Tensor<float, 3>(want.shape(), 0.25f));
+    lsattn::cuda_detail::CompressChunksParams<TestType> params{};
+    params.logits = device_logits.view().data();
+    params.logits_batch_stride = rows * columns;
+    params.source = device_source.view().data();
+    params.source_batch_stride = rows * stride;
+    params.source_row_stride = stride;
+    params.out = out.view().data() + width;
+    params.out_batch_stride = out_rows * width;
+    params.batch = batch;
+    params.chunks = chunks;
+    params.chunk = chunk;
+    params.heads = heads;
+    params.head_dim = head_dim;
+    params.rank = rank;
+    lsattn::cuda_detail::compress_chunks(params, cudaStream_t{});
+    INFO("trial " << trial << ": B=" << batch << " nh=" << heads << " dh=" << head_dim << " r=" << rank << " l=" << chunk
+                  << " chunks=" << chunks);
+    CHECK(relative_error(out, want) < tolerance_for<TestType>(2e-3, 1e-2));
+  }
+}
+
+TEMPLATE_TEST_CASE("CUDA position sinusoids match the host policy", "[cuda][gpu][causal]", float, __half, __nv_bfloat16) {
+  if (!gpu_present()) return;
+  for (const lsattn::TransformerXLPositions positions :
+       {lsattn::TransformerXLPositions{-1, -1}, lsattn::TransformerXLPositions{5, 3}}) {
+    const index_t rows = 97, width = 20;
+    for (auto table : {lsattn::cuda_detail::PositionTable::window, lsattn::cuda_detail::PositionTable::chunk}) {
+      Tensor<float, 3> want(Shape<3>{1, rows, width});
+      for (index_t p = 0; p < rows; ++p) {
+        const index_t value = table == lsattn::cuda_detail::PositionTable::window ? positions.window_value(p)
+                                                                                  : positions.chunk_value(p);
+        lsattn::TransformerXLPositions::sinusoid(value, width, &want(0, p, 0));
+      }
+      lsattn::DeviceTensor<TestType, 3> got(want.shape());
+      lsattn::cuda_detail::position_sinusoids(positions, table, rows, width, got.view().data(), cudaStream_t{});
+      // Device powf/sinf/cosf are within a few ulp of the host's; the angle error grows with p.
+      CHECK(relative_error(got, want) < (std::is_same_v<TestType, float> ? 1e-4 : tolerance_for<TestType>(1.5e-3, 8e-3)));
+    }
+  }
+}
+
+TEMPLATE_TEST_CASE("CUDA causal layer matches the CPU layer", "[cuda][gpu][causal][layer]", float, __half, __nv_bfloat16) {
+  if (!gpu_present()) return;
+  std::mt19937_64 rng(23);
+  const double tolerance = tolerance_for<TestType>(3e-2, 8e-2);
+  const lsattn::CublasHandle handle;
+  for (int trial = 0; trial < 18; ++trial) {
+    causal::Config config;
+    config.n_head = 1 + trial % 3;
+    config.d_model = config.n_head * (trial % 2 == 0 ? 8 : 6);
+    config.chunk_size = 1 + trial % 5;                                  // l
+    config.chunk_rank = 1 + (trial / 2) % 3;                            // r > 1 too
+    config.window_len = 1 + (trial * 7) % 13;                           // w
+    config.use_bias = trial % 2 == 1;
+    config.clamp_len = trial % 4 == 1 || trial % 4 == 3 ? 3 : -1;
+    config.cpos_clamp_len = trial % 4 == 2 || trial % 4 == 3 ? 2 : -1;
+    const index_t l = config.chunk_size, w = config.window_len;
+    // No cache, a cache shorter than the window, one longer than it.
+    const index_t cache = trial % 3 == 0 ? 0 : trial % 3 == 1 ? l * ((w - 1) / l) : l * (w / l + 2);
+    const index_t batch = 1 + trial % 3, length = 1 + (trial * 13) % 41;  // mostly not a multiple of l
+    const auto weights = rounded_weights<TestType>(causal::Weights<float>::random(config, 100 + trial), config);
+    const auto h = rounded_as<TestType>(random_tensor<float>(Shape<3>{batch, length, config.d_model}, rng));
+    const auto h_cache = rounded_as<TestType>(random_tensor<float>(Shape<3>{batch, cache, config.d_model}, rng));
+    const Tensor<float, 3> want = lsattn_test::cpu_causal_layer(config, weights, h, h_cache);
+
+    const auto device_h = upload_as<TestType>(h);
+    const auto device_cache = cache > 0 ? upload_as<TestType>(h_cache) : lsattn::DeviceTensor<TestType, 3>(h_cache.shape());
+    const CudaLayer<TestType> layer(config, weights);
+    const std::size_t bytes = layer.workspace_bytes(batch, length, cache);
+    lsattn::DeviceTensor<unsigned char, 1> workspace(Shape<1>{static_cast<index_t>(bytes)});
+    // Poison the workspace and the output: nothing may be read before it is written.
+    lsattn::cuda_detail::check(cudaMemset(workspace.view().data(), 0xff, bytes), "cudaMemset");
+    auto y = upload_as<TestType>(Tensor<float, 3>(want.shape(), std::nanf("")));
+    // Alternate the two spellings of "no cache": an empty view and a (B, 0, D) one.
+    const lsattn::DeviceView<const TestType, 3> cache_view =
+        cache == 0 && trial % 2 == 0 ? lsattn::DeviceView<const TestType, 3>{} : device_cache.view();
+    layer.forward(device_h.view(), cache_view, y.view(), handle, cudaStream_t{}, workspace_of(workspace));
+    INFO("trial " << trial << ": B=" << batch << " nh=" << config.n_head << " D=" << config.d_model << " l=" << l
+                  << " r=" << config.chunk_rank << " w=" << w << " M=" << cache << " L=" << length << " bias="
+                  << config.use_bias << " clamp=" << config.clamp_len << "/" << config.cpos_clamp_len);
+    CHECK(relative_error(y, want) < tolerance);
+
+    // A second call on the same workspace gives the same result (no state carried between calls).
+    layer.forward(device_h.view(), cache_view, y.view(), handle, cudaStream_t{}, workspace_of(workspace));
+    CHECK(relative_error(y, want) < tolerance);
+  }
+}
+
+TEST_CASE("CUDA causal layer: forward throws the host-side errors before any launch", "[cuda][gpu][causal][errors]") {
+  using Catch::Matchers::Contains;
+  if (!gpu_present()) return;
+  const causal::Config config{2, 8, 4, 1, 6};
+  const CudaLayer<float> layer(config, causal::Weights<float>::random(config, 3));
+  const lsattn::CublasHandle handle;
+  const auto h = fake_input<float>(Shape<3>{1, 5, 8});
+  const auto y = fake_output<float>(Shape<3>{1, 5, 8});
+  const lsattn::DeviceWorkspace workspace{reinterpret_cast<void*>(0x200000), layer.workspace_bytes(1, 5, 4)};
+  // Fake device addresses: any launch would fault, so a clean throw shows nothing was launched.
+  CHECK_THROWS_WITH(layer.forward(h, fake_input<float>(Shape<3>{1, 6, 8}), y, handle, cudaStream_t{}, workspace),
+                    Contains("multiple of chunk_size"));
+  CHECK_THROWS_WITH(layer.forward(h, fake_input<float>(Shape<3>{1, 40, 8}), y, handle, cudaStream_t{}, workspace),
+                    Contains("workspace: needs"));
+  CHECK_THROWS_WITH(layer.forward(fake_input<float>(Shape<3>{1, 5, 7}), {}, y, handle, cudaStream_t{}, workspace),
+                    Contains("d_model"));
+  lsattn::cuda_detail::check(cudaDeviceSynchronize(), "synchronize");
+}
