@@ -67,3 +67,17 @@ lsattn::Tensor<float, 3> cpu_causal_layer(const lsattn::models::causal::Config& 
 }
 
 }  // namespace lsattn_test
+
+#include "lsattn/models/ls_heads.hpp"
+
+namespace lsattn_test {
+
+lsattn::Tensor<float, 3> cpu_ls_heads_layer(const lsattn::models::ls_heads::Config& config,
+                                            const lsattn::models::ls_heads::Weights<float>& weights,
+                                            const lsattn::Tensor<float, 3>& x, const lsattn::Tensor<float, 2>& mask,
+                                            std::vector<float>& max_logits) {
+  const lsattn::models::ls_heads::LsHeadsAttention<lsattn::cpu, float> layer(config, weights);
+  return layer.forward(x.view(), mask.size() ? mask.view() : lsattn::HostView<const float, 2>{}, &max_logits);
+}
+
+}  // namespace lsattn_test

@@ -57,3 +57,17 @@ lsattn::Tensor<float, 3> cpu_causal_layer(const lsattn::models::causal::Config& 
                                           const lsattn::Tensor<float, 3>& h, const lsattn::Tensor<float, 3>& h_cache);
 
 }  // namespace lsattn_test
+
+#include <vector>
+
+#include "lsattn/models/ls_heads_config.hpp"
+
+namespace lsattn_test {
+
+// models::ls_heads::LsHeadsAttention<cpu, float>(config, weights).forward(x, mask, max_logits).
+lsattn::Tensor<float, 3> cpu_ls_heads_layer(const lsattn::models::ls_heads::Config& config,
+                                            const lsattn::models::ls_heads::Weights<float>& weights,
+                                            const lsattn::Tensor<float, 3>& x, const lsattn::Tensor<float, 2>& mask,
+                                            std::vector<float>& max_logits);
+
+}  // namespace lsattn_test

@@ -54,10 +54,12 @@ TEMPLATE_TEST_CASE("CUDA 2D layer: the workspace size follows from the shapes", 
   const vision::Config config = small_config();
   const index_t c = 16, logits = 2 * 3, batch = 2;
   auto bytes = [&](index_t nx, index_t ny) { return CudaLayer<TestType>::workspace_bytes(config, batch, nx, ny); };
-  // T buffers: q, k, v, context (B·N·C each) and the logits (B·P·nh·r); then the alignment slack
-  // and the attention's float scratch: LN'd k, v (2·N·C), statistics (2·nh·r), compressed k, v (2·r·C).
+  // T buffers, each starting 16-byte aligned: q, k, v, context (B·N·C each) and the logits
+  // (B·P·nh·r); then the attention's float scratch: LN'd k, v (2·N·C), statistics (2·nh·r),
+  // compressed k, v (2·r·C).
+  auto aligned = [](std::size_t size) { return (size + 15) / 16 * 16; };
   const index_t patches = 4 * 5, tokens = 1 + patches;
-  CHECK(bytes(4, 5) == sizeof(TestType) * (4 * batch * tokens * c + batch * patches * logits) + alignof(float) +
+  CHECK(bytes(4, 5) == 4 * aligned(sizeof(TestType) * batch * tokens * c) + aligned(sizeof(TestType) * batch * patches * logits) +
                            sizeof(float) * (2 * tokens * c + 2 * logits + 2 * 3 * c));
   // Linear in the patches: every patch adds the same bytes, whatever the grid's shape.
   const std::size_t per_patch = sizeof(TestType) * (4 * batch * c + batch * logits) + sizeof(float) * 2 * c;
@@ -68,7 +70,7 @@ TEMPLATE_TEST_CASE("CUDA 2D layer: the workspace size follows from the shapes", 
   vision::Config no_projection = config;
   no_projection.dp_rank = 0;
   CHECK(CudaLayer<TestType>::workspace_bytes(no_projection, batch, 4, 5) ==
-        sizeof(TestType) * 4 * batch * tokens * c + alignof(float) + sizeof(float) * 2 * tokens * c);
+        4 * aligned(sizeof(TestType) * batch * tokens * c) + sizeof(float) * 2 * tokens * c);
   using Catch::Matchers::Contains;
   CHECK_THROWS_WITH(CudaLayer<TestType>::workspace_bytes(config, batch, 0, 5), Contains("grid") && Contains("0 x 5"));
   CHECK_THROWS_WITH(CudaLayer<TestType>::workspace_bytes(config, 0, 4, 5), Contains("batch"));

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "lsattn/backend/cuda/linear.cuh"
+#include "lsattn/backend/cuda/parameters.cuh"
 #include "lsattn/cuda.cuh"
 #include "lsattn/models/lra.hpp"
 
@@ -47,28 +48,18 @@ class AttentionLS<cuda, T> {
 
   AttentionLS(const Config& config, Weights<float> weights) : config_((config.validate(), config)), attention_(config.attention()) {
     detail::require_parameter_shapes(weights, config_);
-    weights.for_each(config_, [&](const std::string&, const auto& tensor, const auto&) {
-      std::vector<T> converted(tensor.values().begin(), tensor.values().end());
-      parameters_.emplace_back(Shape<1>{tensor.size()});
-      if (tensor.size() > 0) {
-        cuda_detail::check(cudaMemcpy(parameters_.back().view().data(), converted.data(), converted.size() * sizeof(T),
-                                      cudaMemcpyHostToDevice),
-                           "cudaMemcpy");
-      }
-    });
+    parameters_ = cuda_detail::DeviceParameters<T>(std::move(weights), config_);
   }
 
   const Config& config() const { return config_; }
 
   // Scratch for one call, from forward's arguments: x's length and whether cls_embed is given.
-  // q, k, v, the logits, the cls projections, the context (all T); with cls pooling also the
-  // tokens x[:, 1:], the cls token x[:, 0] and mask[:, 1:]; then the attention's own workspace.
+  // With cls pooling the tokens x[:, 1:], the cls token x[:, 0] and mask[:, 1:]; q, k, v, the
+  // logits, the cls projections, the context (all T); then the attention's own workspace.
   std::size_t workspace_bytes(index_t batch, index_t length, bool has_cls) const {
-    const bool pooled = config_.cls_pooling;
-    const index_t tokens = pooled ? std::max<index_t>(length - 1, 0) : length;
-    const index_t split = pooled ? batch * tokens * config_.transformer_dim + batch * config_.transformer_dim + batch * tokens : 0;
-    return sizeof(T) * static_cast<std::size_t>(elements(batch, tokens, pooled || has_cls) + split) +
-           attention_workspace(batch, tokens, pooled || has_cls);
+    cuda_detail::WorkspaceCursor sizing;
+    carve(sizing, batch, length, has_cls);
+    return sizing.bytes();
   }
 
   // x (B, L, D), mask (B, L) or empty, cls_embed (B, 1, D) or empty → y (B, L(+1), D). With
@@ -91,86 +82,85 @@ class AttentionLS<cuda, T> {
     const bool has_cls = pooled || !cls_embed.empty();
     if (!cls_embed.empty()) detail::require_shape(cls_embed, "cls_embed", Shape<3>{batch, 1, d});
     detail::require_shape(y, "y", Shape<3>{batch, length + (has_cls ? 1 : 0), d});
-    const std::size_t needed = workspace_bytes(batch, x_length, !cls_embed.empty());
-    require(workspace.bytes >= needed && workspace.data != nullptr, "workspace: needs ", needed,
-            " bytes (workspace_bytes()), got ", workspace.bytes);
+    cuda_detail::require_workspace(workspace, workspace_bytes(batch, x_length, !cls_embed.empty()));
 
-    T* cursor = static_cast<T*>(workspace.data);
-    auto take = [&](index_t count) { return std::exchange(cursor, cursor + count); };
+    cuda_detail::WorkspaceCursor cursor(workspace.data);
+    const Buffers buffers = carve(cursor, batch, x_length, !cls_embed.empty());
     if (pooled) {  // x[:, 1:], x[:, :1] and mask[:, 1:] as contiguous tensors, then the cls_embed path
-      T* tokens = take(batch * length * d);
-      T* cls = take(batch * d);
-      T* token_mask = take(batch * length);
-      cuda_detail::copy_row_slice_async(x.data(), x_length, 1, length, d, batch, tokens, stream);
-      cuda_detail::copy_row_slice_async(x.data(), x_length, 0, 1, d, batch, cls, stream);
+      cuda_detail::copy_row_slice_async(x.data(), x_length, 1, length, d, batch, buffers.tokens, stream);
+      cuda_detail::copy_row_slice_async(x.data(), x_length, 0, 1, d, batch, buffers.cls, stream);
       if (!mask.empty()) {
-        cuda_detail::copy_row_slice_async(mask.data(), x_length, 1, length, 1, batch, token_mask, stream);
-        mask = DeviceView<const T, 2>(token_mask, Shape<2>{batch, length});
+        cuda_detail::copy_row_slice_async(mask.data(), x_length, 1, length, 1, batch, buffers.token_mask, stream);
+        mask = DeviceView<const T, 2>(buffers.token_mask, Shape<2>{batch, length});
       }
-      x = DeviceView<const T, 3>(tokens, Shape<3>{batch, length, d});
-      cls_embed = DeviceView<const T, 3>(cls, Shape<3>{batch, 1, d});
+      x = DeviceView<const T, 3>(buffers.tokens, Shape<3>{batch, length, d});
+      cls_embed = DeviceView<const T, 3>(buffers.cls, Shape<3>{batch, 1, d});
     }
-    T* q = take(batch * length * width);
-    T* k = take(batch * length * width);
-    T* v = take(batch * length * width);
-    T* projection = take(batch * length * logits);
-    T* cls_q = take(has_cls ? batch * width : 0);
-    T* cls_k = take(has_cls ? batch * width : 0);
-    T* cls_v = take(has_cls ? batch * width : 0);
-    T* context = take(batch * (length + (has_cls ? 1 : 0)) * width);
-    const index_t rows = batch * length;
-    auto linear = [&](const T* input, index_t count, index_t weight, index_t bias, index_t outputs, T* out) {
-      cuda_detail::linear(handle, stream, input, count, d, parameter(weight), parameter(bias), outputs, out);
+    auto linear = [&](const T* input, index_t count, const char* name, index_t outputs, T* out) {
+      const std::string prefix(name);
+      cuda_detail::linear(handle, stream, input, count, d, parameters_[prefix + ".weight"], parameters_[prefix + ".bias"],
+                          outputs, out);
     };
-    // Parameter order of Weights::for_each: W_q w/b, W_k w/b, W_v w/b, W_o w/b, [dconv_fc w/b], dual_ln_s w/b, dual_ln_l w/b.
-    linear(x.data(), rows, 0, 1, width, q);
-    linear(x.data(), rows, 2, 3, width, k);
-    linear(x.data(), rows, 4, 5, width, v);
-    const index_t norms = config_.num_landmarks > 0 ? 10 : 8;
-    if (config_.num_landmarks > 0) linear(x.data(), rows, 8, 9, logits, projection);
-    typename Attention::Inputs inputs{{q, Shape<3>{batch, length, width}}, {k, Shape<3>{batch, length, width}},
-                                      {v, Shape<3>{batch, length, width}}, {}, mask};
-    if (config_.num_landmarks > 0) inputs.projection_logits = {projection, Shape<3>{batch, length, logits}};
+    const index_t rows = batch * length;
+    const Shape<3> tokens{batch, length, width}, one{batch, 1, width};
+    linear(x.data(), rows, "W_q", width, buffers.q);
+    linear(x.data(), rows, "W_k", width, buffers.k);
+    linear(x.data(), rows, "W_v", width, buffers.v);
+    typename Attention::Inputs inputs{{buffers.q, tokens}, {buffers.k, tokens}, {buffers.v, tokens}, {}, mask};
+    if (logits > 0) {
+      linear(x.data(), rows, "dconv_fc", logits, buffers.projection);
+      inputs.projection_logits = {buffers.projection, Shape<3>{batch, length, logits}};
+    }
     if (has_cls) {
-      linear(cls_embed.data(), batch, 0, 1, width, cls_q);
-      linear(cls_embed.data(), batch, 2, 3, width, cls_k);
-      linear(cls_embed.data(), batch, 4, 5, width, cls_v);
-      inputs.cls_query = {cls_q, Shape<3>{batch, 1, width}};
-      inputs.cls_key = {cls_k, Shape<3>{batch, 1, width}};
-      inputs.cls_value = {cls_v, Shape<3>{batch, 1, width}};
+      linear(cls_embed.data(), batch, "W_q", width, buffers.cls_q);
+      linear(cls_embed.data(), batch, "W_k", width, buffers.cls_k);
+      linear(cls_embed.data(), batch, "W_v", width, buffers.cls_v);
+      inputs.cls_query = {buffers.cls_q, one};
+      inputs.cls_key = {buffers.cls_k, one};
+      inputs.cls_value = {buffers.cls_v, one};
     }
     const Shape<1> features{width};
-    const typename Attention::CombinerParams norm{{{parameter(norms + 2), features}, {parameter(norms + 3), features}, 1e-5},
-                                                  {{parameter(norms), features}, {parameter(norms + 1), features}, 1e-5}};
-    const DeviceView<T, 3> context_view(context, y.shape());
-    // The attention's float scratch starts at the next float-aligned address after the T buffers.
-    const auto start = reinterpret_cast<std::uintptr_t>(workspace.data);
-    const auto aligned = (reinterpret_cast<std::uintptr_t>(cursor) + alignof(float) - 1) & ~std::uintptr_t{alignof(float) - 1};
-    attention_(inputs, norm, context_view, stream,
-               DeviceWorkspace{reinterpret_cast<void*>(aligned), workspace.bytes - (aligned - start)});
-    linear(context, y.extent(0) * y.extent(1), 6, 7, d, y.data());
+    auto view = [&](const char* name) { return DeviceView<const T, 1>(parameters_[name], features); };
+    const typename Attention::CombinerParams norm{{view("dual_ln_l.weight"), view("dual_ln_l.bias"), 1e-5},
+                                                  {view("dual_ln_s.weight"), view("dual_ln_s.bias"), 1e-5}};
+    attention_(inputs, norm, DeviceView<T, 3>(buffers.context, y.shape()), stream, buffers.attention);
+    linear(buffers.context, y.extent(0) * y.extent(1), "W_o", d, y.data());
   }
 
  private:
-  const T* parameter(index_t i) const { return parameters_[static_cast<std::size_t>(i)].view().data(); }
-
-  index_t elements(index_t batch, index_t length, bool has_cls) const {
-    const index_t width = config_.width(), logits = config_.num_head * config_.num_landmarks;
-    return 3 * batch * length * width + batch * length * logits + (has_cls ? 3 * batch * width : 0) +
-           batch * (length + (has_cls ? 1 : 0)) * width;
-  }
-  std::size_t attention_workspace(index_t batch, index_t length, bool has_cls) const {
-    const Shape<3> tokens{batch, length, config_.width()};
+  // The workspace's buffers, in one order for sizing and for use, each 16-byte aligned.
+  struct Buffers {
+    T *tokens, *cls, *token_mask;  // cls pooling only
+    T *q, *k, *v, *projection, *cls_q, *cls_k, *cls_v, *context;
+    DeviceWorkspace attention;
+  };
+  Buffers carve(cuda_detail::WorkspaceCursor& cursor, index_t batch, index_t x_length, bool cls_embed) const {
+    const bool pooled = config_.cls_pooling, has_cls = pooled || cls_embed;
+    const index_t d = config_.transformer_dim, width = config_.width(), logits = config_.num_head * config_.num_landmarks;
+    const index_t length = pooled ? std::max<index_t>(x_length - 1, 0) : x_length;
+    Buffers buffers{};
+    buffers.tokens = cursor.take<T>(pooled ? batch * length * d : 0);
+    buffers.cls = cursor.take<T>(pooled ? batch * d : 0);
+    buffers.token_mask = cursor.take<T>(pooled ? batch * length : 0);
+    buffers.q = cursor.take<T>(batch * length * width);
+    buffers.k = cursor.take<T>(batch * length * width);
+    buffers.v = cursor.take<T>(batch * length * width);
+    buffers.projection = cursor.take<T>(batch * length * logits);
+    buffers.cls_q = cursor.take<T>(has_cls ? batch * width : 0);
+    buffers.cls_k = cursor.take<T>(has_cls ? batch * width : 0);
+    buffers.cls_v = cursor.take<T>(has_cls ? batch * width : 0);
+    buffers.context = cursor.take<T>(batch * (length + (has_cls ? 1 : 0)) * width);
+    const Shape<3> tokens{batch, length, width};
     typename Attention::Inputs shapes{{nullptr, tokens}, {nullptr, tokens}, {nullptr, tokens},
-                                      {nullptr, Shape<3>{batch, length, config_.num_head * config_.num_landmarks}}};
-    if (has_cls) shapes.cls_query = shapes.cls_key = shapes.cls_value = {nullptr, Shape<3>{batch, 1, config_.width()}};
-    // Keep the attention's scratch aligned for floats after the T-typed buffers.
-    return attention_.workspace_bytes(shapes) + alignof(float);
+                                      {nullptr, Shape<3>{batch, length, logits}}};
+    if (has_cls) shapes.cls_query = shapes.cls_key = shapes.cls_value = {nullptr, Shape<3>{batch, 1, width}};
+    buffers.attention = cursor.rest(attention_.workspace_bytes(shapes));
+    return buffers;
   }
 
   Config config_;
   Attention attention_;
-  std::vector<DeviceTensor<T, 1>> parameters_;
+  cuda_detail::DeviceParameters<T> parameters_;
 };
 
 }  // namespace lsattn::models::lra

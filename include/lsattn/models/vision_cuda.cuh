@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "lsattn/backend/cuda/linear.cuh"
+#include "lsattn/backend/cuda/parameters.cuh"
 #include "lsattn/cuda.cuh"
 #include "lsattn/models/vision.hpp"
 
@@ -50,19 +51,9 @@ class AttentionLS2D<cuda, T> {
     config.validate();
     require(batch >= 1, "batch: must be >= 1, got ", batch);
     require(nx >= 1 && ny >= 1, "grid: nx and ny must be >= 1, got ", nx, " x ", ny);
-    const index_t width = config.dim, patches = nx * ny, tokens = config.nglo + patches;
-    const index_t logits = config.num_heads * config.dp_rank;
-    const Shape<3> shape{batch, tokens, width};
-    const VisionAttentionInputs<T, device_space> shapes{{nullptr, shape},
-                                                        {nullptr, shape},
-                                                        {nullptr, shape},
-                                                        {nullptr, Shape<3>{batch, patches, logits}},
-                                                        config.nglo,
-                                                        nx,
-                                                        ny};
-    const std::size_t buffers = sizeof(T) * static_cast<std::size_t>(4 * batch * tokens * width + batch * patches * logits);
-    // alignof(float): the attention's float scratch starts at the next float-aligned address.
-    return buffers + alignof(float) + Attention(config.attention()).workspace_bytes(shapes);
+    cuda_detail::WorkspaceCursor sizing;
+    carve(sizing, config, batch, nx, ny);
+    return sizing.bytes();
   }
   std::size_t workspace_bytes(index_t batch, index_t nx, index_t ny) const { return workspace_bytes(config_, batch, nx, ny); }
 
@@ -91,13 +82,10 @@ class AttentionLS2D<cuda, T> {
     const index_t c = config_.dim, globals = config_.nglo, batch = x.extent(0), tokens = x.extent(1);
     const index_t patches = nx * ny, logits = config_.num_heads * config_.dp_rank, rows = batch * tokens;
 
-    T* cursor = static_cast<T*>(workspace.data);
-    auto take = [&](index_t count) { return std::exchange(cursor, cursor + count); };
-    T* query = take(rows * c);
-    T* key = take(rows * c);
-    T* value = take(rows * c);
-    T* projection = take(batch * patches * logits);
-    T* context = take(rows * c);
+    cuda_detail::WorkspaceCursor cursor(workspace.data);
+    const Buffers buffers = carve(cursor, config_, batch, nx, ny);
+    T *query = buffers.query, *key = buffers.key, *value = buffers.value, *projection = buffers.projection,
+      *context = buffers.context;
     auto linear = [&](const T* input, index_t count, const T* weight, const T* bias, index_t outputs, T* out) {
       cuda_detail::linear(handle, stream, input, count, c, weight, bias, outputs, out);
     };
@@ -127,14 +115,38 @@ class AttentionLS2D<cuda, T> {
         config_.rpe ? position_bias_.view() : DeviceView<const T, 3>{}};
     const typename Attention::CombinerParams norm{{full_norm_weight_.view(), full_norm_bias_.view(), 1e-5},
                                                   {dp_norm_weight_.view(), dp_norm_bias_.view(), 1e-5}};
-    const auto start = reinterpret_cast<std::uintptr_t>(workspace.data);
-    const auto aligned = (reinterpret_cast<std::uintptr_t>(cursor) + alignof(float) - 1) & ~std::uintptr_t{alignof(float) - 1};
-    attention_(inputs, norm, DeviceView<T, 3>(context, shape), stream,
-               DeviceWorkspace{reinterpret_cast<void*>(aligned), workspace.bytes - (aligned - start)});
+    attention_(inputs, norm, DeviceView<T, 3>(context, shape), stream, buffers.attention);
     linear(context, rows, proj_weight_.view().data(), proj_bias_.view().data(), c, y.data());
   }
 
  private:
+  // The workspace's buffers, in one order for sizing and for use: q, k, v, the projection
+  // logits and the context (T), then the attention's own workspace, each 16-byte aligned.
+  struct Buffers {
+    T *query, *key, *value, *projection, *context;
+    DeviceWorkspace attention;
+  };
+  static Buffers carve(cuda_detail::WorkspaceCursor& cursor, const Config& config, index_t batch, index_t nx, index_t ny) {
+    const index_t width = config.dim, patches = nx * ny, tokens = config.nglo + patches;
+    const index_t logits = config.num_heads * config.dp_rank, rows = batch * tokens;
+    const Shape<3> shape{batch, tokens, width};
+    const VisionAttentionInputs<T, device_space> shapes{{nullptr, shape},
+                                                        {nullptr, shape},
+                                                        {nullptr, shape},
+                                                        {nullptr, Shape<3>{batch, patches, logits}},
+                                                        config.nglo,
+                                                        nx,
+                                                        ny};
+    Buffers buffers{};
+    buffers.query = cursor.take<T>(rows * width);
+    buffers.key = cursor.take<T>(rows * width);
+    buffers.value = cursor.take<T>(rows * width);
+    buffers.projection = cursor.take<T>(batch * patches * logits);
+    buffers.context = cursor.take<T>(rows * width);
+    buffers.attention = cursor.rest(Attention(config.attention()).workspace_bytes(shapes));
+    return buffers;
+  }
+
   // The checks and messages of the CPU layer, plus y and the workspace.
   static void check_arguments(const Config& config, const DeviceView<const T, 3>& x, index_t nx, index_t ny,
                               const DeviceView<T, 3>& y, const DeviceWorkspace& workspace) {
@@ -145,9 +157,7 @@ class AttentionLS2D<cuda, T> {
             globals, " + ", nx, "*", ny, ", dim = ", c, "), got ", to_string(x.shape()));
     require(x.data() != nullptr, "x: null data pointer for shape ", to_string(x.shape()));
     detail::require_shape(y, "y", x.shape());
-    const std::size_t needed = workspace_bytes(config, x.extent(0), nx, ny);
-    require(workspace.bytes >= needed && workspace.data != nullptr, "workspace: needs ", needed,
-            " bytes (workspace_bytes()), got ", workspace.bytes);
+    cuda_detail::require_workspace(workspace, workspace_bytes(config, x.extent(0), nx, ny));
   }
 
   // Absent parameters (an empty tensor) become an empty device tensor with a null pointer.

@@ -37,7 +37,7 @@ __device__ float block_reduce(float value, float* scratch) {
   __syncthreads();
   if (lane == 0) scratch[warp] = value;
   __syncthreads();
-  value = threadIdx.x < warps ? scratch[threadIdx.x] : (Max ? -FLT_MAX : 0.0f);
+  value = threadIdx.x < warps ? scratch[threadIdx.x] : (Max ? __int_as_float(0xff800000) : 0.0f);  // −inf, 0
   if (warp == 0) {
     for (int offset = 16; offset > 0; offset /= 2) {
       const float other = __shfl_xor_sync(0xffffffffu, value, offset);

@@ -109,13 +109,18 @@ NormPointers<T> norm_pointers([[maybe_unused]] const Params& norm) {
 // Workspaces must start at a multiple of this (the kernels read 16-byte vectors from them).
 inline constexpr std::size_t workspace_alignment = 16;
 
-// The checks every CUDA executor makes before launching.
-inline void require_launchable(const DeviceWorkspace& workspace, std::size_t needed, index_t scores_per_query,
-                               index_t head_dim, const char* scores_what) {
+// A caller's workspace: at least `needed` bytes, aligned.
+inline void require_workspace(const DeviceWorkspace& workspace, std::size_t needed) {
   require(workspace.bytes >= needed && (needed == 0 || workspace.data != nullptr), "workspace: needs ", needed,
           " bytes (workspace_bytes()), got ", workspace.bytes);
   require(reinterpret_cast<std::uintptr_t>(workspace.data) % workspace_alignment == 0, "workspace: must be ",
           workspace_alignment, "-byte aligned (cudaMalloc memory is), got address ", workspace.data);
+}
+
+// The checks every CUDA executor makes before launching.
+inline void require_launchable(const DeviceWorkspace& workspace, std::size_t needed, index_t scores_per_query,
+                               index_t head_dim, const char* scores_what) {
+  require_workspace(workspace, needed);
   require(scores_per_query <= 12288, scores_what, " = ", scores_per_query,
           " scores per query exceed the 48 KiB of shared memory of the CUDA kernel (at most 12288)");
   require(head_dim <= 1024, "head_dim: the CUDA backend handles at most 1024, got ", head_dim);
