@@ -130,7 +130,7 @@ TEST_CASE("CUDA causal layer: arguments are checked on the host before any launc
   const auto long_h = fake_input<float>(Shape<3>{1, 3100, 8});
   const lsattn::DeviceWorkspace large{enough.data, CudaLayer<float>::workspace_bytes(long_config, 1, 3100, 0)};
   CHECK_THAT(CudaLayer<float>::validate(long_config, long_h, {}, fake_output<float>(long_h.shape()), large),
-             Contains("12288"));
+             Contains("12256"));
 
   const causal::Config bad{3, 8, 4, 1, 6};
   CHECK_THAT(CudaLayer<float>::validate(bad, h, cache, y, enough), Contains("divisible by n_head"));

@@ -122,7 +122,7 @@ TEST_CASE("CUDA 2D layer: configuration and weights are checked before the devic
   auto weights = vision::Weights<float>::random(config, 1);
   weights.proj_bias = Tensor<float, 1>(Shape<1>{15});
   CHECK_THROWS_WITH(CudaLayer<float>(config, weights), Contains("proj.bias") && Contains("(16)"));
-  // More scores per query than the kernel's shared memory holds: r + T² + nglo > 12288.
+  // More scores per query than the kernel's shared memory holds: r + T² + nglo > 12256.
   config.w = 60;  // T = 120, T² = 14400
   CHECK_THROWS_WITH(CudaLayer<float>(config, vision::Weights<float>::random(config, 1)),
                     Contains("dp_rank + T² + nglo") && Contains("14404"));

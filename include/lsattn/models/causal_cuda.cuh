@@ -9,7 +9,6 @@
 #include <climits>
 #include <cstddef>
 #include <cstdint>
-#include <map>
 #include <string>
 #include <tuple>
 #include <utility>
@@ -17,6 +16,7 @@
 
 #include "lsattn/backend/cuda/compression.cuh"
 #include "lsattn/backend/cuda/linear.cuh"
+#include "lsattn/backend/cuda/parameters.cuh"
 #include "lsattn/cuda.cuh"
 #include "lsattn/models/causal.hpp"
 
@@ -30,16 +30,7 @@ class ChunkedLSAttention<cuda, T> {
   ChunkedLSAttention(const Config& config, Weights<float> weights)
       : config_((config.validate(), config)), attention_(config.attention()) {
     detail::require_parameter_shapes(weights, config_);
-    weights.for_each(config_, [&](const std::string& name, const auto& tensor, const auto&) {
-      const std::vector<T> converted(tensor.values().begin(), tensor.values().end());
-      DeviceTensor<T, 1> device(Shape<1>{tensor.size()});
-      if (tensor.size() > 0) {
-        cuda_detail::check(cudaMemcpy(device.view().data(), converted.data(), converted.size() * sizeof(T),
-                                      cudaMemcpyHostToDevice),
-                           "cudaMemcpy");
-      }
-      parameters_.emplace(name, std::move(device));
-    });
+    parameters_ = cuda_detail::DeviceParameters<T>(std::move(weights), config_);
     // Row δ = r_net(e(clamp(δ))) depends on the weights only (step 6): computed once, here.
     const index_t d = config_.d_model, w = config_.window_len;
     DeviceTensor<T, 2> sinusoids(Shape<2>{w, d});
@@ -313,13 +304,12 @@ class ChunkedLSAttention<cuda, T> {
 
   // A parameter by its state_dict name; null for an absent one (the projection biases without use_bias).
   const T* parameter(const std::string& name) const {
-    const auto found = parameters_.find(name);
-    return found == parameters_.end() ? nullptr : found->second.view().data();
+    return parameters_[name];
   }
 
   Config config_;
   Attention attention_;
-  std::map<std::string, DeviceTensor<T, 1>> parameters_;
+  cuda_detail::DeviceParameters<T> parameters_;
   DeviceTensor<T, 2> window_positions_;
 };
 

@@ -109,6 +109,10 @@ NormPointers<T> norm_pointers([[maybe_unused]] const Params& norm) {
 // Workspaces must start at a multiple of this (the kernels read 16-byte vectors from them).
 inline constexpr std::size_t workspace_alignment = 16;
 
+// The one-block-per-query kernels keep a query's scores in dynamic shared memory beside 32
+// floats of static reduction scratch, within the 48 KiB a block gets without opting in.
+inline constexpr index_t max_scores_per_query = (48 * 1024 - 32 * 4) / 4;  // 12256
+
 // A caller's workspace: at least `needed` bytes, aligned.
 inline void require_workspace(const DeviceWorkspace& workspace, std::size_t needed) {
   require(workspace.bytes >= needed && (needed == 0 || workspace.data != nullptr), "workspace: needs ", needed,
@@ -121,8 +125,8 @@ inline void require_workspace(const DeviceWorkspace& workspace, std::size_t need
 inline void require_launchable(const DeviceWorkspace& workspace, std::size_t needed, index_t scores_per_query,
                                index_t head_dim, const char* scores_what) {
   require_workspace(workspace, needed);
-  require(scores_per_query <= 12288, scores_what, " = ", scores_per_query,
-          " scores per query exceed the 48 KiB of shared memory of the CUDA kernel (at most 12288)");
+  require(scores_per_query <= max_scores_per_query, scores_what, " = ", scores_per_query,
+          " scores per query exceed the 48 KiB of shared memory of the CUDA kernel (at most ", max_scores_per_query, ")");
   require(head_dim <= 1024, "head_dim: the CUDA backend handles at most 1024, got ", head_dim);
 }
 
