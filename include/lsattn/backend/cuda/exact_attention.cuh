@@ -74,8 +74,10 @@ void exact_attention(const T* query, const T* key, const T* value, const T* mask
     }
   }
   constexpr int threads = 128;
+  // Dynamic: the accumulator and one chunk's probabilities; static: 32 floats of reduction scratch.
   const std::size_t shared = sizeof(float) * static_cast<std::size_t>(head_dim + threads);
-  require(shared <= 48 * 1024, "head_dim: the CUDA attention kernel handles at most ", 48 * 1024 / 4 - threads, ", got ",
+  constexpr index_t max_head_dim = (48 * 1024) / 4 - threads - 32;
+  require(head_dim <= max_head_dim, "head_dim: the CUDA attention kernel handles at most ", max_head_dim, ", got ",
           head_dim);
   exact_attention_rows<<<dim3(static_cast<unsigned>(length), static_cast<unsigned>(heads)), threads, shared, stream>>>(
       query, key, value, mask, length, head_dim, width, visibilities, scale, context, row_max_logit);
