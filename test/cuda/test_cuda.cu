@@ -25,12 +25,7 @@ static_assert(!std::is_invocable_v<CudaAttention, const HostInputs&, const HostN
                                    cudaStream_t, lsattn::DeviceWorkspace>);
 static_assert(!std::is_convertible_v<lsattn::DeviceView<float, 3>, lsattn::HostView<float, 3>>);
 
-using lsattn_test::random_tensor;
-using lsattn_test::relative_error;
-using lsattn_test::rounded_as;
-using lsattn_test::tolerance_for;
-using lsattn_test::upload_as;
-using lsattn_test::workspace_of;
+using namespace lsattn_test;
 
 }  // namespace
 

@@ -17,12 +17,7 @@ namespace {
 using lsattn::index_t;
 using lsattn::Shape;
 using lsattn::Tensor;
-using lsattn_test::random_tensor;
-using lsattn_test::relative_error;
-using lsattn_test::rounded_as;
-using lsattn_test::tolerance_for;
-using lsattn_test::upload_as;
-using lsattn_test::workspace_of;
+using namespace lsattn_test;
 namespace vision = lsattn::models::vision;
 
 template <class T>
