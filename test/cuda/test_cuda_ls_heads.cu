@@ -67,11 +67,13 @@ TEMPLATE_TEST_CASE("CUDA LS heads match the CPU layer", "[cuda][gpu][ls_heads]",
     index_t length;
     bool with_mask;
   };
-  // head_dim 16 and 64 take the tiled kernel for 16-bit types; 8 and 24 the per-query one.
+  // head_dim 16, 32, 64 and 128 take the tiled kernel for 16-bit types; 8 and 24 the per-query one.
   const Case cases[] = {
       {64, 4, {0, 2}, 16, false, 130, true}, {64, 4, {}, 1, true, 300, false},   {64, 1, {0}, 1, false, 65, true},
       {256, 4, {1, 2, 3}, 64, true, 257, true}, {256, 4, {0}, 200, false, 199, false}, {32, 4, {3}, 7, true, 1, false},
       {96, 4, {0, 1}, 33, false, 100, true},  {32, 2, {}, 5, false, 63, true},
+      {128, 4, {0, 3}, 40, true, 150, true},  // head_dim 32
+      {512, 4, {2}, 100, false, 129, true},   // head_dim 128
   };
   std::mt19937_64 rng(11);
   const double tolerance = tolerance_for<TestType>(2e-2, 6e-2);

@@ -47,14 +47,18 @@ struct BidirectionalWindow {
 };
 
 // The bidirectional segment window as token-level visibility (the interface of the tiled
-// kernels): every query of a segment sees that segment's keys; a query block must not straddle
-// two segments. A disabled window (w ≤ 0) shows no keys.
+// kernels): query t sees the keys of its segment t / w; a block of queries first … last − 1
+// needs the union of its segments' keys (contiguous, as the ranges move forward with the
+// segment). A disabled window (w ≤ 0) shows no keys.
 struct SegmentVisibility {
   BidirectionalWindow window;
-  LSATTN_HOST_DEVICE constexpr IndexRange keys(index_t first, index_t, index_t length) const {
-    return window.enabled() ? window.keys(first / window.block, length) : IndexRange{};
+  LSATTN_HOST_DEVICE constexpr IndexRange keys(index_t first, index_t last, index_t length) const {
+    if (!window.enabled() || last <= first) return {};
+    return {window.keys(first / window.block, length).begin, window.keys((last - 1) / window.block, length).end};
   }
-  LSATTN_HOST_DEVICE constexpr IndexRange row_keys(index_t t, index_t length) const { return keys(t, t + 1, length); }
+  LSATTN_HOST_DEVICE constexpr IndexRange row_keys(index_t t, index_t length) const {
+    return window.enabled() ? window.keys(t / window.block, length) : IndexRange{};
+  }
 };
 
 // Causal window (spec §2.4 step 6): stream position τ sees exactly τ − w + 1 … τ, itself

@@ -37,7 +37,7 @@ struct Executor<cuda, BidirectionalWindow, SequenceProjection> {
     const index_t global_count = rank + (has_cls ? 1 : 0), out_rows = length + (has_cls ? 1 : 0);
     const BidirectionalWindow window = config.window_size <= 0 && rank == 0 && has_cls ? BidirectionalWindow::self_only()
                                                                                           : BidirectionalWindow::from(config);
-    const bool tiled = tiled_applies<T>(head_dim, window.block, in.query.data(), width);
+    const bool tiled = tiled_applies<T>(head_dim, in.query.data(), width);
     const index_t window_keys = window.enabled() ? window.span() : 0;
     // The one-block-per-query fallback keeps all of a query's scores in shared memory.
     require_launchable(workspace, workspace_bytes(config, in), tiled ? 0 : global_count + window_keys, head_dim,
@@ -85,7 +85,7 @@ struct Executor<cuda, BidirectionalWindow, SequenceProjection> {
       if (tiled) {
         const TiledKeys<T> keys{key, value, global_key, global_value, global_count, width};
         launch_tiled(head_dim, in.query.data() + offset, keys, mask, length,
-                     SameVisibility<SegmentVisibility>{{window}}, QueryTiling{length, window.block}, heads, scale,
+                     SameVisibility<SegmentVisibility>{{window}}, QueryTiling{length}, heads, scale,
                      token_context, static_cast<float*>(nullptr), stream);
       } else {
         bidirectional_attention<<<dim3(static_cast<unsigned>(length), static_cast<unsigned>(heads)), 128, shared,
@@ -93,7 +93,7 @@ struct Executor<cuda, BidirectionalWindow, SequenceProjection> {
                                             head_dim, width, global_count, window, scale, token_context);
       }
       if (has_cls) {
-        cls_update<<<heads, block_threads, 0, stream>>>(in.cls_query.data() + b * width, in.cls_key.data() + b * width,
+        cls_update<<<heads, block_threads, attention_row_shared_bytes(head_dim, block_threads), stream>>>(in.cls_query.data() + b * width, in.cls_key.data() + b * width,
                                                         in.cls_value.data() + b * width, token_context, mask, length,
                                                         head_dim, width, scale, context.data() + b * out_rows * width);
       }

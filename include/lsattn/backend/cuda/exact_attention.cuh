@@ -12,47 +12,27 @@
 
 namespace lsattn::cuda_detail {
 
-// One block of 128 threads per (query t, head): keys in chunks of 128, one score per thread,
-// running max and sum; the output accumulator (head_dim floats) in shared memory.
+// One block of 128 threads per (query t, head): block_attention_row over the keys it sees.
 template <class T, class Visibilities>
 __global__ void exact_attention_rows(const T* query, const T* key, const T* value, const T* mask, index_t length,
                                      index_t head_dim, index_t width, Visibilities visibilities, float scale,
                                      T* context, float* row_max_logit) {
-  extern __shared__ float accumulator[];  // head_dim floats, then blockDim.x probabilities
-  float* probabilities = accumulator + head_dim;
+  extern __shared__ float row_memory[];
   __shared__ float scratch[32];
   const index_t t = blockIdx.x, h = blockIdx.y, column = h * head_dim;
-  const float minus_infinity = __int_as_float(0xff800000);
-  const bool query_valid = valid_token(mask, t);
-  const IndexRange seen = query_valid ? visibilities.at(h).row_keys(t, length) : IndexRange{};
+  const IndexRange seen = valid_token(mask, t) ? visibilities.at(h).row_keys(t, length) : IndexRange{};
   const T* q = query + t * width + column;
-  for (index_t f = threadIdx.x; f < head_dim; f += blockDim.x) accumulator[f] = 0;
-  float running_max = minus_infinity, running_sum = 0;
-  for (index_t start = seen.begin; start < seen.end; start += blockDim.x) {
-    const index_t s = start + threadIdx.x;
-    float score = minus_infinity;
-    if (s < seen.end && valid_token(mask, s)) {
-      score = 0;
-      for (index_t f = 0; f < head_dim; ++f) score += to_float(q[f]) * scale * to_float(key[s * width + column + f]);
-    }
-    const float new_max = fmaxf(running_max, block_reduce<true>(score, scratch));
-    const bool none = new_max == minus_infinity;
-    const float p = none ? 0.0f : __expf(score - new_max);
-    const float rescale = none ? 1.0f : __expf(running_max - new_max);
-    probabilities[threadIdx.x] = p;
-    running_sum = running_sum * rescale + block_reduce<false>(p, scratch);  // its barriers publish probabilities
-    running_max = new_max;
-    const index_t count = seen.end - start < static_cast<index_t>(blockDim.x) ? seen.end - start : blockDim.x;
-    for (index_t f = threadIdx.x; f < head_dim; f += blockDim.x) {
-      float acc = accumulator[f] * rescale;
-      for (index_t j = 0; j < count; ++j) acc += probabilities[j] * to_float(value[(start + j) * width + column + f]);
-      accumulator[f] = acc;
-    }
-    __syncthreads();  // probabilities are rewritten by the next chunk
-  }
-  for (index_t f = threadIdx.x; f < head_dim; f += blockDim.x)
-    context[t * width + column + f] = from_float<T>(running_sum > 0 ? accumulator[f] / running_sum : 0.0f);
-  if (row_max_logit != nullptr && threadIdx.x == 0) row_max_logit[t * gridDim.y + h] = running_max;
+  auto score = [&](index_t i) {
+    const index_t s = seen.begin + i;
+    if (!valid_token(mask, s)) return __int_as_float(0xff800000);
+    float dot = 0;
+    for (index_t f = 0; f < head_dim; ++f) dot += to_float(q[f]) * scale * to_float(key[s * width + column + f]);
+    return dot;
+  };
+  auto row_value = [&](index_t i, index_t f) { return to_float(value[(seen.begin + i) * width + column + f]); };
+  const float largest = block_attention_row(seen.size(), head_dim, score, row_value, row_memory, scratch);
+  for (index_t f = threadIdx.x; f < head_dim; f += blockDim.x) context[t * width + column + f] = from_float<T>(row_memory[f]);
+  if (row_max_logit != nullptr && threadIdx.x == 0) row_max_logit[t * gridDim.y + h] = largest;
 }
 
 // context (L × nh·dh rows `width` apart, one batch item) = softmax(q kᵀ/√dh + visibility) v per
@@ -64,18 +44,18 @@ void exact_attention(const T* query, const T* key, const T* value, const T* mask
   if (length == 0) return;
   const index_t width = heads * head_dim;
   const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
-  if (tiled_applies<T>(head_dim, 0, query, width) && reinterpret_cast<std::uintptr_t>(key) % 16 == 0 &&
+  if (tiled_applies<T>(head_dim, query, width) && reinterpret_cast<std::uintptr_t>(key) % 16 == 0 &&
       reinterpret_cast<std::uintptr_t>(value) % 16 == 0) {
     if constexpr (tensor_core_type<T>) {
       const TiledKeys<T> keys{key, value, nullptr, nullptr, 0, width};
-      launch_tiled(head_dim, query, keys, mask, length, visibilities, QueryTiling{length, 0}, heads, scale, context,
+      launch_tiled(head_dim, query, keys, mask, length, visibilities, QueryTiling{length}, heads, scale, context,
                    row_max_logit, stream);
       return;
     }
   }
   constexpr int threads = 128;
   // Dynamic: the accumulator and one chunk's probabilities; static: 32 floats of reduction scratch.
-  const std::size_t shared = sizeof(float) * static_cast<std::size_t>(head_dim + threads);
+  const std::size_t shared = attention_row_shared_bytes(head_dim, threads);
   constexpr index_t max_head_dim = (48 * 1024) / 4 - threads - 32;
   require(head_dim <= max_head_dim, "head_dim: the CUDA attention kernel handles at most ", max_head_dim, ", got ",
           head_dim);

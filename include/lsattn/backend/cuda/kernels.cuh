@@ -6,6 +6,7 @@
 #include <cuda_fp16.h>
 
 #include <cfloat>
+#include <cstddef>
 
 #include "lsattn/policy/projection.hpp"
 #include "lsattn/policy/window.hpp"
@@ -62,6 +63,47 @@ __device__ inline float block_softmax(float* scores, index_t total, float* scrat
     sum += scores[i];
   }
   return block_reduce<false>(sum, scratch);
+}
+
+// One block: one query's softmax attention over keys 0 … count − 1, a chunk of blockDim.x keys
+// at a time (any count). score(i) is key i's scaled score (−inf: not seen), value(i, f) its
+// value. `shared` holds head_dim + blockDim.x floats (the output accumulator, one chunk's
+// probabilities). On return thread x holds out[f] = Σ p·v / Σ p for its features f ≡ x
+// (mod blockDim.x) in shared[f] (zeros if no key was seen); returns the largest score (−inf if none).
+template <class Score, class Value>
+__device__ float block_attention_row(index_t count, index_t head_dim, Score&& score, Value&& value, float* shared,
+                                     float* scratch) {
+  float* accumulator = shared;
+  float* probabilities = shared + head_dim;
+  const float minus_infinity = __int_as_float(0xff800000);
+  for (index_t f = threadIdx.x; f < head_dim; f += blockDim.x) accumulator[f] = 0;
+  float running_max = minus_infinity, running_sum = 0;
+  for (index_t start = 0; start < count; start += blockDim.x) {
+    const index_t i = start + threadIdx.x;
+    const float own = i < count ? score(i) : minus_infinity;
+    const float new_max = fmaxf(running_max, block_reduce<true>(own, scratch));
+    const bool none = new_max == minus_infinity;
+    const float p = none ? 0.0f : __expf(own - new_max);
+    const float rescale = none ? 1.0f : __expf(running_max - new_max);
+    probabilities[threadIdx.x] = p;
+    running_sum = running_sum * rescale + block_reduce<false>(p, scratch);  // its barriers publish probabilities
+    running_max = new_max;
+    const index_t chunk = count - start < static_cast<index_t>(blockDim.x) ? count - start : blockDim.x;
+    for (index_t f = threadIdx.x; f < head_dim; f += blockDim.x) {
+      float acc = accumulator[f] * rescale;
+      for (index_t j = 0; j < chunk; ++j) acc += probabilities[j] * value(start + j, f);
+      accumulator[f] = acc;
+    }
+    __syncthreads();  // probabilities are rewritten by the next chunk
+  }
+  for (index_t f = threadIdx.x; f < head_dim; f += blockDim.x)
+    accumulator[f] = running_sum > 0 ? accumulator[f] / running_sum : 0.0f;
+  return running_max;
+}
+
+// Dynamic shared memory of a block_attention_row kernel.
+inline std::size_t attention_row_shared_bytes(index_t head_dim, int threads) {
+  return sizeof(float) * static_cast<std::size_t>(head_dim + threads);
 }
 
 // One block per row: out = LN(in) (weight/bias may be null: plain copy), two-pass moments in fp32.
@@ -179,35 +221,27 @@ __global__ void bidirectional_attention(const T* query, const T* key, const T* v
   }
 }
 
-// One block per head: the cls query over its raw self key/value and the tokens' contexts (step 11).
+// One block per head: the cls query over its raw self key/value and the tokens' contexts
+// (step 11). Dynamic shared memory: attention_row_shared_bytes(head_dim, blockDim.x).
 template <class T>
 __global__ void cls_update(const T* cls_query, const T* cls_key, const T* cls_value, const T* token_context,
                            const T* mask, index_t length, index_t head_dim, index_t width, float scale, T* cls_context) {
+  extern __shared__ float row_memory[];
   __shared__ float scratch[32];
   const index_t column = blockIdx.x * head_dim;
-  auto score = [&](index_t t) {  // t = -1: the self term
+  auto row = [&](index_t i) { return i == 0 ? cls_key + column : token_context + (i - 1) * width + column; };
+  auto score = [&](index_t i) {  // key 0: the cls self term; key i: token i − 1
+    if (i > 0 && !valid_token(mask, i - 1)) return __int_as_float(0xff800000);
+    const T* k = row(i);
     float dot = 0;
-    for (index_t f = 0; f < head_dim; ++f) {
-      const float k = t < 0 ? to_float(cls_key[column + f]) : to_float(token_context[t * width + column + f]);
-      dot += to_float(cls_query[column + f]) * scale * k;
-    }
+    for (index_t f = 0; f < head_dim; ++f) dot += to_float(cls_query[column + f]) * scale * to_float(k[f]);
     return dot;
   };
-  float top = threadIdx.x == 0 ? score(-1) : -FLT_MAX;
-  for (index_t t = threadIdx.x; t < length; t += blockDim.x)
-    if (valid_token(mask, t)) top = fmaxf(top, score(t));
-  top = block_reduce<true>(top, scratch);
-  float sum = threadIdx.x == 0 ? __expf(score(-1) - top) : 0.0f;
-  for (index_t t = threadIdx.x; t < length; t += blockDim.x)
-    if (valid_token(mask, t)) sum += __expf(score(t) - top);
-  sum = block_reduce<false>(sum, scratch);
-  const float self = __expf(score(-1) - top) / sum;
-  for (index_t f = threadIdx.x; f < head_dim; f += blockDim.x) {
-    float acc = self * to_float(cls_value[column + f]);
-    for (index_t t = 0; t < length; ++t)
-      if (valid_token(mask, t)) acc += __expf(score(t) - top) / sum * to_float(token_context[t * width + column + f]);
-    cls_context[column + f] = from_float<T>(acc);
-  }
+  auto value = [&](index_t i, index_t f) {
+    return to_float(i == 0 ? cls_value[column + f] : token_context[(i - 1) * width + column + f]);
+  };
+  block_attention_row(length + 1, head_dim, score, value, row_memory, scratch);
+  for (index_t f = threadIdx.x; f < head_dim; f += blockDim.x) cls_context[column + f] = from_float<T>(row_memory[f]);
 }
 
 }  // namespace lsattn::cuda_detail
@@ -314,13 +348,16 @@ __global__ void vision_attention(const T* query, const float* key, const float* 
 }
 
 // One block per (global token g, head): over all global keys and the patches' outputs (step 9).
+// Blocks write global rows only and read patch rows only. Dynamic shared memory:
+// attention_row_shared_bytes(head_dim, blockDim.x).
 template <class T>
 __global__ void global_update(const T* query, const float* key, const float* value, index_t globals, index_t patches,
                               index_t head_dim, index_t width, float scale, T* context) {
+  extern __shared__ float row_memory[];
   __shared__ float scratch[32];
   const index_t g = blockIdx.x, column = blockIdx.y * head_dim;
   const T* q = query + g * width + column;
-  auto score = [&](index_t i) {  // i < globals: global key i; else patch output i − globals
+  auto score = [&](index_t i) {  // i < globals: global key i; else the output of patch row i
     float dot = 0;
     for (index_t f = 0; f < head_dim; ++f) {
       const float k = i < globals ? key[i * width + column + f] : to_float(context[i * width + column + f]);
@@ -328,22 +365,11 @@ __global__ void global_update(const T* query, const float* key, const float* val
     }
     return dot;
   };
-  const index_t total = globals + patches;
-  float top = -FLT_MAX;
-  for (index_t i = threadIdx.x; i < total; i += blockDim.x) top = fmaxf(top, score(i));
-  top = block_reduce<true>(top, scratch);
-  float sum = 0;
-  for (index_t i = threadIdx.x; i < total; i += blockDim.x) sum += __expf(score(i) - top);
-  sum = block_reduce<false>(sum, scratch);
-  // Read every patch output before any global row is written: globals read only patch rows.
-  for (index_t f = threadIdx.x; f < head_dim; f += blockDim.x) {
-    float acc = 0;
-    for (index_t i = 0; i < total; ++i) {
-      const float v = i < globals ? value[i * width + column + f] : to_float(context[i * width + column + f]);
-      acc += __expf(score(i) - top) / sum * v;
-    }
-    context[g * width + column + f] = from_float<T>(acc);
-  }
+  auto row_value = [&](index_t i, index_t f) {
+    return i < globals ? value[i * width + column + f] : to_float(context[i * width + column + f]);
+  };
+  block_attention_row(globals + patches, head_dim, score, row_value, row_memory, scratch);
+  for (index_t f = threadIdx.x; f < head_dim; f += blockDim.x) context[g * width + column + f] = from_float<T>(row_memory[f]);
 }
 
 }  // namespace lsattn::cuda_detail

@@ -11,6 +11,8 @@
 #include <mma.h>
 
 #include <cstdint>
+#include <map>
+#include <mutex>
 #include <type_traits>
 
 #include "lsattn/backend/cuda/kernels.cuh"
@@ -22,24 +24,14 @@ namespace lsattn::cuda_detail {
 inline constexpr index_t tile_rows = 64;  // queries per tile, and keys per key tile
 inline constexpr int tile_threads = 128;  // 4 warps, 16 query rows each
 
-// Query tiles of at most 64 queries that never straddle a segment of `segment` queries
-// (segment ≤ 0: plain tiles of 64). Tile i covers tile(i); trailing tiles of a partial last
-// segment may be empty.
+// Query tiles: tile i covers queries [64·i, min(64·(i + 1), L)). A tile may span several window
+// segments: it loads the union of their keys and masks each row to its own range.
 struct QueryTiling {
   index_t length = 0;
-  index_t segment = 0;
 
-  LSATTN_HOST_DEVICE constexpr index_t per_segment() const { return (segment + tile_rows - 1) / tile_rows; }
-  LSATTN_HOST_DEVICE constexpr index_t count() const {
-    if (segment <= 0) return (length + tile_rows - 1) / tile_rows;
-    return (length + segment - 1) / segment * per_segment();
-  }
+  LSATTN_HOST_DEVICE constexpr index_t count() const { return (length + tile_rows - 1) / tile_rows; }
   LSATTN_HOST_DEVICE constexpr IndexRange tile(index_t i) const {
-    if (segment <= 0) return {i * tile_rows, (i + 1) * tile_rows < length ? (i + 1) * tile_rows : length};
-    const index_t s = i / per_segment(), begin = s * segment + (i % per_segment()) * tile_rows;
-    index_t end = begin + tile_rows < (s + 1) * segment ? begin + tile_rows : (s + 1) * segment;
-    if (end > length) end = length;
-    return {begin, end};
+    return {i * tile_rows, (i + 1) * tile_rows < length ? (i + 1) * tile_rows : length};
   }
 };
 
@@ -110,20 +102,19 @@ __global__ void __launch_bounds__(tile_threads)
 #else
   namespace wmma = nvcuda::wmma;
   using Layout = TileLayout<T, HeadDim>;
-  extern __shared__ __align__(128) unsigned char shared[];
-  T* q_tile = reinterpret_cast<T*>(shared + Layout::q);
-  T* k_tile = reinterpret_cast<T*>(shared + Layout::k);
-  T* v_tile = reinterpret_cast<T*>(shared + Layout::v);
-  float* scores = reinterpret_cast<float*>(shared + Layout::s);
-  T* probabilities = reinterpret_cast<T*>(shared + Layout::p);
-  float* output = reinterpret_cast<float*>(shared + Layout::o);
-  float* row_max = reinterpret_cast<float*>(shared + Layout::rows);
+  extern __shared__ __align__(128) unsigned char tile_memory[];
+  T* q_tile = reinterpret_cast<T*>(tile_memory + Layout::q);
+  T* k_tile = reinterpret_cast<T*>(tile_memory + Layout::k);
+  T* v_tile = reinterpret_cast<T*>(tile_memory + Layout::v);
+  float* scores = reinterpret_cast<float*>(tile_memory + Layout::s);
+  T* probabilities = reinterpret_cast<T*>(tile_memory + Layout::p);
+  float* output = reinterpret_cast<float*>(tile_memory + Layout::o);
+  float* row_max = reinterpret_cast<float*>(tile_memory + Layout::rows);
   float* row_sum = row_max + tile_rows;
   float* row_rescale = row_sum + tile_rows;
-  float* key_bias = reinterpret_cast<float*>(shared + Layout::key_bias);
+  float* key_bias = reinterpret_cast<float*>(tile_memory + Layout::key_bias);
 
-  const IndexRange queries = tiling.tile(blockIdx.x);
-  if (queries.size() == 0) return;  // the whole block leaves together
+  const IndexRange queries = tiling.tile(blockIdx.x);  // never empty: count() tiles are launched
   const index_t column = static_cast<index_t>(blockIdx.y) * HeadDim;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const auto visibility = visibilities.at(blockIdx.y);
@@ -271,47 +262,65 @@ struct SameVisibility {
   LSATTN_HOST_DEVICE constexpr Visibility at(index_t) const { return visibility; }
 };
 
-// Which attention kernel a call uses: the tiled tensor-core one where it applies.
-struct TiledSupport {
-  int compute_major = 0;
-  int shared_optin = 0;  // bytes of dynamic shared memory a block may opt into
+// An empty kernel whose attributes tell which code the runtime loaded for this device: the
+// tiled kernel needs code compiled for sm_80 or newer (a compute_75 PTX build JIT-compiled on an
+// sm_90 device would reach its __trap()).
+template <int = 0>
+__global__ void arch_probe() {}
 
-  // The current device's; zeros (no tiled kernel) when there is none: the launch reports that.
+// Whether the current device can run the tiled kernel, and how much shared memory it may take.
+// Asked once per device and process (three runtime queries); no device: no tiled kernel, and
+// the launch that follows reports the error.
+struct TiledSupport {
+  bool capable = false;
+  std::size_t shared_optin = 0;  // bytes of dynamic shared memory a block may opt into
+
   static TiledSupport current() {
     int device = 0;
-    TiledSupport support;
-    if (cudaGetDevice(&device) != cudaSuccess ||
-        cudaDeviceGetAttribute(&support.compute_major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess ||
-        cudaDeviceGetAttribute(&support.shared_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device) != cudaSuccess) {
-      (void)cudaGetLastError();
+    if (cudaGetDevice(&device) != cudaSuccess) return {};
+    static std::mutex mutex;
+    static std::map<int, TiledSupport> known;
+    const std::lock_guard<std::mutex> lock(mutex);
+    const auto found = known.find(device);
+    return found != known.end() ? found->second : known.emplace(device, query(device)).first->second;
+  }
+
+ private:
+  static TiledSupport query(int device) {
+    int major = 0, optin = 0;
+    cudaFuncAttributes probe{};
+    if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess ||
+        cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device) != cudaSuccess ||
+        cudaFuncGetAttributes(&probe, arch_probe<>) != cudaSuccess) {
       return {};
     }
-    return support;
+    const bool sm80_code = probe.ptxVersion >= 80 && probe.binaryVersion >= 80;
+    return {major >= 8 && sm80_code, static_cast<std::size_t>(optin)};
   }
 };
+
+// Tests set this to false to run the one-block-per-query kernels on the same inputs.
+inline bool& tiled_kernel_enabled() {
+  static bool enabled = true;
+  return enabled;
+}
 
 template <class T>
 inline constexpr bool tensor_core_type = std::is_same_v<T, __half> || std::is_same_v<T, __nv_bfloat16>;
 
-template <class T, int HeadDim>
-std::size_t tiled_shared_bytes() {
-  return TileLayout<T, HeadDim>::bytes;
-}
-
-// Whether the tiled kernel takes this call: 16-bit T, head_dim 16/32/64/128, segments of at
-// least 16 queries (smaller ones waste the tile), sm_80+, the shared memory available, and
-// 16-byte aligned rows.
+// Whether the tiled kernel takes this call: 16-bit T, head_dim 16/32/64/128, a device (and
+// code) of sm_80 or newer with the shared memory, 16-byte aligned rows.
 template <class T>
-bool tiled_applies(index_t head_dim, index_t segment, const void* query, index_t stride) {
+bool tiled_applies(index_t head_dim, const void* query, index_t stride) {
   if constexpr (!tensor_core_type<T>) {
     return false;
   } else {
+    if (!tiled_kernel_enabled()) return false;
     if (head_dim != 16 && head_dim != 32 && head_dim != 64 && head_dim != 128) return false;
-    if (segment > 0 && segment < 16) return false;
     if (reinterpret_cast<std::uintptr_t>(query) % 16 != 0 || (stride * sizeof(T)) % 16 != 0) return false;
     const TiledSupport support = TiledSupport::current();
-    const std::size_t bytes = head_dim == 128 ? tiled_shared_bytes<T, 128>() : tiled_shared_bytes<T, 64>();
-    return support.compute_major >= 8 && bytes <= static_cast<std::size_t>(support.shared_optin);
+    const std::size_t bytes = head_dim == 128 ? TileLayout<T, 128>::bytes : TileLayout<T, 64>::bytes;
+    return support.capable && bytes <= support.shared_optin;
   }
 }
 

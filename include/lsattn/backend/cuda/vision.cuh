@@ -69,7 +69,8 @@ struct Executor<cuda, Window2D, SequenceProjection> {
           in.position_bias.empty() ? nullptr : in.position_bias.data(), globals, in.rows, in.cols, rank, head_dim, width,
           window, scale, out);
       if (globals > 0) {
-        global_update<<<dim3(static_cast<unsigned>(globals), static_cast<unsigned>(heads)), block_threads, 0, stream>>>(
+        global_update<<<dim3(static_cast<unsigned>(globals), static_cast<unsigned>(heads)), block_threads,
+                        attention_row_shared_bytes(head_dim, block_threads), stream>>>(
             in.query.data() + offset, key, value, globals, patches, head_dim, width, scale, out);
       }
       check(cudaGetLastError(), "kernel launch");
