@@ -128,7 +128,7 @@ class AttentionLS<cuda, T> {
   }
 
  private:
-  // The workspace's buffers, in one order for sizing and for use, each 16-byte aligned.
+  // The workspace's buffers, in one order for sizing and for use, each 256-byte aligned.
   struct Buffers {
     T *tokens, *cls, *token_mask;  // cls pooling only
     T *q, *k, *v, *projection, *cls_q, *cls_k, *cls_v, *context;

@@ -121,7 +121,7 @@ class AttentionLS2D<cuda, T> {
 
  private:
   // The workspace's buffers, in one order for sizing and for use: q, k, v, the projection
-  // logits and the context (T), then the attention's own workspace, each 16-byte aligned.
+  // logits and the context (T), then the attention's own workspace, each 256-byte aligned.
   struct Buffers {
     T *query, *key, *value, *projection, *context;
     DeviceWorkspace attention;

@@ -10,18 +10,21 @@
 #include "lsattn/backend/cuda/kernels.cuh"
 #include "lsattn/backend/cuda/runtime.cuh"
 #include "lsattn/backend/cuda/tiled_attention.cuh"
+#include "lsattn/backend/cuda/tiled_compression.cuh"
 
 namespace lsattn::detail {
 
 template <>
 struct Executor<cuda, BidirectionalWindow, SequenceProjection> {
-  // Scratch per call: in fp32 the projection statistics (2·nh·r) and the global keys and values
-  // ((r + cls) × D each); then, 16-byte aligned, the normalised K and V in T (L × D each), which
-  // the attention kernels read. Batch items reuse it in stream order.
+  // Scratch per call, each part 256-byte aligned: in fp32 the projection statistics (2·nh·r),
+  // the global keys and values ((r + cls) × D each) and, for the tensor-core compression, its
+  // partial sums (2·⌈L/256⌉·nh·r₁₆·dh); then in T the normalised K and V (L × D each), which the
+  // attention kernels read. Batch items reuse it in stream order.
   template <class T>
   static std::size_t workspace_bytes(const AttentionConfig& config, const AttentionInputs<T, device_space>& in) {
-    const index_t width = config.width(), length = in.query.extent(1), globals = config.rank + (in.has_cls() ? 1 : 0);
-    return float_bytes(config, globals) + sizeof(T) * static_cast<std::size_t>(2 * length * width);
+    cuda_detail::WorkspaceCursor sizing;
+    carve<T>(sizing, config, in.query.extent(1), in.has_cls());
+    return sizing.bytes();
   }
 
   template <class T, class Combiner>
@@ -44,12 +47,11 @@ struct Executor<cuda, BidirectionalWindow, SequenceProjection> {
                        "rank + window keys");
     const std::size_t shared = sizeof(float) * static_cast<std::size_t>(global_count + window_keys);
 
-    float* column_max = static_cast<float*>(workspace.data);
-    float* column_sum = column_max + heads * rank;
-    float* global_key = column_sum + heads * rank;
-    float* global_value = global_key + global_count * width;
-    T* key = reinterpret_cast<T*>(static_cast<unsigned char*>(workspace.data) + float_bytes(config, global_count));
-    T* value = key + length * width;
+    WorkspaceCursor cursor(workspace.data);
+    const Scratch<T> scratch = carve<T>(cursor, config, length, has_cls);
+    float *column_max = scratch.column_max, *column_sum = scratch.column_sum;
+    float *global_key = scratch.global_key, *global_value = scratch.global_value;
+    T *key = scratch.key, *value = scratch.value;
     const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
     const auto ln = norm_pointers<Combiner, T>(norm);
     const T* no_norm = nullptr;
@@ -65,9 +67,14 @@ struct Executor<cuda, BidirectionalWindow, SequenceProjection> {
         const T* logits = in.projection_logits.data() + b * length * heads * rank;
         projection_statistics<<<heads * rank, block_threads, 0, stream>>>(logits, mask, length, heads * rank,
                                                                            column_max, column_sum);
-        compress_sequence<<<heads * rank, 128, 0, stream>>>(logits, mask, key, value, column_max, column_sum, length,
-                                                            rank, head_dim, width, has_cls ? 1 : 0, global_key,
-                                                            global_value);
+        if (tiled && scratch.partials != nullptr) {
+          launch_tiled_compression(head_dim, logits, mask, key, value, column_max, column_sum, length, heads, rank, width,
+                                   scratch.partials, has_cls ? 1 : 0, global_key, global_value, stream);
+        } else {
+          compress_sequence<<<heads * rank, 128, 0, stream>>>(logits, mask, key, value, column_max, column_sum, length,
+                                                              rank, head_dim, width, has_cls ? 1 : 0, global_key,
+                                                              global_value);
+        }
       }
       if (has_cls) {  // the raw cls key/value become global row 0 (no local LN)
         layer_norm_rows<<<1, block_threads, 0, stream>>>(in.cls_key.data() + b * width, global_key, width, no_norm,
@@ -102,11 +109,28 @@ struct Executor<cuda, BidirectionalWindow, SequenceProjection> {
   }
 
  private:
-  // The fp32 part of the workspace, rounded up to 16 bytes so the T part after it is aligned.
-  static std::size_t float_bytes(const AttentionConfig& config, index_t globals) {
-    const std::size_t bytes =
-        sizeof(float) * static_cast<std::size_t>(2 * config.heads * config.rank + 2 * globals * config.width());
-    return (bytes + 15) / 16 * 16;
+  template <class T>
+  struct Scratch {
+    float *column_max, *column_sum, *global_key, *global_value;
+    float* partials;  // null unless the shape takes the tensor-core compression
+    T *key, *value;
+  };
+  template <class T>
+  static Scratch<T> carve(cuda_detail::WorkspaceCursor& cursor, const AttentionConfig& config, index_t length,
+                          bool has_cls) {
+    const index_t width = config.width(), globals = config.rank + (has_cls ? 1 : 0);
+    const bool tiled_compression = cuda_detail::tiled_compression_shape<T>(config.head_dim, config.rank);
+    Scratch<T> scratch{};
+    scratch.column_max = cursor.take<float>(config.heads * config.rank);
+    scratch.column_sum = cursor.take<float>(config.heads * config.rank);
+    scratch.global_key = cursor.take<float>(globals * width);
+    scratch.global_value = cursor.take<float>(globals * width);
+    scratch.partials = tiled_compression ? cursor.take<float>(cuda_detail::compression_partials(
+                                               length, config.heads, config.head_dim, config.rank))
+                                         : nullptr;
+    scratch.key = cursor.take<T>(length * width);
+    scratch.value = cursor.take<T>(length * width);
+    return scratch;
   }
 };
 

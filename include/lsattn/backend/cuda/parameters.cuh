@@ -1,6 +1,5 @@
 #pragma once
-// A layer's weights on the device, converted to T once, found by their state_dict names; and a
-// cursor that carves typed, aligned buffers out of a caller's workspace.
+// A layer's weights on the device, converted to T once, found by their state_dict names.
 #include <cuda_runtime.h>
 
 #include <cstddef>
@@ -39,32 +38,6 @@ class DeviceParameters {
 
  private:
   std::map<std::string, DeviceTensor<T, 1>> parameters_;
-};
-
-// Hands out consecutive buffers from a workspace, each starting at a multiple of
-// workspace_alignment. Sizing and carving use the same sequence of take() calls: with a null
-// base it only counts, so workspace_bytes() and forward() cannot disagree.
-class WorkspaceCursor {
- public:
-  explicit WorkspaceCursor(void* base = nullptr) : base_(static_cast<unsigned char*>(base)) {}
-
-  template <class U>
-  U* take(index_t count) {
-    offset_ = (offset_ + workspace_alignment - 1) / workspace_alignment * workspace_alignment;
-    U* pointer = base_ == nullptr ? nullptr : reinterpret_cast<U*>(base_ + offset_);
-    offset_ += sizeof(U) * static_cast<std::size_t>(count);
-    return pointer;
-  }
-  // The rest of the workspace, aligned, as the workspace of a nested call needing `bytes`.
-  DeviceWorkspace rest(std::size_t bytes) {
-    unsigned char* start = take<unsigned char>(static_cast<index_t>(bytes));
-    return {start, bytes};
-  }
-  std::size_t bytes() const { return offset_; }
-
- private:
-  unsigned char* base_ = nullptr;
-  std::size_t offset_ = 0;
 };
 
 }  // namespace lsattn::cuda_detail

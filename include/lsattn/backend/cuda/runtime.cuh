@@ -106,8 +106,35 @@ NormPointers<T> norm_pointers([[maybe_unused]] const Params& norm) {
   return pointers;
 }
 
-// Workspaces must start at a multiple of this (the kernels read 16-byte vectors from them).
-inline constexpr std::size_t workspace_alignment = 16;
+// Workspaces must start at a multiple of this, as cudaMalloc memory does (the kernels read
+// 16-byte vectors from them and WMMA stores need 32-byte aligned rows).
+inline constexpr std::size_t workspace_alignment = 256;
+
+// Hands out consecutive buffers from a workspace, each starting at a multiple of
+// workspace_alignment. Sizing and carving use the same sequence of take() calls: with a null
+// base it only counts, so workspace_bytes() and forward() cannot disagree.
+class WorkspaceCursor {
+ public:
+  explicit WorkspaceCursor(void* base = nullptr) : base_(static_cast<unsigned char*>(base)) {}
+
+  template <class U>
+  U* take(index_t count) {
+    offset_ = (offset_ + workspace_alignment - 1) / workspace_alignment * workspace_alignment;
+    U* pointer = base_ == nullptr ? nullptr : reinterpret_cast<U*>(base_ + offset_);
+    offset_ += sizeof(U) * static_cast<std::size_t>(count);
+    return pointer;
+  }
+  // The rest of the workspace, aligned, as the workspace of a nested call needing `bytes`.
+  DeviceWorkspace rest(std::size_t bytes) {
+    unsigned char* start = take<unsigned char>(static_cast<index_t>(bytes));
+    return {start, bytes};
+  }
+  std::size_t bytes() const { return offset_; }
+
+ private:
+  unsigned char* base_ = nullptr;
+  std::size_t offset_ = 0;
+};
 
 // The one-block-per-query kernels keep a query's scores in dynamic shared memory beside 32
 // floats of static reduction scratch, within the 48 KiB a block gets without opting in.
