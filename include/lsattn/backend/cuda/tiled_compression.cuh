@@ -3,8 +3,9 @@
 // for 16-bit T: one block of 4 warps per (chunk of 256 tokens, head). The block turns the chunk's
 // logits into probabilities P (exp(x − column max) / column sum, 0 for padding; the statistics
 // come from projection_statistics), then accumulates Pᵀ·K and Pᵀ·V over 64-token tiles with WMMA
-// (fp32 accumulation) into its own fp32 partial sums. A second kernel adds the chunks' partials
-// in a fixed order (deterministic) into the global rows. Ranks up to 64 (padded to a multiple of
+// (fp32 accumulation) into its own fp32 partial sums; P holds exp(x − max), normalised at the
+// end. A second kernel adds the chunks' partials in a fixed order (deterministic), divides by the
+// column sums and writes the global rows. Ranks up to 64 (padded to a multiple of
 // 16); other shapes use compress_sequence.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -81,9 +82,10 @@ __global__ void __launch_bounds__(tile_threads)
     for (int i = threadIdx.x; i < tile_rows * max_tiled_rank; i += blockDim.x) {
       const int n = i / max_tiled_rank, j = i % max_tiled_rank;
       const index_t t = start + n, c = h * rank + j;
+      // exp(x − max) ∈ (0, 1]; the division by the column sum waits for the fp32 total (in fp16
+      // p itself would turn subnormal for long sequences).
       float p = 0;
-      if (t < last && j < rank && valid_token(mask, t) && column_sum[c] > 0)
-        p = __expf(to_float(logits[t * columns + c]) - column_max[c]) / column_sum[c];
+      if (t < last && j < rank && valid_token(mask, t)) p = __expf(to_float(logits[t * columns + c]) - column_max[c]);
       p_tile[n * Layout::ld_p + j] = from_float<T>(p);
     }
     __syncthreads();
@@ -114,13 +116,14 @@ __global__ void __launch_bounds__(tile_threads)
 }
 
 // One block per (head, landmark j), one thread per feature: the chunks' partial sums in chunk
-// order into global row first_row + j.
+// order, divided by the column's Σ exp, into global row first_row + j (zeros without a valid token).
 template <class T>  // T: the call's element type (only to give the kernel template linkage)
-__global__ void sum_compression_partials(const float* partials, index_t chunks, index_t heads, index_t rank,
-                                         index_t head_dim, index_t width, index_t first_row, float* global_key,
-                                         float* global_value) {
+__global__ void sum_compression_partials(const float* partials, const float* column_sum, index_t chunks, index_t heads,
+                                         index_t rank, index_t head_dim, index_t width, index_t first_row,
+                                         float* global_key, float* global_value) {
   const index_t h = blockIdx.x / rank, j = blockIdx.x % rank, ranks = padded_rank(rank);
   const index_t per_part = chunks * heads * ranks * head_dim;
+  const float total = column_sum[h * rank + j], inverse = total > 0 ? 1.0f / total : 0.0f;
   for (index_t f = threadIdx.x; f < head_dim; f += blockDim.x) {
     float k = 0, v = 0;
     for (index_t c = 0; c < chunks; ++c) {
@@ -128,8 +131,8 @@ __global__ void sum_compression_partials(const float* partials, index_t chunks, 
       k += partials[at];
       v += partials[per_part + at];
     }
-    global_key[(first_row + j) * width + h * head_dim + f] = k;
-    global_value[(first_row + j) * width + h * head_dim + f] = v;
+    global_key[(first_row + j) * width + h * head_dim + f] = k * inverse;
+    global_value[(first_row + j) * width + h * head_dim + f] = v * inverse;
   }
 }
 
@@ -147,7 +150,9 @@ void launch_tiled_compression(index_t head_dim, const T* logits, const T* mask, 
     kernel<<<dim3(static_cast<unsigned>(chunks), static_cast<unsigned>(heads)), tile_threads, bytes, stream>>>(
         logits, mask, key, value, column_max, column_sum, length, rank, width, partials);
   };
-  if constexpr (tensor_core_type<T>) {
+  if constexpr (!tensor_core_type<T>) {
+    throw error("lsattn: internal: the tiled compression takes __half or __nv_bfloat16 only");
+  } else {
     switch (head_dim) {
       case 16: launch(&compress_tiled<T, 16>, CompressionLayout<T, 16>::bytes); break;
       case 32: launch(&compress_tiled<T, 32>, CompressionLayout<T, 32>::bytes); break;
@@ -157,7 +162,7 @@ void launch_tiled_compression(index_t head_dim, const T* logits, const T* mask, 
     }
   }
   sum_compression_partials<T><<<static_cast<unsigned>(heads * rank), 128, 0, stream>>>(
-      partials, chunks, heads, rank, head_dim, width, first_row, global_key, global_value);
+      partials, column_sum, chunks, heads, rank, head_dim, width, first_row, global_key, global_value);
   check(cudaGetLastError(), "kernel launch");
 }
 
