@@ -40,8 +40,9 @@ TEST_CASE("CUDA workspace size is known up front", "[cuda]") {
     return in;
   };
   const std::size_t small = attention.workspace_bytes(inputs(1024, false)), large = attention.workspace_bytes(inputs(4096, false));
-  CHECK(small == sizeof(float) * (2 * 1024 * 512 + 2 * 8 * 64 + 2 * 64 * 512));
-  CHECK(large - small == sizeof(float) * 2 * 3072 * 512);  // linear in the length
+  // fp32: K and V after the LN, the column statistics and their per-256-token chunks, the global rows.
+  CHECK(small == sizeof(float) * (2 * 1024 * 512 + 2 * 8 * 64 + 2 * 4 * 8 * 64 + 2 * 64 * 512));
+  CHECK(large - small == sizeof(float) * (2 * 3072 * 512 + 2 * 12 * 8 * 64));  // linear in the length
   CHECK(attention.workspace_bytes(inputs(1024, true)) - small == sizeof(float) * 2 * 512);
   // 16-bit types keep the normalised K and V in T; statistics, global rows and the tensor-core
   // compression's partial sums (2 · ⌈L/256⌉ chunks · nh · r · dh) stay fp32.
@@ -50,7 +51,8 @@ TEST_CASE("CUDA workspace size is known up front", "[cuda]") {
   const Bf16Attention::Inputs bf16_inputs{tokens, tokens, tokens,
                                           lsattn::DeviceView<const __nv_bfloat16, 3>(tokens.data(), Shape<3>{1, 1024, 512})};
   CHECK(Bf16Attention({8, 64, 128, 64}).workspace_bytes(bf16_inputs) ==
-        sizeof(float) * (2 * 8 * 64 + 2 * 64 * 512 + 2 * 4 * 8 * 64 * 64) + sizeof(__nv_bfloat16) * 2 * 1024 * 512);
+        sizeof(float) * (2 * 8 * 64 + 2 * 4 * 8 * 64 + 2 * 64 * 512 + 2 * 4 * 8 * 64 * 64) +
+            sizeof(__nv_bfloat16) * 2 * 1024 * 512);
 }
 
 TEST_CASE("CUDA arguments are checked on the host before any launch", "[cuda][errors]") {

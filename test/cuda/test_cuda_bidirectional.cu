@@ -4,7 +4,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cfloat>
 #include <random>
+#include <vector>
 
 #include "cpu_reference.hpp"
 #include "cuda_test_helpers.cuh"
@@ -153,6 +155,41 @@ TEST_CASE("CUDA query tiles cover every query once; the window's rows lie inside
       if (window.enabled()) REQUIRE((needed.begin == lowest && needed.end == highest));
     }
     REQUIRE(next == length);
+  }
+}
+
+TEST_CASE("CUDA chunked projection statistics: merged summaries equal the direct max and sum", "[cuda][statistics]") {
+  using lsattn::cuda_detail::LogitSummary;
+  std::mt19937_64 rng(17);
+  std::normal_distribution<float> normal(0.0f, 3.0f);
+  for (int trial = 0; trial < 200; ++trial) {
+    const index_t length = static_cast<index_t>(rng() % 1200), chunk = 1 + static_cast<index_t>(rng() % 300);
+    std::vector<float> logits(static_cast<std::size_t>(length));
+    std::vector<char> valid(static_cast<std::size_t>(length));
+    for (index_t t = 0; t < length; ++t) {
+      logits[t] = normal(rng) + (trial % 5 == 0 ? 40.0f : 0.0f);
+      valid[t] = trial % 7 == 0 ? 0 : (rng() % 4 != 0);  // some trials have no valid token at all
+    }
+    LogitSummary merged;
+    for (index_t first = 0; first < length; first += chunk) {
+      LogitSummary part;
+      for (index_t t = first; t < std::min(length, first + chunk); ++t)
+        if (valid[t]) part.add(logits[t]);
+      merged.merge(part);
+    }
+    double top = -HUGE_VAL, total = 0;
+    for (index_t t = 0; t < length; ++t)
+      if (valid[t]) top = std::max(top, static_cast<double>(logits[t]));
+    for (index_t t = 0; t < length; ++t)
+      if (valid[t]) total += std::exp(logits[t] - top);
+    INFO("L=" << length << " chunk=" << chunk);
+    if (total == 0) {
+      CHECK(merged.total == 0);
+      CHECK(merged.top == -FLT_MAX);
+    } else {
+      CHECK(merged.top == static_cast<float>(top));
+      CHECK(std::abs(merged.total - total) <= 1e-5 * total);
+    }
   }
 }
 

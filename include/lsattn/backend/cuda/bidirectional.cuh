@@ -16,8 +16,9 @@ namespace lsattn::detail {
 
 template <>
 struct Executor<cuda, BidirectionalWindow, SequenceProjection> {
-  // Scratch per call, each part 256-byte aligned: in fp32 the projection statistics (2·nh·r),
-  // the global keys and values ((r + cls) × D each) and, for the tensor-core compression, its
+  // Scratch per call, each part 256-byte aligned: in fp32 the projection statistics (2·nh·r, and
+  // per chunk of 256 tokens 2·nh·r more), the global keys and values ((r + cls) × D each) and,
+  // for the tensor-core compression, its
   // partial sums (2·⌈L/256⌉·nh·r₁₆·dh); then in T the normalised K and V (L × D each), which the
   // attention kernels read. Batch items reuse it in stream order.
   template <class T>
@@ -65,8 +66,7 @@ struct Executor<cuda, BidirectionalWindow, SequenceProjection> {
                                                             ln.local_bias, ln.local_eps);
       if (rank > 0) {
         const T* logits = in.projection_logits.data() + b * length * heads * rank;
-        projection_statistics<<<heads * rank, block_threads, 0, stream>>>(logits, mask, length, heads * rank,
-                                                                           column_max, column_sum);
+        launch_chunked_statistics(logits, mask, length, heads * rank, scratch.statistics, column_max, column_sum, stream);
         if (tiled && scratch.partials != nullptr) {
           launch_tiled_compression(head_dim, logits, mask, key, value, column_max, column_sum, length, heads, rank, width,
                                    scratch.partials, has_cls ? 1 : 0, global_key, global_value, stream);
@@ -112,7 +112,8 @@ struct Executor<cuda, BidirectionalWindow, SequenceProjection> {
   template <class T>
   struct Scratch {
     float *column_max, *column_sum, *global_key, *global_value;
-    float* partials;  // null unless the shape takes the tensor-core compression
+    float* statistics;  // the chunks' (max, Σ exp) of every logit column
+    float* partials;    // null unless the shape takes the tensor-core compression
     T *key, *value;
   };
   template <class T>
@@ -125,6 +126,8 @@ struct Executor<cuda, BidirectionalWindow, SequenceProjection> {
     scratch.column_sum = cursor.take<float>(config.heads * config.rank);
     scratch.global_key = cursor.take<float>(globals * width);
     scratch.global_value = cursor.take<float>(globals * width);
+    scratch.statistics = cursor.take<float>(2 * ((length + cuda_detail::statistics_chunk - 1) / cuda_detail::statistics_chunk) *
+                                            config.heads * config.rank);
     scratch.partials = tiled_compression ? cursor.take<float>(cuda_detail::compression_partials(
                                                length, config.heads, config.head_dim, config.rank))
                                          : nullptr;

@@ -6,8 +6,10 @@
 #include <cuda_fp16.h>
 
 #include <cfloat>
+#include <cmath>
 #include <cstddef>
 
+#include "lsattn/core/backend.hpp"
 #include "lsattn/policy/projection.hpp"
 #include "lsattn/policy/window.hpp"
 
@@ -153,6 +155,83 @@ __global__ void projection_statistics(const T* logits, const T* mask, index_t le
     column_max[column] = top;
     column_sum[column] = total;
   }
+}
+
+// The running (max, Σ exp(x − max)) of a stream of logits, and the merge of two such summaries
+// (the order of merges fixed by the caller: deterministic). __host__ __device__: the host tests
+// check it against a direct sum.
+struct LogitSummary {
+  float top = -FLT_MAX;
+  float total = 0;  // 0: no logit yet
+
+  LSATTN_HOST_DEVICE void add(float x) {
+    if (total == 0) {
+      top = x;
+      total = 1;
+    } else if (x > top) {
+      total = total * expf(top - x) + 1.0f;
+      top = x;
+    } else {
+      total += expf(x - top);
+    }
+  }
+  LSATTN_HOST_DEVICE void merge(const LogitSummary& other) {
+    if (other.total == 0) return;
+    if (total == 0) {
+      *this = other;
+      return;
+    }
+    const float joint = top > other.top ? top : other.top;
+    total = total * expf(top - joint) + other.total * expf(other.top - joint);
+    top = joint;
+  }
+};
+
+// The same statistics as projection_statistics, read coalesced, for long sequences: one block
+// per chunk of statistics_chunk tokens, one thread per column, a LogitSummary per chunk; then
+// merge_statistics joins the chunks of each column in chunk order.
+inline constexpr index_t statistics_chunk = 256;
+
+template <class T>
+__global__ void chunk_statistics(const T* logits, const T* mask, index_t length, index_t columns, float* partial_max,
+                                 float* partial_sum) {
+  const index_t chunk = blockIdx.x, first = chunk * statistics_chunk;
+  const index_t last = first + statistics_chunk < length ? first + statistics_chunk : length;
+  for (index_t c = threadIdx.x; c < columns; c += blockDim.x) {
+    LogitSummary summary;
+    for (index_t t = first; t < last; ++t)
+      if (valid_token(mask, t)) summary.add(to_float(logits[t * columns + c]));
+    partial_max[chunk * columns + c] = summary.top;
+    partial_sum[chunk * columns + c] = summary.total;
+  }
+}
+
+// One thread per column: the chunks' summaries merged in order; a column without a valid token
+// gets (−FLT_MAX, 0), as from projection_statistics.
+template <class T>  // T: the call's element type (only to give the kernel template linkage)
+__global__ void merge_statistics(const float* partial_max, const float* partial_sum, index_t chunks, index_t columns,
+                                 float* column_max, float* column_sum) {
+  const index_t c = static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (c >= columns) return;
+  LogitSummary summary;
+  for (index_t chunk = 0; chunk < chunks; ++chunk)
+    summary.merge({partial_max[chunk * columns + c], partial_sum[chunk * columns + c]});
+  column_max[c] = summary.top;
+  column_sum[c] = summary.total;
+}
+
+// Enqueues chunk_statistics and merge_statistics; partials hold 2·⌈L/statistics_chunk⌉·columns floats.
+template <class T>
+void launch_chunked_statistics(const T* logits, const T* mask, index_t length, index_t columns, float* partials,
+                               float* column_max, float* column_sum, cudaStream_t stream) {
+  const index_t chunks = (length + statistics_chunk - 1) / statistics_chunk;
+  if (chunks == 0 || columns == 0) return;
+  float* partial_max = partials;
+  float* partial_sum = partials + chunks * columns;
+  chunk_statistics<<<static_cast<unsigned>(chunks), block_threads, 0, stream>>>(logits, mask, length, columns,
+                                                                                 partial_max, partial_sum);
+  merge_statistics<T><<<static_cast<unsigned>((columns + block_threads - 1) / block_threads), block_threads, 0, stream>>>(
+      partial_max, partial_sum, chunks, columns, column_max, column_sum);
 }
 
 // One block per (head, landmark), one thread per feature: K̄ = Pᵀ K, V̄ = Pᵀ V into rows
