@@ -7,6 +7,8 @@
 #
 #   tools/gpu_verify.sh                 # all of it
 #   LSATTN_SKIP_RACECHECK=1 tools/gpu_verify.sh   # racecheck is the slow part
+#   LSATTN_PREBUILT=build-ci tools/gpu_verify.sh  # binaries built elsewhere (sm_80;90), e.g. a GPU
+#                                                 # machine without compilers or Catch2/benchmark
 set -uo pipefail
 cd "$(dirname "$0")/.."
 logs=docs/results/gpu
@@ -16,19 +18,27 @@ step() { printf '\n== %s\n' "$*" | tee -a "$logs/summary.txt"; }
 : > "$logs/summary.txt"
 
 step "device"
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>&1 | tee -a "$logs/summary.txt"
+if ! nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>&1 | tee -a "$logs/summary.txt"; then
+  echo "no NVIDIA GPU visible (nvidia-smi failed): this script verifies on a GPU machine" | tee -a "$logs/summary.txt"
+  exit 1
+fi
 
-step "build (CMAKE_CUDA_ARCHITECTURES=native)"
-cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release -DLSATTN_ENABLE_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=native \
-  -DLSATTN_BUILD_EXAMPLES=OFF > "$logs/configure.txt" 2>&1 || { echo "configure failed: $logs/configure.txt"; exit 1; }
 tests="test_cuda test_cuda_bidirectional test_cuda_causal test_cuda_vision test_cuda_ls_heads"
-# shellcheck disable=SC2086
-cmake --build build-gpu -j "$(nproc)" --target $tests lsattn_bench_cuda > "$logs/build.txt" 2>&1 ||
-  { echo "build failed: $logs/build.txt"; exit 1; }
+build=${LSATTN_PREBUILT:-build-gpu}
+if [ -n "${LSATTN_PREBUILT:-}" ]; then
+  step "prebuilt binaries in $build"
+else
+  step "build (CMAKE_CUDA_ARCHITECTURES=native)"
+  cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release -DLSATTN_ENABLE_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=native \
+    -DLSATTN_BUILD_EXAMPLES=OFF > "$logs/configure.txt" 2>&1 || { echo "configure failed: $logs/configure.txt"; exit 1; }
+  # shellcheck disable=SC2086
+  cmake --build build-gpu -j "$(nproc)" --target $tests lsattn_bench_cuda > "$logs/build.txt" 2>&1 ||
+    { echo "build failed: $logs/build.txt"; exit 1; }
+fi
 
 step "GPU tests"
 for t in $tests; do
-  if build-gpu/test/$t > "$logs/$t.txt" 2>&1; then result=passed; else result=FAILED; status=1; fi
+  if "$build"/test/$t > "$logs/$t.txt" 2>&1; then result=passed; else result=FAILED; status=1; fi
   echo "$t: $result ($(tail -n 2 "$logs/$t.txt" | head -n 1))" | tee -a "$logs/summary.txt"
 done
 
@@ -38,7 +48,7 @@ tools="memcheck"
 for tool in $tools; do
   step "compute-sanitizer --tool $tool (the [gpu] tests)"
   for t in $tests; do
-    if "$sanitizer" --tool "$tool" --error-exitcode 1 build-gpu/test/$t "[gpu]" > "$logs/$t.$tool.txt" 2>&1; then
+    if "$sanitizer" --tool "$tool" --error-exitcode 1 "$build"/test/$t "[gpu]" > "$logs/$t.$tool.txt" 2>&1; then
       result=clean
     else
       result=ERRORS; status=1
@@ -49,7 +59,7 @@ for tool in $tools; do
 done
 
 step "benchmarks"
-build-gpu/bench/lsattn_bench_cuda --benchmark_out=docs/results/bench-cuda.json --benchmark_out_format=json \
+"$build"/bench/lsattn_bench_cuda --benchmark_out=docs/results/bench-cuda.json --benchmark_out_format=json \
   > "$logs/bench-cuda.txt" 2>&1 || status=1
 tail -n 20 "$logs/bench-cuda.txt" | tee -a "$logs/summary.txt"
 if python3 -c "import torch" 2>/dev/null; then
