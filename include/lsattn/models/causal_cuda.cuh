@@ -54,7 +54,9 @@ class ChunkedLSAttention<cuda, T> {
   }
   static std::size_t workspace_bytes(const Config& config, index_t batch, index_t length, index_t cache) {
     config.validate();
-    return Layout::of(config, Sizes::of(config, batch, length, cache)).end + alignment;
+    cuda_detail::WorkspaceCursor sizing;
+    carve(sizing, config, Sizes::of(config, batch, length, cache));
+    return sizing.bytes() + cuda_detail::workspace_alignment;  // room to align an unaligned start
   }
 
   // The host-side checks forward() makes before any launch, callable without a device; empty
@@ -76,20 +78,16 @@ class ChunkedLSAttention<cuda, T> {
                cudaStream_t stream, DeviceWorkspace workspace) const {
     check_arguments(config_, h, h_cache, y, workspace);
     const Sizes s = Sizes::of(config_, h.extent(0), h.extent(1), cache_length(h_cache));
-    const Layout layout = Layout::of(config_, s);
     const index_t d = config_.d_model, r = config_.chunk_rank, columns = config_.n_head * r;
-    const std::uintptr_t base = align_up(reinterpret_cast<std::uintptr_t>(workspace.data));
-    auto at = [&](std::size_t offset) { return reinterpret_cast<T*>(base + offset); };
-    T* query = at(layout.query);
-    T* window_key = at(layout.window_key);
-    T* window_value = at(layout.window_value);
-    T* compressed_key = at(layout.compressed_key);
-    T* compressed_value = at(layout.compressed_value);
-    T* chunk_sinusoids = at(layout.chunk_sinusoids);
-    T* chunk_positions = at(layout.chunk_positions);
-    T* context = at(layout.context);
+    const std::size_t alignment = cuda_detail::workspace_alignment;
+    const auto start = reinterpret_cast<std::uintptr_t>(workspace.data);
+    cuda_detail::WorkspaceCursor cursor(reinterpret_cast<void*>((start + alignment - 1) / alignment * alignment));
+    const Buffers buffers = carve(cursor, config_, s);
+    T *query = buffers.query, *window_key = buffers.window_key, *window_value = buffers.window_value;
+    T *compressed_key = buffers.compressed_key, *compressed_value = buffers.compressed_value;
+    T *chunk_sinusoids = buffers.chunk_sinusoids, *chunk_positions = buffers.chunk_positions, *context = buffers.context;
     // Without a cache the window rows are the segment itself: no gather.
-    const T* window_input = s.cache_window > 0 ? at(layout.window_input) : h.data();
+    const T* window_input = s.cache_window > 0 ? buffers.window_input : h.data();
 
     const CausalAttentionInputs<T, device_space> inputs{
         {query, Shape<3>{s.batch, s.length, d}},
@@ -135,9 +133,9 @@ class ChunkedLSAttention<cuda, T> {
 
     // Window rows: the last min(M, w) cache rows, then the segment (step 3).
     if (s.cache_window > 0) {
-      copy_blocks(h_cache.data() + (s.cache - s.cache_window) * d, s.cache * d, at(layout.window_input),
+      copy_blocks(h_cache.data() + (s.cache - s.cache_window) * d, s.cache * d, buffers.window_input,
                   s.window_rows * d, s.cache_window * d, s.batch);
-      copy_blocks(h.data(), s.length * d, at(layout.window_input) + s.cache_window * d, s.window_rows * d, s.length * d,
+      copy_blocks(h.data(), s.length * d, buffers.window_input + s.cache_window * d, s.window_rows * d, s.length * d,
                   s.batch);
     }
     linear(window_input, s.batch * s.window_rows, "proj_key.weight", "proj_key.bias", d, window_key);
@@ -154,8 +152,8 @@ class ChunkedLSAttention<cuda, T> {
     compression.rank = r;
     compression.batch = s.batch;
     if (s.cache_chunks > 0) {
-      T* logits = at(layout.cache_logits);
-      T* summaries = at(layout.summaries);
+      T* logits = buffers.cache_logits;
+      T* summaries = buffers.summaries;
       linear(h_cache.data(), s.batch * s.cache, "dconv_1.weight", "dconv_1.bias", columns, logits);
       compression.logits = logits;
       compression.logits_batch_stride = s.cache * columns;
@@ -166,15 +164,16 @@ class ChunkedLSAttention<cuda, T> {
       compression.out_batch_stride = cache_rows * d;
       compression.chunks = s.cache_chunks;
       cuda_detail::compress_chunks(compression, stream);
+      T *cache_key = buffers.cache_key, *cache_value = buffers.cache_value;
       for (auto [weight, bias, projected, target] :
-           {std::tuple{"proj_key.weight", "proj_key.bias", at(layout.cache_key), compressed_key},
-            std::tuple{"proj_val.weight", "proj_val.bias", at(layout.cache_value), compressed_value}}) {
+           {std::tuple{"proj_key.weight", "proj_key.bias", cache_key, compressed_key},
+            std::tuple{"proj_val.weight", "proj_val.bias", cache_value, compressed_value}}) {
         linear(summaries, s.batch * cache_rows, weight, bias, d, projected);
         copy_blocks(projected, cache_rows * d, target, s.compressed_rows * d, cache_rows * d, s.batch);
       }
     }
     if (s.segment_chunks > 0) {
-      T* logits = at(layout.segment_logits);
+      T* logits = buffers.segment_logits;
       linear(h.data(), s.batch * s.length, "dconv_1.weight", "dconv_1.bias", columns, logits);
       compression.logits = logits;
       compression.logits_batch_stride = s.length * columns;
@@ -194,15 +193,11 @@ class ChunkedLSAttention<cuda, T> {
                                     stream);
     linear(chunk_sinusoids, s.compressed_rows, "r_net_chunk.weight", "r_net_chunk.bias", d, chunk_positions);
 
-    attention_(inputs, norm, context_view, stream,
-               DeviceWorkspace{reinterpret_cast<void*>(base + layout.attention), layout.attention_bytes});
+    attention_(inputs, norm, context_view, stream, buffers.attention);
     linear(context, s.batch * s.length, "proj_out.weight", "proj_out.bias", d, y.data());
   }
 
  private:
-  static constexpr std::size_t alignment = 256;  // every buffer starts on a 256-byte boundary (cuBLAS, vector loads)
-  static std::uintptr_t align_up(std::uintptr_t at) { return (at + alignment - 1) & ~std::uintptr_t{alignment - 1}; }
-
   static index_t cache_length(const DeviceView<const T, 3>& h_cache) { return h_cache.size() == 0 ? 0 : h_cache.extent(1); }
 
   // The row counts of one call (spec §2.4 notation).
@@ -228,49 +223,40 @@ class ChunkedLSAttention<cuda, T> {
     }
   };
 
-  // Byte offsets of the buffers from the (aligned) workspace start; `end` is the total.
-  struct Layout {
-    std::size_t query, window_input, window_key, window_value, compressed_key, compressed_value, cache_logits,
-        summaries, cache_key, cache_value, segment_logits, chunk_sinusoids, chunk_positions, context, attention,
-        attention_bytes, end;
-
-    static Layout of(const Config& config, const Sizes& s) {
-      const index_t d = config.d_model, columns = config.n_head * config.chunk_rank;
-      const index_t cache_rows = s.cache_chunks * config.chunk_rank;
-      std::size_t cursor = 0;
-      auto take = [&](index_t elements, std::size_t element_bytes) {
-        const std::size_t offset = align_up(cursor);
-        cursor = offset + static_cast<std::size_t>(elements) * element_bytes;
-        return offset;
-      };
-      Layout layout{};
-      layout.query = take(s.batch * s.length * d, sizeof(T));
-      layout.window_input = take(s.cache_window > 0 ? s.batch * s.window_rows * d : 0, sizeof(T));
-      layout.window_key = take(s.batch * s.window_rows * d, sizeof(T));
-      layout.window_value = take(s.batch * s.window_rows * d, sizeof(T));
-      layout.compressed_key = take(s.batch * s.compressed_rows * d, sizeof(T));
-      layout.compressed_value = take(s.batch * s.compressed_rows * d, sizeof(T));
-      layout.cache_logits = take(s.cache_chunks > 0 ? s.batch * s.cache * columns : 0, sizeof(T));
-      layout.summaries = take(s.batch * cache_rows * d, sizeof(T));
-      layout.cache_key = take(s.batch * cache_rows * d, sizeof(T));
-      layout.cache_value = take(s.batch * cache_rows * d, sizeof(T));
-      layout.segment_logits = take(s.segment_chunks > 0 ? s.batch * s.length * columns : 0, sizeof(T));
-      layout.chunk_sinusoids = take(s.compressed_rows * d, sizeof(T));
-      layout.chunk_positions = take(s.compressed_rows * d, sizeof(T));
-      layout.context = take(s.batch * s.length * d, sizeof(T));
-      // The attention reads only the shapes of its inputs to size its (float) scratch.
-      const Shape<3> rows{s.batch, s.window_rows, d}, compressed{s.batch, s.compressed_rows, d};
-      const CausalAttentionInputs<T, device_space> shapes{{nullptr, Shape<3>{s.batch, s.length, d}},
-                                                          {nullptr, rows},
-                                                          {nullptr, rows},
-                                                          {nullptr, compressed},
-                                                          {nullptr, compressed}};
-      layout.attention_bytes = Attention(config.attention()).workspace_bytes(shapes);
-      layout.attention = take(static_cast<index_t>(layout.attention_bytes), 1);
-      layout.end = cursor;
-      return layout;
-    }
+  // The workspace's buffers, in one order for sizing and for use, each on a 256-byte boundary.
+  struct Buffers {
+    T *query, *window_input, *window_key, *window_value, *compressed_key, *compressed_value, *cache_logits,
+        *summaries, *cache_key, *cache_value, *segment_logits, *chunk_sinusoids, *chunk_positions, *context;
+    DeviceWorkspace attention;
   };
+  static Buffers carve(cuda_detail::WorkspaceCursor& cursor, const Config& config, const Sizes& s) {
+    const index_t d = config.d_model, columns = config.n_head * config.chunk_rank;
+    const index_t cache_rows = s.cache_chunks * config.chunk_rank;
+    Buffers buffers{};
+    buffers.query = cursor.take<T>(s.batch * s.length * d);
+    buffers.window_input = cursor.take<T>(s.cache_window > 0 ? s.batch * s.window_rows * d : 0);
+    buffers.window_key = cursor.take<T>(s.batch * s.window_rows * d);
+    buffers.window_value = cursor.take<T>(s.batch * s.window_rows * d);
+    buffers.compressed_key = cursor.take<T>(s.batch * s.compressed_rows * d);
+    buffers.compressed_value = cursor.take<T>(s.batch * s.compressed_rows * d);
+    buffers.cache_logits = cursor.take<T>(s.cache_chunks > 0 ? s.batch * s.cache * columns : 0);
+    buffers.summaries = cursor.take<T>(s.batch * cache_rows * d);
+    buffers.cache_key = cursor.take<T>(s.batch * cache_rows * d);
+    buffers.cache_value = cursor.take<T>(s.batch * cache_rows * d);
+    buffers.segment_logits = cursor.take<T>(s.segment_chunks > 0 ? s.batch * s.length * columns : 0);
+    buffers.chunk_sinusoids = cursor.take<T>(s.compressed_rows * d);
+    buffers.chunk_positions = cursor.take<T>(s.compressed_rows * d);
+    buffers.context = cursor.take<T>(s.batch * s.length * d);
+    // The attention reads only the shapes of its inputs to size its (float) scratch.
+    const Shape<3> rows{s.batch, s.window_rows, d}, compressed{s.batch, s.compressed_rows, d};
+    const CausalAttentionInputs<T, device_space> shapes{{nullptr, Shape<3>{s.batch, s.length, d}},
+                                                        {nullptr, rows},
+                                                        {nullptr, rows},
+                                                        {nullptr, compressed},
+                                                        {nullptr, compressed}};
+    buffers.attention = cursor.rest(Attention(config.attention()).workspace_bytes(shapes));
+    return buffers;
+  }
 
   // Same checks and messages as the CPU layer (models/causal.hpp), then the output, the
   // workspace and the CUDA kernels' limits; all on the host, before any launch.

@@ -28,18 +28,14 @@ class AttentionLS2D<cuda, T> {
     const Window2D window = Window2D::from(config_.attention());
     cuda_detail::require_launchable(DeviceWorkspace{}, 0, config_.dp_rank + window.tile() * window.tile() + config_.nglo,
                                     config_.head_dim(), "dp_rank + T² + nglo");
-    qkv_weight_ = upload(weights.qkv_weight);
-    qkv_bias_ = upload(weights.qkv_bias);
-    proj_weight_ = upload(weights.proj_weight);
-    proj_bias_ = upload(weights.proj_bias);
-    projection_weight_ = upload(weights.to_dynamic_projection_weight);
-    projection_bias_ = upload(weights.to_dynamic_projection_bias);
-    dp_norm_weight_ = upload(weights.dual_ln_dp_weight);
-    dp_norm_bias_ = upload(weights.dual_ln_dp_bias);
-    full_norm_weight_ = upload(weights.dual_ln_full_weight);
-    full_norm_bias_ = upload(weights.dual_ln_full_bias);
     // The bias depends only on the table and w: expanded once through the published index.
-    if (config_.rpe) position_bias_ = upload(dense_position_bias(config_, weights.local_relative_position_bias_table));
+    if (config_.rpe) {
+      const Tensor<float, 3> bias = dense_position_bias(config_, weights.local_relative_position_bias_table);
+      const std::vector<T> converted(bias.values().begin(), bias.values().end());
+      position_bias_ = DeviceTensor<T, 3>(bias.shape());
+      position_bias_.copy_from(HostView<const T, 3>(converted.data(), bias.shape()));
+    }
+    parameters_ = cuda_detail::DeviceParameters<T>(std::move(weights), config_);
   }
 
   const Config& config() const { return config_; }
@@ -92,15 +88,15 @@ class AttentionLS2D<cuda, T> {
 
     // The fused qkv (spec §3.3 step 1): rows [0, C) of its weight are q, [C, 2C) k, [2C, 3C) v.
     T* const parts[] = {query, key, value};
-    const T* qkv_bias = config_.qkv_bias ? qkv_bias_.view().data() : nullptr;
+    const T* qkv_bias = parameters_["qkv.bias"];  // null without qkv_bias
     for (index_t part = 0; part < 3; ++part) {
-      linear(x.data(), rows, qkv_weight_.view().data() + part * c * c, qkv_bias != nullptr ? qkv_bias + part * c : nullptr,
+      linear(x.data(), rows, parameters_["qkv.weight"] + part * c * c, qkv_bias != nullptr ? qkv_bias + part * c : nullptr,
              c, parts[part]);
     }
     if (logits > 0) {  // from the raw patches (step 4); each item's patches are contiguous rows
       for (index_t b = 0; b < batch; ++b) {
-        linear(x.data() + (b * tokens + globals) * c, patches, projection_weight_.view().data(),
-               projection_bias_.view().data(), logits, projection + b * patches * logits);
+        linear(x.data() + (b * tokens + globals) * c, patches, parameters_["to_dynamic_projection.weight"],
+               parameters_["to_dynamic_projection.bias"], logits, projection + b * patches * logits);
       }
     }
     const Shape<3> shape = x.shape();
@@ -113,10 +109,11 @@ class AttentionLS2D<cuda, T> {
         nx,
         ny,
         config_.rpe ? position_bias_.view() : DeviceView<const T, 3>{}};
-    const typename Attention::CombinerParams norm{{full_norm_weight_.view(), full_norm_bias_.view(), 1e-5},
-                                                  {dp_norm_weight_.view(), dp_norm_bias_.view(), 1e-5}};
+    auto norm_view = [&](const char* name) { return DeviceView<const T, 1>(parameters_[name], Shape<1>{c}); };
+    const typename Attention::CombinerParams norm{{norm_view("dual_ln_full.weight"), norm_view("dual_ln_full.bias"), 1e-5},
+                                                  {norm_view("dual_ln_dp.weight"), norm_view("dual_ln_dp.bias"), 1e-5}};
     attention_(inputs, norm, DeviceView<T, 3>(context, shape), stream, buffers.attention);
-    linear(context, rows, proj_weight_.view().data(), proj_bias_.view().data(), c, y.data());
+    linear(context, rows, parameters_["proj.weight"], parameters_["proj.bias"], c, y.data());
   }
 
  private:
@@ -160,19 +157,9 @@ class AttentionLS2D<cuda, T> {
     cuda_detail::require_workspace(workspace, workspace_bytes(config, x.extent(0), nx, ny));
   }
 
-  // Absent parameters (an empty tensor) become an empty device tensor with a null pointer.
-  template <std::size_t Rank>
-  static DeviceTensor<T, Rank> upload(const Tensor<float, Rank>& tensor) {
-    const std::vector<T> converted(tensor.values().begin(), tensor.values().end());
-    DeviceTensor<T, Rank> device(tensor.shape());
-    if (!converted.empty()) device.copy_from(HostView<const T, Rank>(converted.data(), tensor.shape()));
-    return device;
-  }
-
   Config config_;
   Attention attention_;
-  DeviceTensor<T, 2> qkv_weight_, proj_weight_, projection_weight_;
-  DeviceTensor<T, 1> qkv_bias_, proj_bias_, projection_bias_, dp_norm_weight_, dp_norm_bias_, full_norm_weight_, full_norm_bias_;
+  cuda_detail::DeviceParameters<T> parameters_;
   DeviceTensor<T, 3> position_bias_;
 };
 
