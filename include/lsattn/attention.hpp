@@ -56,10 +56,7 @@ class LongShortAttention {
   using Executor = detail::Executor<Backend, Window, Projection>;
 
   explicit LongShortAttention(const AttentionConfig& config) : config_(config) {
-    require(config.heads >= 1, "heads: must be >= 1, got ", config.heads);
-    require(config.head_dim >= 1, "head_dim: must be >= 1, got ", config.head_dim);
-    require(config.rank >= 0, "rank: must be >= 0, got ", config.rank);
-    require(config.threads >= 0, "threads: must be >= 0 (0 = default), got ", config.threads);
+    config.validate();
     detail::check_config(Window::from(config), Projection::from(config), config);
   }
 

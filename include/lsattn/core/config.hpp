@@ -1,5 +1,7 @@
 #pragma once
 // Runtime sizes of one attention call, shared by every variant; checked once at the boundary.
+#include "lsattn/core/error.hpp"
+#include "lsattn/core/limits.hpp"
 #include "lsattn/core/tensor.hpp"
 
 namespace lsattn {
@@ -16,6 +18,21 @@ struct AttentionConfig {
   index_t cpos_clamp_len = -1;  // caps compressed-key position values when > 0
 
   index_t width() const { return heads * head_dim; }
+
+  // Every size within lsattn::max_size and the widths they make within max_elements, so that
+  // no index computed from them can wrap around.
+  void validate() const {
+    checked_size("heads", heads, 1);
+    checked_size("head_dim", head_dim, 1);
+    checked_product({{"heads", heads}, {"head_dim", head_dim}});
+    checked_size("window_size", window_size, -max_size);
+    checked_size("rank", rank);
+    checked_product({{"heads", heads}, {"rank", rank}});
+    require(threads >= 0, "threads: must be >= 0 (0 = default), got ", threads);
+    checked_size("chunk_size", chunk_size);
+    checked_size("clamp_len", clamp_len, -max_size);
+    checked_size("cpos_clamp_len", cpos_clamp_len, -max_size);
+  }
 };
 
 }  // namespace lsattn

@@ -3,6 +3,7 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <new>
 #include <numeric>
 #include <string>
 #include <type_traits>
@@ -10,10 +11,9 @@
 
 #include "lsattn/core/backend.hpp"
 #include "lsattn/core/error.hpp"
+#include "lsattn/core/limits.hpp"
 
 namespace lsattn {
-
-using index_t = std::int64_t;
 
 template <std::size_t Rank>
 using Shape = std::array<index_t, Rank>;
@@ -58,10 +58,18 @@ class TensorView {
   template <class... Indices>
     requires(sizeof...(Indices) == Rank && std::is_same_v<Space, host_space>)
   T& operator()(Indices... indices) const {
+    return *address(indices...);
+  }
+
+  // The address of an element, or of where it would be: unlike view.address(i, j), it is defined for
+  // an empty view (a row pointer into a cache of length 0 is null + 0, never a null reference).
+  template <class... Indices>
+    requires(sizeof...(Indices) == Rank)
+  T* address(Indices... indices) const {
     const std::array<index_t, Rank> idx{static_cast<index_t>(indices)...};
     index_t offset = 0;
     for (std::size_t d = 0; d < Rank; ++d) offset = offset * shape_[d] + idx[d];
-    return data_[offset];
+    return offset == 0 ? data_ : data_ + offset;
   }
 
  private:
@@ -72,12 +80,43 @@ class TensorView {
 template <class T, std::size_t Rank>
 using HostView = TensorView<T, Rank, host_space>;
 
+namespace detail {
+
+// The element count of a shape about to be allocated: extents >= 0, count <= max_elements.
+template <std::size_t Rank>
+index_t checked_element_count(const Shape<Rank>& shape) {
+  index_t count = 1;
+  for (index_t extent : shape) require(extent >= 0, "Tensor: negative extent in shape ", to_string(shape));
+  for (index_t extent : shape) {
+    if (extent == 0) return 0;
+    require(count <= max_elements / extent, "Tensor: shape ", to_string(shape), " has more than ", max_elements,
+            " elements (lsattn::max_elements)");
+    count *= extent;
+  }
+  return count;
+}
+
+// A vector of `count` values, or an lsattn::error naming the shape and the bytes when the
+// memory is not there (instead of a bare std::bad_alloc).
+template <class T, std::size_t Rank>
+std::vector<T> allocate_values(const Shape<Rank>& shape, T fill) {
+  const index_t count = checked_element_count(shape);
+  try {
+    return std::vector<T>(static_cast<std::size_t>(count), fill);
+  } catch (const std::bad_alloc&) {
+    throw error(concat("lsattn: out of memory: a tensor of shape ", to_string(shape), " needs ",
+                       static_cast<double>(count) * sizeof(T) / (1 << 20), " MiB"));
+  }
+}
+
+}  // namespace detail
+
 // Owning host tensor; views are taken from it with view().
 template <class T, std::size_t Rank>
 class Tensor {
  public:
   Tensor() = default;
-  explicit Tensor(const Shape<Rank>& shape, T fill = T{}) : shape_(shape), values_(element_count(shape), fill) {}
+  explicit Tensor(const Shape<Rank>& shape, T fill = T{}) : shape_(shape), values_(detail::allocate_values(shape, fill)) {}
   Tensor(const Shape<Rank>& shape, std::vector<T> values) : shape_(shape), values_(std::move(values)) {
     require(static_cast<index_t>(values_.size()) == element_count(shape), "Tensor: ", values_.size(),
             " values do not fill shape ", to_string(shape));
@@ -93,6 +132,10 @@ class Tensor {
   std::vector<T>& values() { return values_; }
   const std::vector<T>& values() const { return values_; }
 
+  template <class... Indices>
+  T* address(Indices... indices) { return view().address(indices...); }
+  template <class... Indices>
+  const T* address(Indices... indices) const { return view().address(indices...); }
   template <class... Indices>
   T& operator()(Indices... indices) { return view()(indices...); }
   template <class... Indices>

@@ -47,7 +47,8 @@ void check_inputs(const AttentionConfig& config, const AttentionInputs<T, Space>
   require(in.query.extent(0) >= 1, "query: batch size must be >= 1, got ", in.query.extent(0));
   require(in.query.extent(1) >= 1, "query: sequence length must be >= 1, got ", in.query.extent(1),
           " (an empty sequence has nothing to attend to)");
-  const index_t batch = in.query.extent(0), length = in.query.extent(1);
+  const index_t batch = checked_size("query: batch size", in.query.extent(0));
+  const index_t length = checked_size("query: sequence length", in.query.extent(1));
   const Shape<3> tokens{batch, length, width};
   require_shape(in.query, "query", tokens);
   require_shape(in.key, "key", tokens);

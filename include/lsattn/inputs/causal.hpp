@@ -60,6 +60,10 @@ void check_inputs(const AttentionConfig& config, const CausalAttentionInputs<T, 
   require(batch >= 1, "query: batch size must be >= 1, got ", batch);
   require(length >= 1, "query: segment length must be >= 1, got ", length, " (an empty segment has nothing to attend to)");
   require(cache >= 0, "cache_length: must be >= 0, got ", cache);
+  checked_size("query: batch size", batch);
+  checked_size("query: segment length", length);
+  checked_size("cache_length", cache);
+  checked_sum({{"cache_length", cache}, {"segment length", length}});
   require_shape(in.query, "query", Shape<3>{batch, length, width});
   const index_t window_rows = std::min(cache, config.window_size) + length;
   require_shape(in.window_key, "window_key", Shape<3>{batch, window_rows, width});

@@ -49,7 +49,13 @@ void check_inputs(const AttentionConfig& config, const VisionAttentionInputs<T, 
   require(batch >= 1, "query: batch size must be >= 1, got ", batch);
   require(in.rows >= 1 && in.cols >= 1, "grid: rows (nx) and cols (ny) must be >= 1, got ", in.rows, " x ", in.cols);
   require(in.global_tokens >= 0, "global_tokens (nglo): must be >= 0, got ", in.global_tokens);
-  const index_t patches = in.rows * in.cols, tokens = in.global_tokens + patches;
+  checked_size("query: batch size", batch);
+  checked_size("grid: rows (nx)", in.rows);
+  checked_size("grid: cols (ny)", in.cols);
+  checked_size("global_tokens (nglo)", in.global_tokens);
+  const index_t patches = checked_product({{"rows (nx)", in.rows}, {"cols (ny)", in.cols}});
+  const index_t tokens = checked_sum({{"global_tokens (nglo)", in.global_tokens}, {"rows * cols", patches}});
+  checked_product({{"batch", batch}, {"tokens", tokens}, {"width", width}});
   require_shape(in.query, "query", Shape<3>{batch, tokens, width});
   require_shape(in.key, "key", Shape<3>{batch, tokens, width});
   require_shape(in.value, "value", Shape<3>{batch, tokens, width});

@@ -2,6 +2,7 @@
 // Hyperparameters by their published config names: read from a checkpoint's `__metadata__`,
 // overridden by the caller (command-line flags), parsed strictly.
 #include <cctype>
+#include <charconv>
 #include <map>
 #include <optional>
 #include <string>
@@ -29,17 +30,18 @@ class Hyperparameters {
     return found->second;
   }
 
+  // Decimal digits with an optional leading '-', nothing else: " 2", "+2", "2.0" and "0x2"
+  // are errors, not 2, so a typo in a checkpoint's metadata never passes as a number.
   std::optional<index_t> integer(const std::string& key) const {
     const auto value = text(key);
     if (!value) return std::nullopt;
-    std::size_t used = 0;
     long long parsed = 0;
-    try {
-      parsed = std::stoll(*value, &used);
-    } catch (const std::exception&) {
-      used = 0;
-    }
-    require(used != 0 && used == value->size(), where(key), " must be an integer, got '", *value, "'");
+    const char* end = value->data() + value->size();
+    const auto [stop, status] = std::from_chars(value->data(), end, parsed);
+    require(!value->empty() && status != std::errc::invalid_argument && stop == end, where(key),
+            " must be a decimal integer, got '", *value, "'");
+    require(status != std::errc::result_out_of_range, where(key), ": '", *value,
+            "' does not fit in a 64-bit integer");
     return parsed;
   }
 

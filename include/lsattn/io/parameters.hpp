@@ -3,14 +3,17 @@
 #include <string>
 #include <tuple>
 #include <type_traits>
+#include <utility>
 
+#include "lsattn/core/checks.hpp"
 #include "lsattn/core/error.hpp"
 #include "lsattn/io/safetensors.hpp"
 
 namespace lsattn::io {
 
 // Weights::for_each(config, visit) names every parameter with its expected shape; each is
-// read as `prefix + name` (F32, F16 or BF16, converted to float) and its shape checked.
+// read as `prefix + name` (F32, F16 or BF16, converted to float), its shape checked and its
+// values checked to be finite, so the error names the tensor of the file.
 template <class Weights, class Config>
 Weights load_parameters(const SafeTensorsFile& file, const Config& config, const std::string& prefix = "") {
   Weights weights;
@@ -19,6 +22,7 @@ Weights load_parameters(const SafeTensorsFile& file, const Config& config, const
     require(file.contains(full), "weights ", file.source(), ": missing tensor '", full, "' (expected shape ",
             to_string(shape), ")", prefix.empty() ? "; if the layer sits inside a model, pass its prefix" : "");
     tensor = file.load_float<std::tuple_size_v<std::remove_cvref_t<decltype(shape)>>>(full, shape);
+    lsattn::detail::require_finite(std::as_const(tensor).view(), "weights " + file.source() + ": tensor '" + full + "'");
   });
   return weights;
 }

@@ -31,12 +31,18 @@ struct Config {
   index_t head_dim() const { return n_head > 0 ? d_model / n_head : 0; }
 
   void validate() const {
-    require(n_head >= 1, "n_head: must be >= 1, got ", n_head);
-    require(d_model >= 2 && d_model % n_head == 0, "d_model (", d_model, ") must be divisible by n_head (", n_head, ")");
+    checked_size("n_head", n_head, 1);
+    checked_size("d_model", d_model, 2);
+    checked_size("chunk_size", chunk_size, 1);
+    checked_size("chunk_rank", chunk_rank, 1);
+    checked_size("window_len", window_len, 1);
+    checked_size("clamp_len", clamp_len, -max_size);
+    checked_size("cpos_clamp_len", cpos_clamp_len, -max_size);
+    checked_product({{"d_model", d_model}, {"d_model", d_model}});
+    checked_product({{"window_len", window_len}, {"d_model", d_model}});
+    checked_product({{"chunk_rank", chunk_rank}, {"n_head", n_head}, {"d_model", d_model}});
+    require(d_model % n_head == 0, "d_model (", d_model, ") must be divisible by n_head (", n_head, ")");
     require(d_model % 2 == 0, "d_model (", d_model, ") must be even: the position sinusoids are sin|cos halves");
-    require(chunk_size >= 1, "chunk_size: must be >= 1, got ", chunk_size);
-    require(chunk_rank >= 1, "chunk_rank: must be >= 1, got ", chunk_rank);
-    require(window_len >= 1, "window_len: must be >= 1, got ", window_len);
     require(threads >= 0, "threads: must be >= 0 (0 = default), got ", threads);
   }
 
@@ -109,7 +115,7 @@ class ChunkedLSAttention {
 
   ChunkedLSAttention(const Config& config, Weights<T> weights)
       : config_((config.validate(), config)), weights_(std::move(weights)), attention_(config.attention()) {
-    detail::require_parameter_shapes(weights_, config_);
+    detail::require_valid_parameters(weights_, config_);
   }
 
   const Config& config() const { return config_; }
@@ -145,8 +151,8 @@ class ChunkedLSAttention {
     Tensor<T, 3> window_input(Shape<3>{batch, window_rows, d}), window_key(window_input.shape()),
         window_value(window_input.shape());
     for (index_t b = 0; b < batch; ++b) {
-      std::copy_n(&h_cache(b, cache - cache_window, 0), cache_window * d, &window_input(b, 0, 0));
-      std::copy_n(&h(b, 0, 0), length * d, &window_input(b, cache_window, 0));
+      std::copy_n(h_cache.address(b, cache - cache_window, 0), cache_window * d, window_input.address(b, 0, 0));
+      std::copy_n(h.address(b, 0, 0), length * d, window_input.address(b, cache_window, 0));
     }
     linear(window_input.data(), batch * window_rows, weights_.proj_key_weight, weights_.proj_key_bias, window_key.data());
     linear(window_input.data(), batch * window_rows, weights_.proj_val_weight, weights_.proj_val_bias, window_value.data());
@@ -160,14 +166,14 @@ class ChunkedLSAttention {
       Tensor<T, 3> keys(summaries.shape()), values(summaries.shape());
       linear(h_cache.data(), batch * cache, weights_.dconv_1_weight, weights_.dconv_1_bias, logits.data());
       for (index_t b = 0; b < batch; ++b) {
-        detail::CompressChunksOp<Backend>::run(&logits(b, 0, 0), &h_cache(b, 0, 0), d, cache_chunks, l, nh,
-                                               config_.head_dim(), r, &summaries(b, 0, 0), threads);
+        detail::CompressChunksOp<Backend>::run(logits.address(b, 0, 0), h_cache.address(b, 0, 0), d, cache_chunks, l, nh,
+                                               config_.head_dim(), r, summaries.address(b, 0, 0), threads);
       }
       linear(summaries.data(), batch * cache_chunks * r, weights_.proj_key_weight, weights_.proj_key_bias, keys.data());
       linear(summaries.data(), batch * cache_chunks * r, weights_.proj_val_weight, weights_.proj_val_bias, values.data());
       for (index_t b = 0; b < batch; ++b) {
-        std::copy_n(&keys(b, 0, 0), cache_chunks * r * d, &compressed_key(b, 0, 0));
-        std::copy_n(&values(b, 0, 0), cache_chunks * r * d, &compressed_value(b, 0, 0));
+        std::copy_n(keys.address(b, 0, 0), cache_chunks * r * d, compressed_key.address(b, 0, 0));
+        std::copy_n(values.address(b, 0, 0), cache_chunks * r * d, compressed_value.address(b, 0, 0));
       }
     }
     if (segment_chunks > 0) {
@@ -175,8 +181,8 @@ class ChunkedLSAttention {
       linear(h.data(), batch * length, weights_.dconv_1_weight, weights_.dconv_1_bias, logits.data());
       for (index_t b = 0; b < batch; ++b) {
         for (auto [source, target] : {std::pair{&window_key, &compressed_key}, std::pair{&window_value, &compressed_value}}) {
-          detail::CompressChunksOp<Backend>::run(&logits(b, 0, 0), &(*source)(b, cache_window, 0), d, segment_chunks, l,
-                                                 nh, config_.head_dim(), r, &(*target)(b, cache_chunks * r, 0), threads);
+          detail::CompressChunksOp<Backend>::run(logits.address(b, 0, 0), source->address(b, cache_window, 0), d, segment_chunks, l,
+                                                 nh, config_.head_dim(), r, target->address(b, cache_chunks * r, 0), threads);
         }
       }
     }
@@ -185,11 +191,11 @@ class ChunkedLSAttention {
     const TransformerXLPositions positions = TransformerXLPositions::from(config_.attention());
     Tensor<T, 2> window_sinusoids(Shape<2>{config_.window_len, d}), window_positions(window_sinusoids.shape());
     for (index_t delta = 0; delta < config_.window_len; ++delta)
-      TransformerXLPositions::sinusoid(positions.window_value(delta), d, &window_sinusoids(delta, 0));
+      TransformerXLPositions::sinusoid(positions.window_value(delta), d, window_sinusoids.address(delta, 0));
     linear(window_sinusoids.data(), config_.window_len, weights_.r_net_weight, {}, window_positions.data());
     Tensor<T, 2> chunk_sinusoids(Shape<2>{chunks * r, d}), chunk_positions(chunk_sinusoids.shape());
     for (index_t p = 0; p < chunks * r; ++p)
-      TransformerXLPositions::sinusoid(positions.chunk_value(p), d, &chunk_sinusoids(p, 0));
+      TransformerXLPositions::sinusoid(positions.chunk_value(p), d, chunk_sinusoids.address(p, 0));
     linear(chunk_sinusoids.data(), chunks * r, weights_.r_net_chunk_weight, weights_.r_net_chunk_bias,
            chunk_positions.data());
 

@@ -39,10 +39,16 @@ struct LmConfig {
   }
   void validate() const {
     layer().validate();
-    require(vocab_size >= 1, "vocab_size: must be >= 1, got ", vocab_size);
-    require(d_inner >= 1, "d_inner: must be >= 1, got ", d_inner);
-    require(n_layer >= 1, "n_layer: must be >= 1, got ", n_layer);
-    require(mem_len >= 0 && mem_len % chunk_size == 0, "mem_len (", mem_len,
+    checked_size("vocab_size", vocab_size, 1);
+    checked_size("d_inner", d_inner, 1);
+    checked_size("n_layer", n_layer, 1);
+    checked_size("mem_len", mem_len);
+    checked_product({{"vocab_size", vocab_size}, {"d_model", d_model}});
+    checked_product({{"d_inner", d_inner}, {"d_model", d_model}});
+    checked_product({{"n_layer", n_layer}, {"d_model", d_model}, {"d_model", d_model}});
+    checked_product({{"n_layer", n_layer}, {"d_inner", d_inner}, {"d_model", d_model}});
+    checked_product({{"n_layer", n_layer}, {"mem_len", mem_len}, {"d_model", d_model}});
+    require(mem_len % chunk_size == 0, "mem_len (", mem_len,
             ") must be a non-negative multiple of chunk_size (", chunk_size, ")");
   }
 };
@@ -115,7 +121,7 @@ class TransformerLSModel {
  public:
   TransformerLSModel(const LmConfig& config, LmWeights<T> weights)
       : config_((config.validate(), config)), weights_(std::move(weights)) {
-    detail::require_parameter_shapes(weights_, config_);
+    detail::require_valid_parameters(weights_, config_);
     // The attention layers take their parameters over; weights_ keeps the rest.
     for (auto& layer : weights_.layers) attention_.emplace_back(config_.layer(), std::move(layer.attn));
   }
@@ -176,7 +182,7 @@ class TransformerLSModel {
     Tensor<T, 3> out(Shape<3>{batch, length, vocab});
     for (index_t b = 0; b < batch; ++b)
       for (index_t t = 0; t < length; ++t) {
-        const T* row = &logits(b, t, 0);
+        const T* row = logits.address(b, t, 0);
         const T top = *std::max_element(row, row + vocab);
         double total = 0;
         for (index_t v = 0; v < vocab; ++v) total += std::exp(static_cast<double>(row[v] - top));
@@ -205,8 +211,8 @@ class TransformerLSModel {
     for (index_t b = 0; b < batch; ++b)
       for (index_t i = 0; i < count; ++i) {
         const index_t row = m + length - count + i;  // row of [cache; h]
-        const T* source = row < m ? &cache(b, row, 0) : &h(b, row - m, 0);
-        std::copy_n(source, d, &out(b, i, 0));
+        const T* source = row < m ? cache.address(b, row, 0) : h.address(b, row - m, 0);
+        std::copy_n(source, d, out.address(b, i, 0));
       }
     return out;
   }

@@ -27,9 +27,14 @@ struct Config {
   index_t width() const { return num_head * head_dim; }
 
   void validate() const {
-    require(num_head >= 1, "num_head: must be >= 1, got ", num_head);
-    require(head_dim >= 1, "head_dim: must be >= 1, got ", head_dim);
-    require(num_landmarks >= 0, "num_landmarks: must be >= 0, got ", num_landmarks);
+    checked_size("num_head", num_head, 1);
+    checked_size("head_dim", head_dim, 1);
+    checked_size("transformer_dim", transformer_dim, 1);
+    checked_size("window_size", window_size, -max_size);
+    checked_size("num_landmarks", num_landmarks);
+    checked_product({{"num_head", num_head}, {"head_dim", head_dim}});
+    checked_product({{"num_head", num_head}, {"num_landmarks", num_landmarks}, {"transformer_dim", transformer_dim}});
+    checked_product({{"num_head", num_head}, {"head_dim", head_dim}, {"transformer_dim", transformer_dim}});
     require(transformer_dim == width(), "transformer_dim (", transformer_dim, ") must equal num_head * head_dim (",
             num_head, " * ", head_dim, " = ", width(),
             "): the published W_o is declared Linear(transformer_dim, num_head * head_dim)");
@@ -93,7 +98,7 @@ class AttentionLS {
 
   AttentionLS(const Config& config, Weights<T> weights)
       : config_((config.validate(), config)), weights_(std::move(weights)), attention_(config.attention()) {
-    detail::require_parameter_shapes(weights_, config_);
+    detail::require_valid_parameters(weights_, config_);
   }
 
   const Config& config() const { return config_; }
@@ -167,12 +172,12 @@ class AttentionLS {
     tokens = Tensor<T, 3>(Shape<3>{batch, length, d});
     cls = Tensor<T, 3>(Shape<3>{batch, 1, d});
     for (index_t b = 0; b < batch; ++b) {
-      std::copy_n(&x(b, 0, 0), d, &cls(b, 0, 0));
-      std::copy_n(&x(b, 1, 0), length * d, &tokens(b, 0, 0));
+      std::copy_n(x.address(b, 0, 0), d, cls.address(b, 0, 0));
+      std::copy_n(x.address(b, 1, 0), length * d, tokens.address(b, 0, 0));
     }
     if (mask.empty()) return;
     token_mask = Tensor<T, 2>(Shape<2>{batch, length});
-    for (index_t b = 0; b < batch; ++b) std::copy_n(&mask(b, 1), length, &token_mask(b, 0));
+    for (index_t b = 0; b < batch; ++b) std::copy_n(mask.address(b, 1), length, token_mask.address(b, 0));
   }
 
   Config config_;

@@ -29,7 +29,7 @@ class LsHeadsAttention {
 
  public:
   LsHeadsAttention(const Config& config, Weights<T> weights) : config_((config.validate(), config)), weights_(std::move(weights)) {
-    detail::require_parameter_shapes(weights_, config_);
+    detail::require_valid_parameters(weights_, config_);
   }
 
   const Config& config() const { return config_; }

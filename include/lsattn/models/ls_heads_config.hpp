@@ -26,9 +26,11 @@ struct Config {
   bool is_local(index_t head) const { return std::find(local_heads.begin(), local_heads.end(), head) != local_heads.end(); }
 
   void validate() const {
-    require(num_heads >= 1, "num_heads: must be >= 1, got ", num_heads);
-    require(dim >= 1 && dim % num_heads == 0, "dim (", dim, ") must be divisible by num_heads (", num_heads, ")");
-    require(window >= 1, "window: must be >= 1, got ", window);
+    checked_size("num_heads", num_heads, 1);
+    checked_size("dim", dim, 1);
+    checked_size("window", window, 1);
+    checked_product({{"dim", dim}, {"dim", dim}});
+    require(dim % num_heads == 0, "dim (", dim, ") must be divisible by num_heads (", num_heads, ")");
     for (std::size_t i = 0; i < local_heads.size(); ++i) {
       require(local_heads[i] >= 0 && local_heads[i] < num_heads, "local_heads: head ", local_heads[i],
               " is not in [0, ", num_heads, ")");

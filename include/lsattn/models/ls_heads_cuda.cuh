@@ -44,7 +44,7 @@ class LsHeadsAttention<cuda, T> {
  public:
   LsHeadsAttention(const Config& config, Weights<float> weights) : config_((config.validate(), config)) {
     require(config_.num_heads <= 64, "num_heads: the CUDA backend handles at most 64 heads, got ", config_.num_heads);
-    detail::require_parameter_shapes(weights, config_);
+    detail::require_valid_parameters(weights, config_);
     parameters_ = cuda_detail::DeviceParameters<T>(std::move(weights), config_);
     for (index_t head : config_.local_heads) visibilities_.local_heads |= std::uint64_t{1} << head;
     visibilities_.sliding = {config_.window, config_.causal};

@@ -1,7 +1,9 @@
 #pragma once
-// Shared by the published layers: every parameter must have the shape its config implies.
+// Shared by the published layers: every parameter must have the shape its config implies and
+// hold only finite values (a NaN weight would silently poison every output).
 #include <string>
 
+#include "lsattn/core/checks.hpp"
 #include "lsattn/core/error.hpp"
 #include "lsattn/core/tensor.hpp"
 
@@ -9,10 +11,11 @@ namespace lsattn::detail {
 
 // Weights::for_each(config, visit) names each parameter with its expected shape.
 template <class Weights, class Config>
-void require_parameter_shapes(Weights& weights, const Config& config) {
+void require_valid_parameters(Weights& weights, const Config& config) {
   weights.for_each(config, [](const std::string& name, const auto& tensor, const auto& shape) {
     require(tensor.shape() == shape, "weight ", name, ": expected shape ", to_string(shape), ", got ",
             to_string(tensor.shape()));
+    require_finite(tensor.view(), "weight " + name);
   });
 }
 

@@ -32,12 +32,19 @@ struct Config {
   index_t head_dim() const { return num_heads > 0 ? dim / num_heads : 0; }
 
   void validate() const {
-    require(num_heads >= 1, "num_heads: must be >= 1, got ", num_heads);
-    require(dim >= 1 && dim % num_heads == 0, "dim (", dim, ") must be divisible by num_heads (", num_heads, ")");
-    require(w >= 1, "w: must be >= 1, got ", w);
+    checked_size("num_heads", num_heads, 1);
+    checked_size("dim", dim, 1);
+    checked_size("w", w, 1);
+    checked_size("dp_rank", dp_rank);
+    checked_size("nglo", nglo);
+    checked_product({{"3", 3}, {"dim", dim}, {"dim", dim}});
+    checked_product({{"num_heads", num_heads}, {"dp_rank", dp_rank}, {"dim", dim}});
+    if (rpe) {  // the index buffer (w², T²) and the expanded bias (nh, w², T²), T = w + 2·(w/2)
+      const index_t tile = checked_sum({{"w", w}, {"2 * (w / 2)", 2 * (w / 2)}});
+      checked_product({{"num_heads", num_heads}, {"w", w}, {"w", w}, {"tile", tile}, {"tile", tile}});
+    }
+    require(dim % num_heads == 0, "dim (", dim, ") must be divisible by num_heads (", num_heads, ")");
     require(!rpe || w >= 2, "rpe: the published relative position index needs w >= 2, got w = ", w);
-    require(dp_rank >= 0, "dp_rank: must be >= 0, got ", dp_rank);
-    require(nglo >= 0, "nglo: must be >= 0, got ", nglo);
     require(threads >= 0, "threads: must be >= 0 (0 = default), got ", threads);
   }
 
@@ -125,7 +132,7 @@ class AttentionLS2D {
 
   AttentionLS2D(const Config& config, Weights<T> weights)
       : config_((config.validate(), config)), weights_(std::move(weights)), attention_(config.attention()) {
-    detail::require_parameter_shapes(weights_, config_);
+    detail::require_valid_parameters(weights_, config_);
     if (config_.rpe) position_bias_ = dense_position_bias(config_, weights_.local_relative_position_bias_table);
   }
 
@@ -134,7 +141,9 @@ class AttentionLS2D {
   Tensor<T, 3> forward(HostView<const T, 3> x, index_t nx, index_t ny) const {
     const index_t c = config_.dim, globals = config_.nglo;
     require(nx >= 1 && ny >= 1, "grid: nx and ny must be >= 1, got ", nx, " x ", ny);
-    const index_t tokens = globals + nx * ny;
+    checked_size("grid: nx", nx);
+    checked_size("grid: ny", ny);
+    const index_t tokens = checked_sum({{"nglo", globals}, {"nx * ny", checked_product({{"nx", nx}, {"ny", ny}})}});
     require(x.extent(0) >= 1 && x.shape() == Shape<3>{x.extent(0), tokens, c}, "x: expected shape (B, nglo + nx*ny = ",
             globals, " + ", nx, "*", ny, ", dim = ", c, "), got ", to_string(x.shape()));
     detail::require_finite(x, "x");
@@ -154,8 +163,8 @@ class AttentionLS2D {
       const index_t outputs = config_.num_heads * config_.dp_rank;
       logits = Tensor<T, 3>(Shape<3>{batch, patches, outputs});
       for (index_t b = 0; b < batch; ++b) {
-        linear(&x(b, globals, 0), patches, weights_.to_dynamic_projection_weight.data(),
-               weights_.to_dynamic_projection_bias.data(), outputs, &logits(b, 0, 0));
+        linear(x.address(b, globals, 0), patches, weights_.to_dynamic_projection_weight.data(),
+               weights_.to_dynamic_projection_bias.data(), outputs, logits.address(b, 0, 0));
       }
     }
     const VisionAttentionInputs<T, space> inputs{query.view(), key.view(), value.view(), logits.view(), globals, nx, ny,
@@ -189,7 +198,7 @@ class AttentionLS2D {
       return result;
     };
     auto qkv_bias = [&](index_t part) { return config_.qkv_bias ? weights_.qkv_bias.data() + part * c : nullptr; };
-    const auto query = project(&x(0, globals + row * ny + col, 0), 1, weights_.qkv_weight.data(), qkv_bias(0), c);
+    const auto query = project(x.address(0, globals + row * ny + col, 0), 1, weights_.qkv_weight.data(), qkv_bias(0), c);
     auto key = project(x.data(), tokens, weights_.qkv_weight.data() + c * c, qkv_bias(1), c);
     const LayerNormParams<T, host_space> full{weights_.dual_ln_full_weight.view(), weights_.dual_ln_full_bias.view(), 1e-5};
     const LayerNormParams<T, host_space> dp{weights_.dual_ln_dp_weight.view(), weights_.dual_ln_dp_bias.view(), 1e-5};
@@ -204,7 +213,7 @@ class AttentionLS2D {
     std::vector<double> scores;
     Tensor<T, 2> projection;  // P as (patches, r) for this head
     if (r > 0) {
-      const auto logits = project(&x(0, globals, 0), patches, weights_.to_dynamic_projection_weight.data(),
+      const auto logits = project(x.address(0, globals, 0), patches, weights_.to_dynamic_projection_weight.data(),
                                   weights_.to_dynamic_projection_bias.data(), config_.num_heads * r);
       projection = Tensor<T, 2>(Shape<2>{patches, r});
       for (index_t j = 0; j < r; ++j) {
@@ -218,21 +227,21 @@ class AttentionLS2D {
         for (index_t t = 0; t < patches; ++t)
           for (index_t f = 0; f < c; ++f) compressed(j, f) += projection(t, j) * key(globals + t, f);
       detail::LayerNormOp<Backend>::run(compressed.data(), compressed.data(), r, c, dp, config_.threads);
-      for (index_t j = 0; j < r; ++j) scores.push_back(dot(query.data(), &compressed(j, 0)));
+      for (index_t j = 0; j < r; ++j) scores.push_back(dot(query.data(), compressed.address(j, 0)));
     }
     const Window2D window = Window2D::from(config_.attention());
     const index_t gy = row / config_.w, gx = col / config_.w, tile = window.tile();
     const IndexRange key_rows = window.keys(gy, nx), key_cols = window.keys(gx, ny);
     for (index_t y = key_rows.begin; y < key_rows.end; ++y)
       for (index_t xk = key_cols.begin; xk < key_cols.end; ++xk) {
-        double score = dot(query.data(), &key(globals + y * ny + xk, 0));
+        double score = dot(query.data(), key.address(globals + y * ny + xk, 0));
         if (config_.rpe) {
           score += position_bias_(head, (row - gy * config_.w) * config_.w + (col - gx * config_.w),
                                   window.tile_offset(gy, y) * tile + window.tile_offset(gx, xk));
         }
         scores.push_back(score);
       }
-    for (index_t g = 0; g < globals; ++g) scores.push_back(dot(query.data(), &key(g, 0)));
+    for (index_t g = 0; g < globals; ++g) scores.push_back(dot(query.data(), key.address(g, 0)));
     const double top = *std::max_element(scores.begin(), scores.end());
     double total = 0;
     for (double& s : scores) total += (s = std::exp(s - top));

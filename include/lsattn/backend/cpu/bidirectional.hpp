@@ -106,10 +106,10 @@ struct Executor<cpu, BidirectionalWindow, SequenceProjection> {
         block_queries = matrix(in.query.data() + token_offset + queries.begin * width + column, query_count, head_dim, width) * scale;
         const auto window_keys = key.block(keys.begin, column, key_count, head_dim);
         const auto window_values = value.block(keys.begin, column, key_count, head_dim);
-        const auto head_global_keys = global_key.middleCols(column, head_dim);
-        const auto head_global_values = global_value.middleCols(column, head_dim);
-
-        scores.leftCols(global_count).noalias() = block_queries * head_global_keys.transpose();
+        // Without global keys (r = 0, no cls) the global matrices are empty: a column block of
+        // them would offset a null pointer, so that part is skipped.
+        if (global_count > 0)
+          scores.leftCols(global_count).noalias() = block_queries * global_key.middleCols(column, head_dim).transpose();
         scores.rightCols(key_count).noalias() = block_queries * window_keys.transpose();
         for (index_t j = 0; j < key_count; ++j)
           if (!valid[keys.begin + j]) scores.col(global_count + j).setConstant(minus_infinity);
@@ -123,8 +123,12 @@ struct Executor<cpu, BidirectionalWindow, SequenceProjection> {
           row /= row.sum();
         }
         auto block_context = matrix(context_rows + queries.begin * width + column, query_count, head_dim, width);
-        block_context.noalias() = scores.leftCols(global_count) * head_global_values;
-        block_context.noalias() += scores.rightCols(key_count) * window_values;
+        if (global_count > 0) {
+          block_context.noalias() = scores.leftCols(global_count) * global_value.middleCols(column, head_dim);
+          block_context.noalias() += scores.rightCols(key_count) * window_values;
+        } else {
+          block_context.noalias() = scores.rightCols(key_count) * window_values;
+        }
       });
 
       // Step 11: the cls query attends to its raw self key/value and to the tokens' contexts.

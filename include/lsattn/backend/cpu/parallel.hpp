@@ -10,9 +10,21 @@
 
 namespace lsattn::cpu_detail {
 
+// The processors this process may use: the most threads worth starting.
+inline int available_threads() {
+#if defined(_OPENMP)
+  return omp_get_num_procs() > 0 ? omp_get_num_procs() : 1;
+#else
+  return 1;
+#endif
+}
+
+// The team size for a request (0: OpenMP's default), never more than the processors: a
+// request of 100000 threads would otherwise exhaust the process's stacks inside OpenMP.
 inline int resolve_threads(int requested) {
 #if defined(_OPENMP)
-  return requested > 0 ? requested : omp_get_max_threads();
+  const int wanted = requested > 0 ? requested : omp_get_max_threads();
+  return wanted < available_threads() ? wanted : available_threads();
 #else
   (void)requested;
   return 1;

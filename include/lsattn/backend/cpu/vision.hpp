@@ -105,7 +105,7 @@ struct Executor<cpu, Window2D, SequenceProjection> {
         }
         if (has_bias) {  // added to the window scores only
           for (index_t i = 0; i < query_count; ++i) {
-            const T* bias_row = &in.position_bias(h, query_offsets[i], 0);
+            const T* bias_row = in.position_bias.address(h, query_offsets[i], 0);
             for (index_t j = 0; j < key_count; ++j) scores(i, rank + j) += bias_row[key_offsets[j]];
           }
         }
