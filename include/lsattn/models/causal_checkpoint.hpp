@@ -60,6 +60,15 @@ inline Weights<float> load_layer_weights(const io::SafeTensorsFile& file, const 
 inline LmWeights<float> load_lm_weights(const io::SafeTensorsFile& file, const LmConfig& config,
                                         const std::string& prefix = "") {
   config.validate();
+  // The layer count must match the file before n_layer layers are allocated: a wrong n_layer
+  // would otherwise fail on a missing tensor after a huge allocation, or ignore trained layers.
+  const auto has_layer = [&](index_t layer) {
+    return file.contains(prefix + "layers." + std::to_string(layer) + ".norm1.weight");
+  };
+  require(has_layer(config.n_layer - 1) && !has_layer(config.n_layer), "weights ", file.source(), ": n_layer = ",
+          config.n_layer, " contradicts the file, which ", has_layer(config.n_layer) ? "has more layers (" : "lacks ",
+          prefix, "layers.", has_layer(config.n_layer) ? config.n_layer : config.n_layer - 1, ".norm1.weight",
+          has_layer(config.n_layer) ? ")" : "");
   LmWeights<float> weights = io::load_parameters<LmWeights<float>>(file, config, prefix);
   if (file.contains(prefix + "out_emb.weight")) {
     const auto out_emb = file.load_float<2>(prefix + "out_emb.weight", weights.in_emb.shape());
