@@ -2,10 +2,18 @@
 // error on hand-built files, and robustness against truncated and randomly mutated files.
 #include <catch2/catch.hpp>
 
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <bit>
 #include <cmath>
 #include <cstdint>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <limits>
 #include <random>
 #include <string>
@@ -72,16 +80,24 @@ std::string entry(const std::string& name, const std::string& type, const std::s
          std::to_string(begin) + ", " + std::to_string(end) + "]}";
 }
 
-// Loads every tensor whose rank is 0..4 through both loaders; used on mutated files.
+bool is_float(dtype type) { return type == dtype::f32 || type == dtype::f16 || type == dtype::bf16; }
+
+// Loads every tensor whose rank is 0..4 through every loader that accepts its dtype; used on
+// mutated files.
 void load_everything(const SafeTensorsFile& file) {
   for (const std::string& name : file.names()) {
     const auto& info = file.info(name);
+    auto load = [&](auto rank) {
+      constexpr std::size_t Rank = decltype(rank)::value;
+      file.load_numeric<Rank>(name);
+      if (is_float(info.type)) file.load_float<Rank>(name);
+    };
     switch (info.shape.size()) {
-      case 0: file.load_float<0>(name); break;
-      case 1: file.load_float<1>(name); break;
-      case 2: file.load_float<2>(name); break;
-      case 3: file.load_float<3>(name); break;
-      case 4: file.load_float<4>(name); break;
+      case 0: load(std::integral_constant<std::size_t, 0>{}); break;
+      case 1: load(std::integral_constant<std::size_t, 1>{}); break;
+      case 2: load(std::integral_constant<std::size_t, 2>{}); break;
+      case 3: load(std::integral_constant<std::size_t, 3>{}); break;
+      case 4: load(std::integral_constant<std::size_t, 4>{}); break;
       default: break;
     }
     if (info.type == dtype::i64 && info.shape.size() == 1) file.load_int64<1>(name);
@@ -147,8 +163,9 @@ void check_int64_round_trip(const Shape<Rank>& shape) {
   const Tensor<std::int64_t, Rank> loaded = file.load_int64<Rank>("t");
   CHECK(loaded.shape() == shape);
   CHECK(loaded.values() == original.values());
-  const Tensor<float, Rank> as_float = file.load_float<Rank>("t");
+  const Tensor<float, Rank> as_float = file.load_numeric<Rank>("t");
   for (index_t i = 0; i < original.size(); ++i) CHECK(as_float.data()[i] == static_cast<float>(original.data()[i]));
+  CHECK_THROWS_AS(file.load_float<Rank>("t"), lsattn::error);
 }
 
 template <class Check>
@@ -417,13 +434,34 @@ TEST_CASE("BOOL tensors load as 0/1 and reject other bytes", "[safetensors]") {
   const auto bytes = make_file("{" + entry("mask", "BOOL", "[2, 2]", 0, 4) + "}", {1, 0, 0, 1});
   const SafeTensorsFile file = SafeTensorsFile::parse(bytes, kSource);
   CHECK(file.info("mask").type == dtype::boolean);
-  CHECK(file.load_float<2>("mask").values() == std::vector<float>{1, 0, 0, 1});
+  CHECK(file.load_numeric<2>("mask").values() == std::vector<float>{1, 0, 0, 1});
   CHECK(file.load_int64<2>("mask").values() == std::vector<std::int64_t>{1, 0, 0, 1});
 
   const auto bad = SafeTensorsFile::parse(make_file("{" + entry("mask", "BOOL", "[3]", 0, 3) + "}", {0, 1, 2}), kSource);
-  const std::string message = error_of([&] { bad.load_float<1>("mask"); });
+  const std::string message = error_of([&] { bad.load_numeric<1>("mask"); });
   CHECK_THAT(message, Contains("'mask'") && Contains("byte 2") && Contains(kSource));
   CHECK_THROWS_AS(bad.load_int64<1>("mask"), lsattn::error);
+}
+
+TEST_CASE("load_float refuses I64 and BOOL; load_numeric converts any dtype", "[safetensors]") {
+  // Weights and activations stored as integers are a broken export: a silent cast hid it.
+  const auto bytes = make_file("{" + entry("ids", "I64", "[2]", 0, 16) + ", " + entry("mask", "BOOL", "[2]", 16, 18) +
+                                   ", " + entry("half", "F16", "[1]", 18, 20) + "}",
+                               {7, 0, 0, 0, 0, 0, 0, 0, 0xfe, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 1, 0, 0x00, 0x3c});
+  const SafeTensorsFile file = SafeTensorsFile::parse(bytes, kSource);
+  for (const char* name : {"ids", "mask"}) {
+    const std::string type = name == std::string("ids") ? "I64" : "BOOL";
+    for (const auto& message : {error_of([&] { file.load_float<1>(name); }),
+                                error_of([&] { file.load_float<1>(name, Shape<1>{2}); })}) {
+      CHECK_THAT(message, Contains(kSource) && Contains(std::string("'") + name + "'") && Contains("dtype " + type) &&
+                              Contains("F32, F16 or BF16"));
+    }
+  }
+  CHECK(file.load_numeric<1>("ids").values() == std::vector<float>{7, -2});
+  CHECK(file.load_numeric<1>("mask").values() == std::vector<float>{1, 0});
+  CHECK(file.load_numeric<1>("half").values() == std::vector<float>{1});
+  CHECK(file.load_float<1>("half").values() == std::vector<float>{1});
+  CHECK_THAT(error_of([&] { file.load_numeric<2>("ids"); }), Contains("'ids'") && Contains("expected rank 2"));
 }
 
 TEST_CASE("hand-written files with unpadded headers and no tensors parse", "[safetensors]") {
@@ -455,6 +493,137 @@ TEST_CASE("write and open through the file system", "[safetensors]") {
   const std::string bad_path = "/nonexistent-dir-lsattn/x.safetensors";
   CHECK_THAT(error_of([&] { writer.write(bad_path); }), Contains(bad_path));
   CHECK_THROWS_AS(SafeTensorsFile::open(std::filesystem::temp_directory_path().string()), lsattn::error);
+}
+
+// ----------------------------------------------------------------------------------------------
+// Atomic writes
+
+namespace {
+
+namespace fs = std::filesystem;
+
+// A fresh, empty directory for one test.
+fs::path empty_directory(const std::string& name) {
+  const fs::path directory = fs::temp_directory_path() / ("lsattn_test_safetensors_" + name);
+  fs::remove_all(directory);
+  fs::create_directories(directory);
+  return directory;
+}
+
+std::vector<char> file_bytes(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+std::vector<std::string> directory_entries(const fs::path& directory) {
+  std::vector<std::string> names;
+  for (const auto& entry : fs::directory_iterator(directory)) names.push_back(entry.path().filename().string());
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+SafeTensorsWriter writer_of(index_t elements, float value) {
+  SafeTensorsWriter writer;
+  writer.add("x", Tensor<float, 1>({elements}, value));
+  return writer;
+}
+
+}  // namespace
+
+TEST_CASE("a write that fails half-way leaves the previous file byte-identical and no temporary",
+          "[safetensors][write]") {
+  const fs::path directory = empty_directory("half_way");
+  const fs::path path = directory / "out.safetensors";
+  writer_of(16, 1.0f).write(path.string());
+  const std::vector<char> previous = file_bytes(path);
+
+  // In a child: a file size limit of 64 KiB (SIGXFSZ ignored, so write() fails with EFBIG)
+  // under a 256 KiB file, so the write stops half-way; the error message comes back by a pipe.
+  const SafeTensorsWriter large = writer_of(1 << 16, 2.0f);
+  int message_pipe[2];
+  REQUIRE(::pipe(message_pipe) == 0);
+  const pid_t child = ::fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {
+    ::close(message_pipe[0]);
+    ::signal(SIGXFSZ, SIG_IGN);
+    const rlimit limit{64 << 10, 64 << 10};
+    std::string message = "no error";
+    if (::setrlimit(RLIMIT_FSIZE, &limit) != 0) {
+      message = "setrlimit failed";
+    } else {
+      try {
+        large.write(path.string());
+      } catch (const lsattn::error& e) {
+        message = e.what();
+      }
+    }
+    const ssize_t written = ::write(message_pipe[1], message.data(), message.size());
+    ::_exit(written == static_cast<ssize_t>(message.size()) ? 0 : 1);
+  }
+  ::close(message_pipe[1]);
+  std::string message;
+  char buffer[512];
+  for (ssize_t n; (n = ::read(message_pipe[0], buffer, sizeof buffer)) > 0;) message.append(buffer, static_cast<std::size_t>(n));
+  ::close(message_pipe[0]);
+  int status = 0;
+  REQUIRE(::waitpid(child, &status, 0) == child);
+  REQUIRE(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+
+  CHECK_THAT(message, Contains(path.string()) && Contains("File too large") && Contains("temporary file"));
+  CHECK(file_bytes(path) == previous);
+  CHECK(directory_entries(directory) == std::vector<std::string>{"out.safetensors"});
+  // Without the limit the same write replaces the file completely.
+  large.write(path.string());
+  CHECK(SafeTensorsFile::open(path.string()).load_float<1>("x").values() == std::vector<float>(1 << 16, 2.0f));
+  CHECK(directory_entries(directory) == std::vector<std::string>{"out.safetensors"});
+}
+
+TEST_CASE("write errors name the path and the reason, and leave nothing behind", "[safetensors][write]") {
+  const SafeTensorsWriter writer = writer_of(4, 1.0f);
+  const std::string missing_directory = "/nonexistent-dir-lsattn/sub/out.safetensors";
+  CHECK_THAT(error_of([&] { writer.write(missing_directory); }),
+             Contains("'" + missing_directory + "'") && Contains("'/nonexistent-dir-lsattn/sub'") &&
+                 Contains("No such file or directory"));
+
+  // A directory where the file should go: the rename fails, the directory and its content stay.
+  const fs::path directory = empty_directory("target_is_directory");
+  fs::create_directory(directory / "out.safetensors");
+  std::ofstream(directory / "out.safetensors" / "keep.txt") << "keep";
+  CHECK_THAT(error_of([&] { writer.write((directory / "out.safetensors").string()); }),
+             Contains((directory / "out.safetensors").string()) && Contains("renaming"));
+  CHECK(fs::is_directory(directory / "out.safetensors"));
+  CHECK(directory_entries(directory) == std::vector<std::string>{"out.safetensors"});
+  CHECK(directory_entries(directory / "out.safetensors") == std::vector<std::string>{"keep.txt"});
+}
+
+TEST_CASE("a written file has the mode of a plain create (0666 & ~umask), not 0600", "[safetensors][write]") {
+  const fs::path directory = empty_directory("mode");
+  for (const mode_t mask : {mode_t{022}, mode_t{027}, mode_t{002}}) {
+    CAPTURE(mask);
+    const mode_t previous_mask = ::umask(mask);
+    const fs::path path = directory / ("out" + std::to_string(mask) + ".safetensors");
+    writer_of(4, 1.0f).write(path.string());
+    writer_of(4, 2.0f).write(path.string());  // replacing gives the same mode
+    ::umask(previous_mask);
+    struct stat status {};
+    REQUIRE(::stat(path.c_str(), &status) == 0);
+    CHECK((status.st_mode & 07777) == (0666 & ~mask));
+  }
+}
+
+TEST_CASE("writing through a symbolic link replaces the file it points to", "[safetensors][write]") {
+  const fs::path directory = empty_directory("symlink");
+  fs::create_directory(directory / "store");
+  writer_of(4, 1.0f).write((directory / "store" / "real.safetensors").string());
+  fs::create_symlink("store/real.safetensors", directory / "link.safetensors");
+  writer_of(3, 5.0f).write((directory / "link.safetensors").string());
+  CHECK(fs::is_symlink(fs::symlink_status(directory / "link.safetensors")));
+  CHECK(SafeTensorsFile::open((directory / "store" / "real.safetensors").string()).load_float<1>("x").values() ==
+        std::vector<float>(3, 5.0f));
+  CHECK(directory_entries(directory) == std::vector<std::string>{"link.safetensors", "store"});
+  CHECK(directory_entries(directory / "store") == std::vector<std::string>{"real.safetensors"});
 }
 
 TEST_CASE("the exported LRA fixtures parse", "[safetensors]") {

@@ -10,22 +10,31 @@
 // parse() succeeds, each tensor's bytes lie inside the data section and match its shape, so
 // the loaders need no further bounds checks.
 #include <algorithm>
+#include <atomic>
 #include <bit>
+#include <cerrno>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <limits>
 #include <map>
 #include <set>
 #include <string>
 #include <string_view>
+#include <system_error>
 #include <tuple>
 #include <type_traits>
 #include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
+
+#if __has_include(<unistd.h>)
+#include <fcntl.h>
+#include <unistd.h>
+#endif
 
 #include "lsattn/core/error.hpp"
 #include "lsattn/core/half.hpp"
@@ -232,24 +241,17 @@ class SafeTensorsFile {
   const std::map<std::string, std::string>& metadata() const { return metadata_; }
   const std::string& source() const { return source_; }
 
-  // Any stored dtype converted to float (I64 may round; BOOL gives 0/1). The stored rank must be Rank.
+  // A floating-point tensor (F32, F16 or BF16) as float; the stored rank must be Rank. I64 and
+  // BOOL are refused: weights and activations stored as integers are a broken export, and a
+  // silent cast would hide it. Use load_numeric where integers are legitimate (masks).
   template <std::size_t Rank>
   Tensor<float, Rank> load_float(const std::string& name) const {
     const TensorInfo& tensor = info(name);
-    const Shape<Rank> shape = checked_shape<Rank>(tensor);
-    std::vector<float> values(static_cast<std::size_t>(element_count(shape)));
-    const std::uint8_t* p = data_begin() + tensor.data_begin;
-    const std::size_t stride = dtype_size(tensor.type);
-    for (std::size_t i = 0; i < values.size(); ++i, p += stride) {
-      switch (tensor.type) {
-        case dtype::f32: values[i] = std::bit_cast<float>(detail::load_le<std::uint32_t>(p)); break;
-        case dtype::f16: values[i] = half_to_float(detail::load_le<std::uint16_t>(p)); break;
-        case dtype::bf16: values[i] = bfloat16_to_float(detail::load_le<std::uint16_t>(p)); break;
-        case dtype::i64: values[i] = static_cast<float>(static_cast<std::int64_t>(detail::load_le<std::uint64_t>(p))); break;
-        case dtype::boolean: values[i] = static_cast<float>(load_bool(tensor, p)); break;
-      }
+    if (tensor.type != dtype::f32 && tensor.type != dtype::f16 && tensor.type != dtype::bf16) {
+      detail::fail(source_, "tensor '", name, "' has dtype ", dtype_name(tensor.type),
+                   ", but a floating-point tensor (F32, F16 or BF16) was expected");
     }
-    return Tensor<float, Rank>(shape, std::move(values));
+    return converted_to_float<Rank>(tensor);
   }
 
   // As above, and the stored shape must equal `expected` exactly.
@@ -261,6 +263,14 @@ class SafeTensorsFile {
       detail::fail(source_, "tensor '", name, "' has shape ", to_string(actual), ", expected ", to_string(expected));
     }
     return load_float<Rank>(name);
+  }
+
+  // Any stored dtype as float: I64 converted (values beyond 2^24 may round), BOOL as 0/1. For
+  // tensors that are legitimately integers or booleans but used as floats, such as masks
+  // (PyTorch masks are often bool or int64); the stored rank must be Rank.
+  template <std::size_t Rank>
+  Tensor<float, Rank> load_numeric(const std::string& name) const {
+    return converted_to_float<Rank>(info(name));
   }
 
   // I64 as stored, BOOL as 0/1; floating-point dtypes are an error rather than a silent cast.
@@ -284,6 +294,24 @@ class SafeTensorsFile {
 
  private:
   const std::uint8_t* data_begin() const { return bytes_.data() + data_offset_; }
+
+  template <std::size_t Rank>
+  Tensor<float, Rank> converted_to_float(const TensorInfo& tensor) const {
+    const Shape<Rank> shape = checked_shape<Rank>(tensor);
+    std::vector<float> values(static_cast<std::size_t>(element_count(shape)));
+    const std::uint8_t* p = data_begin() + tensor.data_begin;
+    const std::size_t stride = dtype_size(tensor.type);
+    for (std::size_t i = 0; i < values.size(); ++i, p += stride) {
+      switch (tensor.type) {
+        case dtype::f32: values[i] = std::bit_cast<float>(detail::load_le<std::uint32_t>(p)); break;
+        case dtype::f16: values[i] = half_to_float(detail::load_le<std::uint16_t>(p)); break;
+        case dtype::bf16: values[i] = bfloat16_to_float(detail::load_le<std::uint16_t>(p)); break;
+        case dtype::i64: values[i] = static_cast<float>(static_cast<std::int64_t>(detail::load_le<std::uint64_t>(p))); break;
+        case dtype::boolean: values[i] = static_cast<float>(load_bool(tensor, p)); break;
+      }
+    }
+    return Tensor<float, Rank>(shape, std::move(values));
+  }
 
   template <std::size_t Rank>
   Shape<Rank> checked_shape(const TensorInfo& tensor) const {
@@ -453,6 +481,141 @@ inline SafeTensorsFile SafeTensorsFile::parse(std::vector<std::uint8_t> bytes, s
   return file;
 }
 
+namespace detail {
+
+// "cannot write '<path>': <step> failed: <OS reason>", for a failed step of an atomic write.
+[[noreturn]] inline void fail_write(const std::string& path, const std::string& step, int os_error) {
+  throw error(lsattn::detail::concat("lsattn: SafeTensorsWriter: cannot write '", path, "': ", step, " failed: ",
+                                     std::system_category().message(os_error), " (the previous content of '", path,
+                                     "', if any, is unchanged)"));
+}
+
+// The file a path names once symbolic links in its last component are followed, so that an
+// atomic replacement replaces the file the user sees through the link, not the link itself.
+inline std::filesystem::path final_target(const std::filesystem::path& path) {
+  std::filesystem::path target = path;
+  std::error_code ignored;
+  for (int hops = 0; hops < 40 && std::filesystem::is_symlink(std::filesystem::symlink_status(target, ignored)); ++hops) {
+    const std::filesystem::path next = std::filesystem::read_symlink(target, ignored);
+    if (ignored) break;
+    target = next.is_absolute() ? next : target.parent_path() / next;
+  }
+  return target;
+}
+
+#if __has_include(<unistd.h>)
+
+// A new file beside the target, removed again unless commit() renamed it over the target.
+class TemporaryFile {
+ public:
+  // Created with O_EXCL under a fresh name; mode 0666 so that the umask (and a directory's
+  // default ACL) gives the new file the mode a plain create would, unlike mkstemp's 0600.
+  TemporaryFile(const std::filesystem::path& target, const std::string& user_path) : user_path_(user_path) {
+    static std::atomic<unsigned> counter{0};
+    for (int attempt = 0; attempt < 100; ++attempt) {
+      name_ = target.string() + ".tmp." + std::to_string(::getpid()) + "." + std::to_string(counter++);
+      descriptor_ = ::open(name_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+      if (descriptor_ >= 0 || errno != EEXIST) break;  // EEXIST: a stale temporary of an earlier process
+    }
+    if (descriptor_ < 0) {
+      const int os_error = errno;
+      name_.clear();
+      const std::string directory = target.has_parent_path() ? target.parent_path().string() : ".";
+      fail_write(user_path_, "creating a temporary file in '" + directory + "'", os_error);
+    }
+  }
+  TemporaryFile(const TemporaryFile&) = delete;
+  TemporaryFile& operator=(const TemporaryFile&) = delete;
+  ~TemporaryFile() {
+    if (descriptor_ >= 0) ::close(descriptor_);
+    if (!name_.empty()) ::unlink(name_.c_str());
+  }
+
+  void write(const std::vector<std::uint8_t>& bytes) {
+    const std::uint8_t* next = bytes.data();
+    std::size_t left = bytes.size();
+    while (left > 0) {
+      const ::ssize_t written = ::write(descriptor_, next, std::min<std::size_t>(left, std::size_t{1} << 30));
+      if (written < 0 && errno == EINTR) continue;
+      if (written <= 0) {
+        fail_write(user_path_,
+                   lsattn::detail::concat("writing byte ", bytes.size() - left, " of ", bytes.size(),
+                                          " to the temporary file '", name_, "'"),
+                   written < 0 ? errno : EIO);
+      }
+      next += written;
+      left -= static_cast<std::size_t>(written);
+    }
+  }
+
+  // Flushes the data to the disk, then renames the file over `target`: a crash before the
+  // rename leaves the old file, after it the complete new one.
+  void commit(const std::filesystem::path& target) {
+    if (::fsync(descriptor_) != 0) fail_write(user_path_, "flushing the temporary file '" + name_ + "'", errno);
+    const int closed = ::close(descriptor_);
+    descriptor_ = -1;
+    if (closed != 0) fail_write(user_path_, "closing the temporary file '" + name_ + "'", errno);
+    if (::rename(name_.c_str(), target.c_str()) != 0) {
+      fail_write(user_path_, "renaming the temporary file '" + name_ + "' over '" + target.string() + "'", errno);
+    }
+    name_.clear();
+    // Best effort: makes the rename itself survive a power loss; some file systems refuse it.
+    const std::string directory = target.has_parent_path() ? target.parent_path().string() : ".";
+    const int directory_descriptor = ::open(directory.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (directory_descriptor >= 0) {
+      ::fsync(directory_descriptor);
+      ::close(directory_descriptor);
+    }
+  }
+
+ private:
+  std::string user_path_;  // for messages: the path as the caller gave it
+  std::string name_;       // empty once renamed (or never created)
+  int descriptor_ = -1;
+};
+
+// Writes `bytes` to `path` through a temporary file in the same directory (so the rename
+// cannot cross file systems): on any failure the temporary is removed and `path` keeps its
+// previous content, so a full disk, a file size limit or a kill never leaves half a file.
+inline void write_file_atomically(const std::string& path, const std::vector<std::uint8_t>& bytes) {
+  const std::filesystem::path target = final_target(path);
+  TemporaryFile temporary(target, path);
+  temporary.write(bytes);
+  temporary.commit(target);
+}
+
+#else
+
+// Without POSIX: the same temporary-then-rename protocol through the standard library, but
+// without fsync, so the new content may not yet be on the disk when this returns.
+inline void write_file_atomically(const std::string& path, const std::vector<std::uint8_t>& bytes) {
+  const std::filesystem::path target = final_target(path);
+  const std::filesystem::path temporary = target.string() + ".tmp";
+  {
+    std::ofstream out(temporary, std::ios::binary | std::ios::trunc);
+    out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+    out.close();
+    if (out.fail()) {
+      std::error_code ignored;
+      std::filesystem::remove(temporary, ignored);
+      throw error(lsattn::detail::concat("lsattn: SafeTensorsWriter: cannot write '", path, "': writing ",
+                                         bytes.size(), " bytes to '", temporary.string(), "' failed"));
+    }
+  }
+  std::error_code renamed;
+  std::filesystem::rename(temporary, target, renamed);
+  if (renamed) {
+    std::error_code ignored;
+    std::filesystem::remove(temporary, ignored);
+    throw error(lsattn::detail::concat("lsattn: SafeTensorsWriter: cannot write '", path, "': renaming '",
+                                       temporary.string(), "' failed: ", renamed.message()));
+  }
+}
+
+#endif
+
+}  // namespace detail
+
 class SafeTensorsWriter {
  public:
   // Later calls with the same key replace the value.
@@ -517,14 +680,10 @@ class SafeTensorsWriter {
     return bytes;
   }
 
-  void write(const std::string& path) const {
-    const std::vector<std::uint8_t> bytes = to_bytes();
-    std::ofstream out(path, std::ios::binary | std::ios::trunc);
-    require(static_cast<bool>(out), "SafeTensorsWriter: cannot open '", path, "' for writing");
-    out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
-    out.close();
-    require(!out.fail(), "SafeTensorsWriter: writing ", bytes.size(), " bytes to '", path, "' failed");
-  }
+  // Writes the file so that `path` ends up holding either its previous content or the whole
+  // new file, never a part of it (see detail::write_file_atomically). A symbolic link at `path`
+  // is followed: the file it points to is replaced and the link stays.
+  void write(const std::string& path) const { detail::write_file_atomically(path, to_bytes()); }
 
  private:
   struct Entry {
