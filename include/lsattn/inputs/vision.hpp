@@ -32,6 +32,16 @@ struct VisionAttentionInputs {
 
 namespace detail {
 
+// N = G + rows·cols for a grid the user gives: each side in [1, max_size], the product and the
+// sum checked, so that a 2^32 × 2^32 grid is an error instead of wrapping to 0 tokens.
+inline index_t grid_token_count(index_t global_tokens, index_t rows, index_t cols) {
+  require(rows >= 1 && cols >= 1, "grid: nx and ny (rows and cols) must be >= 1, got ", rows, " x ", cols);
+  checked_size("grid: nx (rows)", rows);
+  checked_size("grid: ny (cols)", cols);
+  checked_size("global_tokens (nglo)", global_tokens);
+  return checked_sum({{"nglo", global_tokens}, {"nx * ny", checked_product({{"nx", rows}, {"ny", cols}})}});
+}
+
 template <>
 struct InputsFor<Window2D> {
   template <class T, class Space>
@@ -47,14 +57,8 @@ void check_inputs(const AttentionConfig& config, const VisionAttentionInputs<T, 
                   const typename Combiner::template Params<T, Space>& norm, const TensorView<T, 3, Space>& out) {
   const index_t width = config.width(), batch = in.query.extent(0);
   require(batch >= 1, "query: batch size must be >= 1, got ", batch);
-  require(in.rows >= 1 && in.cols >= 1, "grid: rows (nx) and cols (ny) must be >= 1, got ", in.rows, " x ", in.cols);
-  require(in.global_tokens >= 0, "global_tokens (nglo): must be >= 0, got ", in.global_tokens);
   checked_size("query: batch size", batch);
-  checked_size("grid: rows (nx)", in.rows);
-  checked_size("grid: cols (ny)", in.cols);
-  checked_size("global_tokens (nglo)", in.global_tokens);
-  const index_t patches = checked_product({{"rows (nx)", in.rows}, {"cols (ny)", in.cols}});
-  const index_t tokens = checked_sum({{"global_tokens (nglo)", in.global_tokens}, {"rows * cols", patches}});
+  const index_t tokens = grid_token_count(in.global_tokens, in.rows, in.cols), patches = in.rows * in.cols;
   checked_product({{"batch", batch}, {"tokens", tokens}, {"width", width}});
   require_shape(in.query, "query", Shape<3>{batch, tokens, width});
   require_shape(in.key, "key", Shape<3>{batch, tokens, width});

@@ -140,10 +140,7 @@ class AttentionLS2D {
 
   Tensor<T, 3> forward(HostView<const T, 3> x, index_t nx, index_t ny) const {
     const index_t c = config_.dim, globals = config_.nglo;
-    require(nx >= 1 && ny >= 1, "grid: nx and ny must be >= 1, got ", nx, " x ", ny);
-    checked_size("grid: nx", nx);
-    checked_size("grid: ny", ny);
-    const index_t tokens = checked_sum({{"nglo", globals}, {"nx * ny", checked_product({{"nx", nx}, {"ny", ny}})}});
+    const index_t tokens = detail::grid_token_count(globals, nx, ny);
     require(x.extent(0) >= 1 && x.shape() == Shape<3>{x.extent(0), tokens, c}, "x: expected shape (B, nglo + nx*ny = ",
             globals, " + ", nx, "*", ny, ", dim = ", c, "), got ", to_string(x.shape()));
     detail::require_finite(x, "x");
@@ -189,7 +186,7 @@ class AttentionLS2D {
     require(row >= 0 && row < nx && col >= 0 && col < ny, "attention_map: patch (", row, ", ", col,
             ") is outside the grid ", nx, " x ", ny);
     require(head >= 0 && head < config_.num_heads, "attention_map: head ", head, " not in [0, ", config_.num_heads, ")");
-    const index_t tokens = globals + nx * ny, patches = nx * ny;
+    const index_t tokens = detail::grid_token_count(globals, nx, ny), patches = nx * ny;
     require(x.extent(0) >= 1 && x.shape() == Shape<3>{x.extent(0), tokens, c}, "x: expected shape (B, ", tokens, ", ",
             c, "), got ", to_string(x.shape()));
     auto project = [&](const T* input, index_t rows, const T* weight, const T* bias, index_t outputs) {

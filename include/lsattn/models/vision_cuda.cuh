@@ -124,7 +124,7 @@ class AttentionLS2D<cuda, T> {
     DeviceWorkspace attention;
   };
   static Buffers carve(cuda_detail::WorkspaceCursor& cursor, const Config& config, index_t batch, index_t nx, index_t ny) {
-    const index_t width = config.dim, patches = nx * ny, tokens = config.nglo + patches;
+    const index_t tokens = detail::grid_token_count(config.nglo, nx, ny), width = config.dim, patches = nx * ny;
     const index_t logits = config.num_heads * config.dp_rank, rows = batch * tokens;
     const Shape<3> shape{batch, tokens, width};
     const VisionAttentionInputs<T, device_space> shapes{{nullptr, shape},
@@ -148,8 +148,7 @@ class AttentionLS2D<cuda, T> {
   static void check_arguments(const Config& config, const DeviceView<const T, 3>& x, index_t nx, index_t ny,
                               const DeviceView<T, 3>& y, const DeviceWorkspace& workspace) {
     const index_t c = config.dim, globals = config.nglo;
-    require(nx >= 1 && ny >= 1, "grid: nx and ny must be >= 1, got ", nx, " x ", ny);
-    const index_t tokens = globals + nx * ny;
+    const index_t tokens = detail::grid_token_count(globals, nx, ny);
     require(x.extent(0) >= 1 && x.shape() == Shape<3>{x.extent(0), tokens, c}, "x: expected shape (B, nglo + nx*ny = ",
             globals, " + ", nx, "*", ny, ", dim = ", c, "), got ", to_string(x.shape()));
     require(x.data() != nullptr, "x: null data pointer for shape ", to_string(x.shape()));
