@@ -3,9 +3,13 @@
 
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
+#include <new>
 #include <sstream>
+#include <stdexcept>
 
 #include "cli.hpp"
 
@@ -13,6 +17,7 @@ namespace {
 
 namespace fs = std::filesystem;
 using Catch::Matchers::Contains;
+using Catch::Matchers::StartsWith;
 using lsattn::index_t;
 using lsattn::Shape;
 using lsattn::Tensor;
@@ -355,8 +360,11 @@ TEST_CASE("eval-bpc maps bytes through a fairseq dictionary", "[cli][lm][bpc]") 
   const auto path = scratch("dict_text.txt").string();
   std::ofstream(path, std::ios::binary) << "the\nthe x";
   const Result result = run({"eval-bpc", "--weights", weights, "--text", path, "--dict", dict, "--no-progress",
-                             "--tokens-per-sample", "4"});
-  REQUIRE(result.err == "");
+                             "--tokens-per-sample", "4", "--allow-unk"});
+  REQUIRE(result.code == 0);
+  CHECK(result.err == "lsattn: --allow-unk: 2 bytes of the text missing from --dict '" + dict +
+                          "' mapped to <unk> (id 3)\n");
+  CHECK_THAT(result.out, Contains("2 bytes mapped to <unk>"));
   // </s> = 2 for the newline and as the start symbol; <unk> = 3 for ' ' and 'x'.
   const std::vector<std::int64_t> ids{4, 5, 6, 2, 4, 5, 6, 3, 3};
   const causal::TransformerLSModel<lsattn::cpu, float> model(config, causal::LmWeights<float>::random(config, 9));
@@ -513,4 +521,356 @@ TEST_CASE("run --variant ls-heads", "[cli][ls_heads]") {
   const Result out_of_range = run({"run", "--variant", "ls-heads", "--weights", weights_path, "--input", input_path,
                                    "--output", output, "--local-heads", "0,5"});
   CHECK_THAT(out_of_range.err, Contains("local_heads") && Contains("5"));
+}
+
+// ----------------------------------------------------------------------------------------------
+// Issue 10: no lost files, no crashes, no silent wrong answers on bad input
+
+namespace {
+
+std::vector<char> file_bytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+// A fresh copy of a file in the scratch directory (hard links cannot cross file systems).
+std::string scratch_copy(const std::string& source, const std::string& name) {
+  const auto path = scratch(name);
+  fs::remove(path);
+  fs::copy_file(source, path);
+  return path.string();
+}
+
+// Huge allocations abort under AddressSanitizer instead of throwing std::bad_alloc.
+#if defined(__SANITIZE_ADDRESS__)
+constexpr bool address_sanitizer = true;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+constexpr bool address_sanitizer = true;
+#else
+constexpr bool address_sanitizer = false;
+#endif
+#else
+constexpr bool address_sanitizer = false;
+#endif
+
+// Raw safetensors bytes for tensors the writer does not store (BOOL): name → (dtype, shape, data).
+struct RawTensor {
+  std::string dtype;
+  std::vector<index_t> shape;
+  std::vector<std::uint8_t> data;
+};
+
+std::string write_raw(const std::string& name, const std::map<std::string, RawTensor>& tensors) {
+  nlohmann::json header = nlohmann::json::object();
+  std::vector<std::uint8_t> data;
+  for (const auto& [tensor_name, tensor] : tensors) {
+    header[tensor_name] = {{"dtype", tensor.dtype}, {"shape", tensor.shape}, {"data_offsets", {data.size(), data.size() + tensor.data.size()}}};
+    data.insert(data.end(), tensor.data.begin(), tensor.data.end());
+  }
+  const std::string text = header.dump();
+  std::vector<std::uint8_t> bytes;
+  for (int i = 0; i < 8; ++i) bytes.push_back(static_cast<std::uint8_t>(static_cast<std::uint64_t>(text.size()) >> (8 * i)));
+  bytes.insert(bytes.end(), text.begin(), text.end());
+  bytes.insert(bytes.end(), data.begin(), data.end());
+  const auto path = scratch(name).string();
+  std::ofstream(path, std::ios::binary).write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+  return path;
+}
+
+RawTensor raw_f32(const Tensor<float, 3>& t) {
+  RawTensor raw{"F32", {t.shape().begin(), t.shape().end()}, std::vector<std::uint8_t>(t.values().size() * 4)};
+  std::memcpy(raw.data.data(), t.values().data(), raw.data.size());  // little-endian hosts, as the reader assumes
+  return raw;
+}
+
+template <class Add>
+std::string write_input(const std::string& name, Add add) {
+  SafeTensorsWriter writer;
+  add(writer);
+  const auto path = scratch(name).string();
+  writer.write(path);
+  return path;
+}
+
+}  // namespace
+
+TEST_CASE("an --output that is an input is refused before anything runs", "[cli][errors][same_file]") {
+  const std::string dir = data_dir + "basic/";
+  const auto weights = scratch_copy(dir + "weights.safetensors", "same_weights.safetensors");
+  const auto input = scratch_copy(dir + "input.safetensors", "same_input.safetensors");
+  const auto weights_before = file_bytes(weights), input_before = file_bytes(input);
+  const auto hard_link = scratch("same_input_hard_link.safetensors"), symbolic_link = scratch("same_weights_link.safetensors");
+  fs::remove(hard_link);
+  fs::remove(symbolic_link);
+  fs::create_hard_link(input, hard_link);
+  fs::create_symlink(weights, symbolic_link);
+  // "<dir>/./name" names the same file as "<dir>/name" with a different string.
+  const std::string dotted_input = (scratch("") / "." / "same_input.safetensors").string();
+
+  struct Case {
+    std::string output, flag, input_path;
+  };
+  for (const Case& c : {Case{weights, "--weights", weights}, Case{input, "--input", input},
+                        Case{dotted_input, "--input", input}, Case{hard_link.string(), "--input", input},
+                        Case{symbolic_link.string(), "--weights", weights}}) {
+    INFO("--output " << c.output);
+    const Result result = run(run_args(weights, input, c.output));
+    CHECK(result.code == 1);
+    CHECK_THAT(result.err, Contains("--output '" + c.output + "' is the same file as " + c.flag + " '" + c.input_path + "'"));
+    CHECK(result.out == "");
+  }
+  CHECK(file_bytes(weights) == weights_before);
+  CHECK(file_bytes(input) == input_before);
+  CHECK(fs::is_symlink(symbolic_link));
+
+  // lm: the same check with its own inputs.
+  const auto lm_weights = write_model(small_lm, "same_lm_weights.safetensors", 3);
+  const auto lm_input = write_input("same_lm_input.safetensors", [](SafeTensorsWriter& w) {
+    w.add("input.tokens.0", Tensor<std::int64_t, 2>(Shape<2>{1, 4}, 7));
+  });
+  const auto lm_weights_before = file_bytes(lm_weights), lm_input_before = file_bytes(lm_input);
+  const auto lm_link = scratch("same_lm_link.safetensors");
+  fs::remove(lm_link);
+  fs::create_hard_link(lm_weights, lm_link);
+  for (const auto& [output, flag, input_path] : std::vector<std::tuple<std::string, std::string, std::string>>{
+           {lm_input, "--input", lm_input}, {lm_link.string(), "--weights", lm_weights}}) {
+    const Result result = run({"lm", "--weights", lm_weights, "--input", lm_input, "--output", output});
+    CHECK(result.code == 1);
+    CHECK_THAT(result.err, Contains("--output '" + output + "' is the same file as " + flag + " '" + input_path + "'"));
+  }
+  CHECK(file_bytes(lm_weights) == lm_weights_before);
+  CHECK(file_bytes(lm_input) == lm_input_before);
+
+  // A distinct output still works, and so does one that exists already (it is replaced).
+  const auto output = scratch("same_distinct_out.safetensors").string();
+  std::ofstream(output) << "old content";
+  CHECK(run(run_args(weights, input, output)).code == 0);
+  CHECK(SafeTensorsFile::open(output).contains("output.y"));
+  CHECK(run({"lm", "--weights", lm_weights, "--input", lm_input, "--output", output}).code == 0);
+  CHECK(SafeTensorsFile::open(output).contains("output.logprobs.0"));
+}
+
+TEST_CASE("an output in a missing directory is refused before the run", "[cli][errors]") {
+  const std::string dir = data_dir + "basic/";
+  const Result result = run(run_args(dir + "weights.safetensors", dir + "input.safetensors", "/nonexistent-lsattn/out.safetensors"));
+  CHECK(result.code == 1);
+  CHECK_THAT(result.err, Contains("--output '/nonexistent-lsattn/out.safetensors'") && Contains("'/nonexistent-lsattn'") &&
+                             Contains("does not exist"));
+}
+
+TEST_CASE("every exception becomes one line and exit code 1", "[cli][errors][exceptions]") {
+  lsattn::cli::Stage stage;
+  stage.enter("building the language model (n_layer = ", 12, ", d_model = ", 512, ")");
+  auto message_of = [&](auto&& body) {
+    std::ostringstream err;
+    CHECK(lsattn::cli::exit_code_of(body, stage, err) == 1);
+    return err.str();
+  };
+  CHECK(message_of([] { throw std::bad_alloc(); }) ==
+        "lsattn: out of memory while building the language model (n_layer = 12, d_model = 512)\n");
+  CHECK_THAT(message_of([] { std::vector<int>().reserve(std::vector<int>().max_size() + 1); }),
+             StartsWith("lsattn: out of memory while building the language model (n_layer = 12, d_model = 512) ("));
+  CHECK(message_of([] { throw std::runtime_error("disk on fire"); }) ==
+        "lsattn: unexpected error (while building the language model (n_layer = 12, d_model = 512)): disk on fire\n");
+  CHECK_THAT(message_of([] { throw 42; }), StartsWith("lsattn: unexpected error (while building") &&
+                                               Contains("unknown type"));
+  CHECK(message_of([] { throw lsattn::error("lsattn: window_len: must be >= 1, got 0"); }) ==
+        "lsattn: window_len: must be >= 1, got 0\n");
+  // An allocation the library refused (its own message names the shape) gets the stage too.
+  CHECK(message_of([] { throw lsattn::error("lsattn: out of memory: a tensor of shape (2, 3) needs 1 MiB"); }) ==
+        "lsattn: out of memory: a tensor of shape (2, 3) needs 1 MiB, while building the language model (n_layer = 12, "
+        "d_model = 512)\n");
+  std::ostringstream quiet;
+  CHECK(lsattn::cli::exit_code_of([] {}, stage, quiet) == 0);
+  CHECK(quiet.str() == "");
+}
+
+TEST_CASE("a memory the machine cannot hold is a clear error naming the sizes", "[cli][errors][oom]") {
+  if (address_sanitizer) {
+    WARN("skipped under AddressSanitizer, which aborts on a refused allocation instead of throwing");
+    return;
+  }
+  // B = 2^24 streams of zero tokens (a file of no data) with mem_len = 2^24: the zero memory
+  // alone would be 2^51 floats, which no machine can allocate; nothing large is ever touched.
+  const auto weights = write_model(small_lm, "oom_weights.safetensors", 3);
+  const auto input = write_input("oom_input.safetensors", [](SafeTensorsWriter& w) {
+    w.add("input.tokens.0", Tensor<std::int64_t, 2>(Shape<2>{index_t{1} << 24, 0}));
+  });
+  const Result result = run({"lm", "--weights", weights, "--input", input, "--output", scratch("oom_out.safetensors").string(),
+                             "--mem-len", "16777216"});
+  CHECK(result.code == 1);
+  CHECK_THAT(result.err, StartsWith("lsattn: out of memory") &&
+                             Contains("starting the memory of the language model (batch = 16777216, n_layer = 2, "
+                                      "mem_len = 16777216, d_model = 8)"));
+}
+
+TEST_CASE("--threads above the processors is a note, and the results do not change", "[cli][threads]") {
+  const std::string dir = data_dir + "basic/";
+  const int available = lsattn::cpu_detail::available_threads();
+  const auto one = scratch("threads_1.safetensors").string(), many = scratch("threads_many.safetensors").string();
+  auto args = run_args(dir + "weights.safetensors", dir + "input.safetensors", one);
+  args.insert(args.end(), {"--threads", "1"});
+  REQUIRE(run(args).code == 0);
+  args = run_args(dir + "weights.safetensors", dir + "input.safetensors", many);
+  args.insert(args.end(), {"--threads", "100000"});
+  const Result result = run(args);
+  CHECK(result.code == 0);
+  CHECK(result.err == "lsattn: --threads 100000 is more than the " + std::to_string(available) +
+                          (available == 1 ? " processor" : " processors") + " available; using " +
+                          std::to_string(available) + "\n");
+  CHECK(SafeTensorsFile::open(many).load_float<3>("output.y").values() ==
+        SafeTensorsFile::open(one).load_float<3>("output.y").values());
+
+  const auto weights = write_model(small_lm, "threads_lm_weights.safetensors", 3);
+  const auto input = write_input("threads_lm_input.safetensors", [](SafeTensorsWriter& w) {
+    Tensor<std::int64_t, 2> tokens(Shape<2>{2, 8});
+    for (index_t i = 0; i < tokens.size(); ++i) tokens.values()[i] = (i * 37) % 256;
+    w.add("input.tokens.0", tokens);
+  });
+  REQUIRE(run({"lm", "--weights", weights, "--input", input, "--output", one, "--threads", "1"}).code == 0);
+  CHECK(run({"lm", "--weights", weights, "--input", input, "--output", many, "--threads", "100000"}).code == 0);
+  CHECK(SafeTensorsFile::open(many).load_float<3>("output.logprobs.0").values() ==
+        SafeTensorsFile::open(one).load_float<3>("output.logprobs.0").values());
+}
+
+TEST_CASE("eval-bpc: bytes missing from --dict are an error unless --allow-unk", "[cli][lm][bpc][errors]") {
+  causal::LmConfig config = small_lm;
+  config.vocab_size = 8;
+  const auto weights = write_model(config, "unk_weights.safetensors", 9);
+  const auto dict = scratch("unk_dict.txt").string();
+  std::ofstream(dict) << "116 500\n104 400\n101 300\n";  // 't', 'h', 'e'
+  const auto text = scratch("unk_text.txt").string();
+  std::ofstream(text, std::ios::binary) << "the\nthe x";
+
+  const Result refused = run({"eval-bpc", "--weights", weights, "--text", text, "--dict", dict, "--no-progress"});
+  CHECK(refused.code == 1);
+  CHECK(refused.out == "");
+  CHECK_THAT(refused.err, Contains("byte 32 (' ') at offset 7") && Contains("--dict '" + dict + "'") &&
+                              Contains("--text '" + text + "'") && Contains("2 bytes") && Contains("--allow-unk"));
+
+  const auto control = scratch("unk_control.txt").string();
+  std::ofstream(control, std::ios::binary) << "thee\x07";
+  CHECK_THAT(run({"eval-bpc", "--weights", weights, "--text", control, "--dict", dict}).err,
+             Contains("byte 7 at offset 4") && Contains("1 byte of the text"));
+  // --max-bytes limits the check to the bytes evaluated.
+  CHECK(run({"eval-bpc", "--weights", weights, "--text", control, "--dict", dict, "--max-bytes", "4", "--no-progress"})
+            .code == 0);
+
+  const Result allowed =
+      run({"eval-bpc", "--weights", weights, "--text", text, "--dict", dict, "--no-progress", "--allow-unk"});
+  CHECK(allowed.code == 0);
+  CHECK_THAT(allowed.err, Contains("2 bytes") && Contains("<unk> (id 3)"));
+  CHECK_THAT(allowed.out, StartsWith("bpc ") && Contains("2 bytes mapped to <unk>"));
+
+  const Result without_dict = run({"eval-bpc", "--weights", weights, "--text", text, "--allow-unk"});
+  CHECK(without_dict.code != 0);
+  CHECK_THAT(without_dict.err + without_dict.out, Contains("--dict"));
+}
+
+TEST_CASE("eval-bpc: segment and byte counts are checked sizes", "[cli][lm][bpc][errors]") {
+  const auto weights = write_model(small_lm, "sizes_weights.safetensors", 5);
+  const auto text = scratch("sizes_text.txt").string();
+  std::ofstream(text, std::ios::binary) << std::string(100, 'a');
+  for (const char* flag : {"--tokens-per-sample", "--max-bytes"}) {
+    INFO(flag);
+    const Result huge = run({"eval-bpc", "--weights", weights, "--text", text, flag, "100000000000000"});
+    CHECK(huge.code == 1);
+    CHECK_THAT(huge.err, Contains(flag) && Contains("100000000000000") && Contains("2147483647"));
+    const Result zero = run({"eval-bpc", "--weights", weights, "--text", text, flag, "0"});
+    CHECK(zero.code == 1);
+    CHECK_THAT(zero.err, Contains(flag) && Contains(">= 1"));
+  }
+  const auto huge_metadata = write_model(small_lm, "sizes_meta.safetensors", 5, {{"tokens_per_sample", "100000000000000"}});
+  CHECK_THAT(run({"eval-bpc", "--weights", huge_metadata, "--text", text}).err,
+             Contains("tokens_per_sample") && Contains("sizes_meta.safetensors") && Contains("100000000000000"));
+
+  // The largest segment on a short text allocates only the text: one segment, the same score.
+  const Result largest =
+      run({"eval-bpc", "--weights", weights, "--text", text, "--no-progress", "--tokens-per-sample", "2147483647"});
+  const Result exact = run({"eval-bpc", "--weights", weights, "--text", text, "--no-progress", "--tokens-per-sample", "100"});
+  REQUIRE(largest.code == 0);
+  REQUIRE(exact.code == 0);
+  CHECK(parse_bpc(largest.out) == parse_bpc(exact.out));
+}
+
+TEST_CASE("present but empty optional inputs reach the layer; integer inputs only where allowed", "[cli][errors][inputs]") {
+  const std::string dir = data_dir + "ragged/";
+  const std::string weights = dir + "weights.safetensors";
+  const auto fixture = SafeTensorsFile::open(dir + "input.safetensors");
+  const auto x = fixture.load_float<3>("input.x");
+  const auto mask = fixture.load_float<2>("input.mask");
+  const auto output = scratch("inputs_out.safetensors").string();
+
+  SECTION("a (0, 0) mask or a (0, 0, 0) cls_embed is a shape error, not an absent input") {
+    const auto empty_mask = write_input("inputs_empty_mask.safetensors", [&](SafeTensorsWriter& w) {
+      w.add("input.x", x);
+      w.add("input.mask", Tensor<float, 2>(Shape<2>{0, 0}));
+    });
+    const Result masked = run(run_args(weights, empty_mask, output));
+    CHECK(masked.code == 1);
+    CHECK_THAT(masked.err, Contains("mask") && Contains("(0, 0)"));
+    const auto empty_cls = write_input("inputs_empty_cls.safetensors", [&](SafeTensorsWriter& w) {
+      w.add("input.x", x);
+      w.add("input.cls_embed", Tensor<float, 3>(Shape<3>{0, 0, 0}));
+    });
+    const Result cls = run(run_args(weights, empty_cls, output));
+    CHECK(cls.code == 1);
+    CHECK_THAT(cls.err, Contains("cls_embed") && Contains("(0, 0, 0)"));
+  }
+  SECTION("masks may be F32, I64 or BOOL, with the same result") {
+    REQUIRE(run(run_args(weights, dir + "input.safetensors", output)).code == 0);
+    const auto want = SafeTensorsFile::open(output).load_float<3>("output.y").values();
+    Tensor<std::int64_t, 2> integer_mask(mask.shape());
+    RawTensor bool_mask{"BOOL", {mask.extent(0), mask.extent(1)}, {}};
+    for (index_t i = 0; i < mask.size(); ++i) {
+      integer_mask.values()[i] = static_cast<std::int64_t>(mask.values()[i]);
+      bool_mask.data.push_back(static_cast<std::uint8_t>(mask.values()[i]));
+    }
+    REQUIRE(std::count(bool_mask.data.begin(), bool_mask.data.end(), 0) > 0);  // the fixture pads some tokens
+    const auto i64 = write_input("inputs_i64_mask.safetensors", [&](SafeTensorsWriter& w) {
+      w.add("input.x", x);
+      w.add("input.mask", integer_mask);
+    });
+    const auto boolean = write_raw("inputs_bool_mask.safetensors", {{"input.x", raw_f32(x)}, {"input.mask", bool_mask}});
+    for (const auto& input : {i64, boolean}) {
+      INFO(input);
+      REQUIRE(run(run_args(weights, input, output)).code == 0);
+      CHECK(SafeTensorsFile::open(output).load_float<3>("output.y").values() == want);
+    }
+  }
+  SECTION("float inputs stored as integers are refused, naming the file, tensor and dtype") {
+    Tensor<std::int64_t, 3> integer_x(x.shape());
+    const auto i64 = write_input("inputs_i64_x.safetensors", [&](SafeTensorsWriter& w) { w.add("input.x", integer_x); });
+    CHECK_THAT(run(run_args(weights, i64, output)).err,
+               Contains("inputs_i64_x.safetensors") && Contains("'input.x'") && Contains("I64"));
+    const auto causal_dir = std::string("test/data/causal/basic/");
+    const auto h = SafeTensorsFile::open(causal_dir + "input.safetensors").load_float<3>("input.h");
+    const auto integer_cache = write_input("inputs_i64_cache.safetensors", [&](SafeTensorsWriter& w) {
+      w.add("input.h", h);
+      w.add("input.h_cache", Tensor<std::int64_t, 3>(Shape<3>{2, 8, 16}));
+    });
+    const Result cache = run({"run", "--variant", "causal", "--weights", causal_dir + "weights.safetensors", "--input",
+                              integer_cache, "--output", output});
+    CHECK(cache.code == 1);
+    CHECK_THAT(cache.err, Contains("'input.h_cache'") && Contains("I64"));
+    RawTensor bool_cls{"BOOL", {x.extent(0), 1, x.extent(2)}, std::vector<std::uint8_t>(x.extent(0) * x.extent(2), 1)};
+    const auto boolean = write_raw("inputs_bool_cls.safetensors", {{"input.x", raw_f32(x)}, {"input.cls_embed", bool_cls}});
+    CHECK_THAT(run(run_args(weights, boolean, output)).err, Contains("'input.cls_embed'") && Contains("BOOL"));
+  }
+  SECTION("weights stored as integers are refused") {
+    const auto source = SafeTensorsFile::open(weights);
+    SafeTensorsWriter writer;
+    for (const auto& [k, v] : source.metadata()) writer.set_metadata(k, v);
+    for (const auto& name : source.names()) {
+      const auto& info = source.info(name);
+      if (name == "W_o.bias") writer.add(name, Tensor<std::int64_t, 1>(Shape<1>{info.shape[0]}));
+      else if (info.shape.size() == 1) writer.add(name, source.load_float<1>(name));
+      else writer.add(name, source.load_float<2>(name));
+    }
+    const auto integer_weights = scratch("inputs_i64_weights.safetensors").string();
+    writer.write(integer_weights);
+    CHECK_THAT(run(run_args(integer_weights, dir + "input.safetensors", output)).err,
+               Contains("'W_o.bias'") && Contains("I64"));
+  }
 }

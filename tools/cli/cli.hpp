@@ -2,14 +2,23 @@
 // The `lsattn` command line, as a function so that tests can drive it in-process.
 #include <CLI/CLI.hpp>
 
+#include <sys/stat.h>
+
 #include <chrono>
 #include <cmath>
 #include <fstream>
 #include <map>
+#include <new>
+#include <optional>
 #include <ostream>
+#include <stdexcept>
 #include <string>
+#include <string_view>
+#include <utility>
 #include <vector>
 
+#include "lsattn/backend/cpu/parallel.hpp"
+#include "lsattn/core/limits.hpp"
 #include "lsattn/lsattn.hpp"
 #include "lsattn/models/causal_checkpoint.hpp"
 #include "lsattn/models/lra_checkpoint.hpp"
@@ -22,6 +31,83 @@ struct CommonOptions {
   int threads = 0;
   std::map<std::string, std::string> flags;  // hyperparameter flag → value, e.g. "--heads" → "8"
 };
+
+// What the command is doing right now, for failures whose own message cannot say it (out of
+// memory): "building the language model (n_layer = 2, d_model = 8, d_inner = 16, vocab_size = 256)".
+class Stage {
+ public:
+  template <class... Parts>
+  void enter(Parts&&... parts) {
+    description_ = lsattn::detail::concat(std::forward<Parts>(parts)...);
+  }
+  const std::string& description() const { return description_; }
+
+ private:
+  std::string description_ = "starting";
+};
+
+// Runs a command and turns every exception into one line on `err` and exit code 1, so that no
+// input, however absurd, ends in an abort: lsattn::error as it is (an allocation it refused gets
+// the stage added), std::bad_alloc and std::length_error as "out of memory while <stage>", and
+// anything else as an unexpected error with the stage.
+template <class Command>
+int exit_code_of(Command&& command, const Stage& stage, std::ostream& err) {
+  try {
+    command();
+    return 0;
+  } catch (const error& e) {
+    const std::string_view message = e.what();
+    err << message;
+    if (message.starts_with("lsattn: out of memory")) err << ", while " << stage.description();
+    err << "\n";
+  } catch (const std::bad_alloc&) {
+    err << "lsattn: out of memory while " << stage.description() << "\n";
+  } catch (const std::length_error& e) {
+    err << "lsattn: out of memory while " << stage.description() << " (" << e.what() << ")\n";
+  } catch (const std::exception& e) {
+    err << "lsattn: unexpected error (while " << stage.description() << "): " << e.what() << "\n";
+  } catch (...) {
+    err << "lsattn: unexpected error (while " << stage.description() << "): an exception of unknown type\n";
+  }
+  return 1;
+}
+
+// A file given on the command line: the flag that named it and its path.
+struct NamedPath {
+  std::string flag, path;
+};
+
+// Refuses, before anything is loaded or run, an output that is one of the inputs (the same
+// device and inode, so hard links, symbolic links and "./a" for "a" are all caught: writing it
+// would destroy the input) or that lies in a directory that does not exist (which would only
+// show after the whole run).
+inline void check_output_path(const NamedPath& output, const std::vector<NamedPath>& inputs) {
+  const std::string directory = std::filesystem::path(output.path).has_parent_path()
+                                    ? std::filesystem::path(output.path).parent_path().string()
+                                    : ".";
+  struct stat directory_status {};
+  require(::stat(directory.c_str(), &directory_status) == 0 && S_ISDIR(directory_status.st_mode), output.flag, " '",
+          output.path, "': the directory '", directory, "' does not exist");
+  struct stat output_status {};
+  if (::stat(output.path.c_str(), &output_status) != 0) return;  // not there yet: cannot be an input
+  for (const NamedPath& input : inputs) {
+    struct stat input_status {};
+    if (input.path.empty() || ::stat(input.path.c_str(), &input_status) != 0) continue;
+    require(input_status.st_dev != output_status.st_dev || input_status.st_ino != output_status.st_ino, output.flag,
+            " '", output.path, "' is the same file as ", input.flag, " '", input.path,
+            "'; refusing to overwrite an input (choose another output path)");
+  }
+}
+
+// `--threads N` above the processors available: a note, and the processors instead (the
+// library clamps too; the note says why the run does not use N).
+inline int usable_threads(int requested, std::ostream& err) {
+  const int available = cpu_detail::available_threads();
+  if (requested <= available) return requested;
+  err << "lsattn: --threads " << requested << " is more than the " << available
+      << (available == 1 ? " processor" : " processors") << " available; using " << available << "\n";
+  return available;
+}
 
 // Which hyperparameter (published name) each command-line flag sets, per model family.
 inline const std::map<std::string, std::string>& flag_keys(const std::string& family) {
@@ -62,9 +148,31 @@ inline io::Hyperparameters hyperparameters(const io::SafeTensorsFile& weights, c
   return values;
 }
 
+// An input tensor that may be absent. Presence is decided by the file, never by the size: a
+// present (0, 0) mask must reach the layer, which rejects its shape, not pass as "no mask".
 template <std::size_t Rank>
-Tensor<float, Rank> optional_input(const io::SafeTensorsFile& file, const std::string& name) {
-  return file.contains(name) ? file.load_float<Rank>(name) : Tensor<float, Rank>{};
+struct OptionalInput {
+  std::optional<Tensor<float, Rank>> tensor;
+
+  // The layers take a null view as "absent"; a present tensor without elements (whose vector
+  // may have no storage) gets a non-null pointer so that it still counts as given.
+  HostView<const float, Rank> view() const {
+    static constexpr float no_elements = 0;
+    if (!tensor) return {};
+    return {tensor->size() ? tensor->data() : &no_elements, tensor->shape()};
+  }
+};
+
+// Float inputs (x, h, cls_embed, h_cache) must be F32, F16 or BF16.
+template <std::size_t Rank>
+OptionalInput<Rank> optional_float_input(const io::SafeTensorsFile& file, const std::string& name) {
+  return {file.contains(name) ? std::optional(file.load_float<Rank>(name)) : std::nullopt};
+}
+
+// Masks may also be I64 or BOOL (PyTorch masks often are), read as 0/1 floats.
+template <std::size_t Rank>
+OptionalInput<Rank> optional_mask_input(const io::SafeTensorsFile& file, const std::string& name) {
+  return {file.contains(name) ? std::optional(file.load_numeric<Rank>(name)) : std::nullopt};
 }
 
 inline void require_input(const io::SafeTensorsFile& file, const std::string& name, const char* shape) {
@@ -73,43 +181,59 @@ inline void require_input(const io::SafeTensorsFile& file, const std::string& na
 
 // `run --variant lra`: input.x (B, L, D), optional input.mask (B, L), input.cls_embed (B, 1, D).
 inline Tensor<float, 3> run_lra(const CommonOptions& options, const io::SafeTensorsFile& weights,
-                                const io::SafeTensorsFile& input) {
+                                const io::SafeTensorsFile& input, Stage& stage) {
   auto config = models::lra::config_from(hyperparameters(weights, options, "lra", "--variant lra"));
   config.threads = options.threads;
+  stage.enter("building the LRA layer (num_head = ", config.num_head, ", head_dim = ", config.head_dim,
+              ", transformer_dim = ", config.transformer_dim, ", num_landmarks = ", config.num_landmarks, ")");
   const models::lra::AttentionLS<cpu, float> layer(config, models::lra::load_weights(weights, config, options.prefix));
   require_input(input, "input.x", "(B, L, D)");
+  stage.enter("reading the inputs of '", input.source(), "'");
   const auto x = input.load_float<3>("input.x");
-  const auto mask = optional_input<2>(input, "input.mask");
-  const auto cls_embed = optional_input<3>(input, "input.cls_embed");
-  return layer.forward(x.view(), mask.size() ? mask.view() : HostView<const float, 2>{},
-                       cls_embed.size() ? cls_embed.view() : HostView<const float, 3>{});
+  const auto mask = optional_mask_input<2>(input, "input.mask");
+  const auto cls_embed = optional_float_input<3>(input, "input.cls_embed");
+  stage.enter("running the LRA layer on input.x (B, L, D) = ", to_string(x.shape()), " (num_head = ", config.num_head,
+              ", window_size = ", config.window_size, ", num_landmarks = ", config.num_landmarks, ")");
+  return layer.forward(x.view(), mask.view(), cls_embed.view());
 }
 
 // `run --variant causal`: input.h (B, L, D), optional input.h_cache (B, M, D).
 inline Tensor<float, 3> run_causal(const CommonOptions& options, const io::SafeTensorsFile& weights,
-                                   const io::SafeTensorsFile& input) {
+                                   const io::SafeTensorsFile& input, Stage& stage) {
   auto config = models::causal::layer_config_from(hyperparameters(weights, options, "causal", "--variant causal"));
   config.threads = options.threads;
+  stage.enter("building the causal layer (n_head = ", config.n_head, ", d_model = ", config.d_model,
+              ", chunk_size = ", config.chunk_size, ", chunk_rank = ", config.chunk_rank, ", window_len = ",
+              config.window_len, ")");
   const models::causal::ChunkedLSAttention<cpu, float> layer(
       config, models::causal::load_layer_weights(weights, config, options.prefix));
   require_input(input, "input.h", "(B, L, D)");
+  stage.enter("reading the inputs of '", input.source(), "'");
   const auto h = input.load_float<3>("input.h");
-  const auto cache = optional_input<3>(input, "input.h_cache");
+  const auto cache = optional_float_input<3>(input, "input.h_cache");
+  stage.enter("running the causal layer on input.h (B, L, D) = ", to_string(h.shape()),
+              cache.tensor ? " with input.h_cache (B, M, D) = " + to_string(cache.tensor->shape()) : std::string(),
+              " (chunk_size = ", config.chunk_size, ", window_len = ", config.window_len, ")");
   return layer.forward(h.view(), cache.view());
 }
 
 // `run --variant vision`: input.x (B, nglo + nx·ny, C), patches in row-major order; nx (rows)
 // and ny (columns) from the metadata or flags, ny defaulting to nx (the published square grid).
 inline Tensor<float, 3> run_vision(const CommonOptions& options, const io::SafeTensorsFile& weights,
-                                   const io::SafeTensorsFile& input) {
+                                   const io::SafeTensorsFile& input, Stage& stage) {
   const auto values = hyperparameters(weights, options, "vision", "--variant vision");
   auto config = models::vision::config_from(values);
   config.threads = options.threads;
   const index_t nx = values.required_integer("nx", "--nx"), ny = values.integer("ny").value_or(nx);
+  stage.enter("building the 2D layer (num_heads = ", config.num_heads, ", dim = ", config.dim, ", w = ", config.w,
+              ", dp_rank = ", config.dp_rank, ", nglo = ", config.nglo, ")");
   const models::vision::AttentionLS2D<cpu, float> layer(config,
                                                         models::vision::load_weights(weights, config, options.prefix));
   require_input(input, "input.x", "(B, nglo + nx*ny, C)");
+  stage.enter("reading the inputs of '", input.source(), "'");
   const auto x = input.load_float<3>("input.x");
+  stage.enter("running the 2D layer on input.x (B, N, C) = ", to_string(x.shape()), " (nx = ", nx, ", ny = ", ny,
+              ", w = ", config.w, ", dp_rank = ", config.dp_rank, ")");
   return layer.forward(x.view(), nx, ny);
 }
 
@@ -117,7 +241,7 @@ inline Tensor<float, 3> run_vision(const CommonOptions& options, const io::SafeT
 // (B, L, D), optional input.mask (B, L); writes output.y and output.max_logits (num_heads).
 // local_heads is a comma-separated list of head indices ("" or absent: none).
 inline Tensor<float, 3> run_ls_heads(const CommonOptions& options, const io::SafeTensorsFile& weights,
-                                     const io::SafeTensorsFile& input, io::SafeTensorsWriter& writer) {
+                                     const io::SafeTensorsFile& input, io::SafeTensorsWriter& writer, Stage& stage) {
   const auto values = hyperparameters(weights, options, "ls-heads", "--variant ls-heads");
   models::ls_heads::Config config;
   config.num_heads = values.required_integer("num_heads", "--heads");
@@ -132,30 +256,67 @@ inline Tensor<float, 3> run_ls_heads(const CommonOptions& options, const io::Saf
     config.local_heads.push_back(*one.integer("local_heads"));
     start = end + 1;
   }
+  stage.enter("building the LS-heads layer (num_heads = ", config.num_heads, ", dim = ", config.dim, ", window = ",
+              config.window, ")");
   const models::ls_heads::LsHeadsAttention<cpu, float> layer(
       config, io::load_parameters<models::ls_heads::Weights<float>>(weights, config, options.prefix));
   require_input(input, "input.x", "(B, L, D)");
+  stage.enter("reading the inputs of '", input.source(), "'");
   const auto x = input.load_float<3>("input.x");
-  const auto mask = optional_input<2>(input, "input.mask");
+  const auto mask = optional_mask_input<2>(input, "input.mask");
+  stage.enter("running the LS-heads layer on input.x (B, L, D) = ", to_string(x.shape()), " (num_heads = ",
+              config.num_heads, ", window = ", config.window, ")");
   std::vector<float> max_logits;
-  auto y = layer.forward(x.view(), mask.size() ? mask.view() : HostView<const float, 2>{}, &max_logits);
+  auto y = layer.forward(x.view(), mask.view(), &max_logits);
   writer.add("output.max_logits", Tensor<float, 1>(Shape<1>{config.num_heads}, max_logits));
   return y;
 }
 
+// `run`: one attention layer, its output written to --output.
+inline void run_layer(const CommonOptions& options, const std::string& variant, Stage& stage, std::ostream& log) {
+  stage.enter("reading --weights '", options.weights_path, "'");
+  const auto weights = io::SafeTensorsFile::open(options.weights_path);
+  stage.enter("reading --input '", options.input_path, "'");
+  const auto input = io::SafeTensorsFile::open(options.input_path);
+  io::SafeTensorsWriter writer;
+  const auto y = variant == "lra"      ? run_lra(options, weights, input, stage)
+                 : variant == "causal" ? run_causal(options, weights, input, stage)
+                 : variant == "vision" ? run_vision(options, weights, input, stage)
+                                       : run_ls_heads(options, weights, input, writer, stage);
+  stage.enter("writing --output '", options.output_path, "' (output.y ", to_string(y.shape()), ")");
+  writer.set_metadata("variant", variant);
+  writer.set_metadata("lsattn_version", version);
+  writer.add("output.y", y);
+  writer.write(options.output_path);
+  log << "lsattn: wrote output.y " << to_string(y.shape()) << " to " << options.output_path << "\n";
+}
+
 inline models::causal::TransformerLSModel<cpu, float> load_model(const CommonOptions& options,
                                                                  const io::SafeTensorsFile& weights,
-                                                                 const std::string& command) {
+                                                                 const std::string& command, Stage& stage) {
   auto config = models::causal::lm_config_from(hyperparameters(weights, options, "lm", command));
   config.threads = options.threads;
+  stage.enter("building the language model (n_layer = ", config.n_layer, ", d_model = ", config.d_model,
+              ", d_inner = ", config.d_inner, ", vocab_size = ", config.vocab_size, ")");
   return {config, models::causal::load_lm_weights(weights, config, options.prefix)};
 }
 
+// The model's zero memory for `batch` streams, with the stage naming the sizes it takes.
+inline models::causal::LmState<float> initial_state(const models::causal::TransformerLSModel<cpu, float>& model,
+                                                    index_t batch, Stage& stage) {
+  const auto& config = model.config();
+  stage.enter("starting the memory of the language model (batch = ", batch, ", n_layer = ", config.n_layer,
+              ", mem_len = ", config.mem_len, ", d_model = ", config.d_model, ")");
+  return model.initial_state(batch);
+}
+
 // `lm`: input.tokens.0, input.tokens.1, … (B, L_s) int64, in order, from a zero memory.
-inline void run_lm(const CommonOptions& options, std::ostream& log) {
+inline void run_lm(const CommonOptions& options, Stage& stage, std::ostream& log) {
+  stage.enter("reading --weights '", options.weights_path, "'");
   const auto weights = io::SafeTensorsFile::open(options.weights_path);
+  stage.enter("reading --input '", options.input_path, "'");
   const auto input = io::SafeTensorsFile::open(options.input_path);
-  const auto model = load_model(options, weights, "lm");
+  const auto model = load_model(options, weights, "lm", stage);
   require_input(input, "input.tokens.0", "(B, L) int64");
   io::SafeTensorsWriter writer;
   writer.set_metadata("command", "lm");
@@ -164,22 +325,28 @@ inline void run_lm(const CommonOptions& options, std::ostream& log) {
   index_t segment = 0;
   for (; input.contains("input.tokens." + std::to_string(segment)); ++segment) {
     const std::string name = "input.tokens." + std::to_string(segment);
+    stage.enter("reading ", name, " of '", input.source(), "'");
     const auto tokens = input.load_int64<2>(name);
-    if (segment == 0) state = model.initial_state(tokens.extent(0));
+    if (segment == 0) state = initial_state(model, tokens.extent(0), stage);
     require(tokens.extent(0) == state.caches.front().extent(0), "input ", input.source(), ": ", name, " has batch ",
             tokens.extent(0), ", input.tokens.0 had ", state.caches.front().extent(0));
+    stage.enter("running the language model on ", name, " (B, L) = ", to_string(tokens.shape()), " (n_layer = ",
+                model.config().n_layer, ", mem_len = ", model.config().mem_len, ", vocab_size = ",
+                model.config().vocab_size, ")");
     writer.add("output.logprobs." + std::to_string(segment), model.forward(tokens.view(), state));
     for (index_t layer = 0; layer < model.config().n_layer; ++layer)
       writer.add("output.cache." + std::to_string(segment) + "." + std::to_string(layer), state.caches[layer]);
   }
+  stage.enter("writing --output '", options.output_path, "' (", segment, " segments)");
   writer.write(options.output_path);
   log << "lsattn: wrote " << segment << " segments of log-probabilities and caches to " << options.output_path << "\n";
 }
 
 struct EvalOptions {
-  index_t tokens_per_sample = 0;  // 0: from metadata `tokens_per_sample`, else 256
+  std::optional<index_t> tokens_per_sample;  // absent: metadata `tokens_per_sample`, else 256
   std::string dict_path;
-  index_t max_bytes = -1;
+  std::optional<index_t> max_bytes;  // absent: the whole text
+  bool allow_unknown = false;        // --allow-unk: bytes missing from --dict become <unk>
   bool progress = true;
 };
 
@@ -188,8 +355,11 @@ struct EvalOptions {
 // line per text line) ids are <s>=0, <pad>=1, </s>=2, <unk>=3, then the file's symbols in order
 // from 4; a newline byte is the end-of-line symbol </s>, an unlisted byte is <unk>.
 struct ByteVocabulary {
+  static constexpr std::int64_t unknown_id = 3;  // fairseq's <unk>
   std::vector<std::int64_t> ids = std::vector<std::int64_t>(256);
   std::int64_t start = 10;  // what the first byte is predicted from
+
+  bool knows(unsigned char byte) const { return ids[byte] != unknown_id; }
 
   static ByteVocabulary load(const std::string& dict_path) {
     ByteVocabulary vocabulary;
@@ -197,7 +367,7 @@ struct ByteVocabulary {
     if (dict_path.empty()) return vocabulary;
     std::ifstream in(dict_path);
     require(static_cast<bool>(in), "--dict: cannot open '", dict_path, "'");
-    std::fill(vocabulary.ids.begin(), vocabulary.ids.end(), 3);
+    std::fill(vocabulary.ids.begin(), vocabulary.ids.end(), unknown_id);
     std::string symbol, line;
     for (std::int64_t id = 4; std::getline(in, line); ++id) {
       symbol = line.substr(0, line.find(' '));
@@ -215,18 +385,59 @@ struct ByteVocabulary {
   }
 };
 
+// "120 ('x')", or "7" for a byte that does not print.
+inline std::string describe_byte(unsigned char byte) {
+  std::string text = std::to_string(byte);
+  if (byte >= 0x20 && byte < 0x7f) text += std::string(" ('") + static_cast<char>(byte) + "')";
+  return text;
+}
+
+// The bytes among the first `total` of the text that the dictionary does not list.
+struct UnknownBytes {
+  index_t count = 0;
+  index_t first_offset = -1;
+  unsigned char first_byte = 0;
+};
+
+inline UnknownBytes find_unknown_bytes(const std::string& text_path, index_t total, const ByteVocabulary& vocabulary) {
+  std::ifstream text(text_path, std::ios::binary);
+  require(static_cast<bool>(text), "--text: cannot open '", text_path, "'");
+  UnknownBytes unknown;
+  std::vector<char> chunk(std::size_t{1} << 16);
+  for (index_t done = 0; done < total;) {
+    const index_t count = std::min<index_t>(static_cast<index_t>(chunk.size()), total - done);
+    text.read(chunk.data(), count);
+    require(text.gcount() == count, "--text: read error in '", text_path, "' at byte ", done + text.gcount());
+    for (index_t i = 0; i < count; ++i) {
+      const auto byte = static_cast<unsigned char>(chunk[static_cast<std::size_t>(i)]);
+      if (vocabulary.knows(byte)) continue;
+      if (unknown.count++ == 0) {
+        unknown.first_offset = done + i;
+        unknown.first_byte = byte;
+      }
+    }
+    done += count;
+  }
+  return unknown;
+}
+
 // `eval-bpc`: bits per character of a byte text with the published protocol: segments of
 // tokens_per_sample tokens in order, the memory carried over from a zero start, every byte
 // predicted from the ones before it (the first from the start symbol). Reads the file as it
 // goes: memory does not grow with its length.
-inline void run_eval_bpc(const CommonOptions& options, const EvalOptions& eval, std::ostream& out, std::ostream& err) {
+inline void run_eval_bpc(const CommonOptions& options, const EvalOptions& eval, Stage& stage, std::ostream& out,
+                         std::ostream& err) {
+  if (eval.tokens_per_sample) checked_size("--tokens-per-sample", *eval.tokens_per_sample, 1);
+  if (eval.max_bytes) checked_size("--max-bytes", *eval.max_bytes, 1);
+  stage.enter("reading --weights '", options.weights_path, "'");
   const auto weights = io::SafeTensorsFile::open(options.weights_path);
-  const auto model = load_model(options, weights, "eval-bpc");
-  index_t segment_length = eval.tokens_per_sample;
-  if (segment_length == 0) {
-    segment_length = io::Hyperparameters(weights.metadata(), weights.source()).integer("tokens_per_sample").value_or(256);
-  }
-  require(segment_length >= 1, "--tokens-per-sample: must be >= 1, got ", segment_length);
+  const auto model = load_model(options, weights, "eval-bpc", stage);
+  const index_t segment_length =
+      eval.tokens_per_sample
+          ? *eval.tokens_per_sample
+          : checked_size("tokens_per_sample (metadata of " + weights.source() + ")",
+                         io::Hyperparameters(weights.metadata(), weights.source()).integer("tokens_per_sample").value_or(256),
+                         1);
   const ByteVocabulary vocabulary = ByteVocabulary::load(eval.dict_path);
   for (std::int64_t id : vocabulary.ids) {
     require(id < model.config().vocab_size, "the model's vocab_size ", model.config().vocab_size,
@@ -238,18 +449,38 @@ inline void run_eval_bpc(const CommonOptions& options, const EvalOptions& eval, 
   const auto file_size = static_cast<index_t>(text.tellg());
   require(file_size >= 0, "--text: '", options.input_path, "' must be a regular file (its size is needed for the progress)");
   text.seekg(0);
-  const index_t total = eval.max_bytes >= 0 ? std::min(eval.max_bytes, file_size) : file_size;
+  const index_t total = eval.max_bytes ? std::min(*eval.max_bytes, file_size) : file_size;
   require(total >= 1, "--text: '", options.input_path, "' is empty");
 
-  auto state = model.initial_state(1);
+  // Before the long run: a byte the training dictionary lacks would silently score as <unk>.
+  UnknownBytes unknown;
+  if (!eval.dict_path.empty()) {
+    stage.enter("checking the bytes of --text '", options.input_path, "' against --dict '", eval.dict_path, "'");
+    unknown = find_unknown_bytes(options.input_path, total, vocabulary);
+    require(unknown.count == 0 || eval.allow_unknown, "--text '", options.input_path, "': byte ",
+            describe_byte(unknown.first_byte), " at offset ", unknown.first_offset, " is not in --dict '",
+            eval.dict_path, "' (", unknown.count, unknown.count == 1 ? " byte" : " bytes",
+            " of the text are missing from it); pass --allow-unk to map them to <unk> (id ",
+            ByteVocabulary::unknown_id, "), as fairseq does");
+    if (eval.allow_unknown) {
+      err << "lsattn: --allow-unk: " << unknown.count << (unknown.count == 1 ? " byte" : " bytes")
+          << " of the text missing from --dict '" << eval.dict_path << "' mapped to <unk> (id "
+          << ByteVocabulary::unknown_id << ")\n";
+    }
+  }
+
+  auto state = initial_state(model, 1, stage);
   std::int64_t previous = vocabulary.start;
   double nats = 0;
   index_t done = 0;
   const auto start = std::chrono::steady_clock::now();
   auto last_report = start;
-  std::vector<char> bytes(static_cast<std::size_t>(segment_length));
+  // Never more than the text: a huge --tokens-per-sample on a short text must not allocate it.
+  std::vector<char> bytes(static_cast<std::size_t>(std::min(segment_length, total)));
   while (done < total) {
     const index_t count = std::min(segment_length, total - done);
+    stage.enter("scoring bytes [", done, ", ", done + count, ") of --text '", options.input_path,
+                "' (tokens_per_sample = ", segment_length, ", vocab_size = ", model.config().vocab_size, ")");
     text.read(bytes.data(), count);
     require(text.gcount() == count, "--text: read error in '", options.input_path, "' at byte ", done);
     Tensor<std::int64_t, 2> inputs(Shape<2>{1, count});
@@ -275,7 +506,9 @@ inline void run_eval_bpc(const CommonOptions& options, const EvalOptions& eval, 
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   out << "bpc " << nats / std::log(2.0) / total << " over " << total << " bytes (" << (total + segment_length - 1) / segment_length
       << " segments of " << segment_length << ", " << static_cast<long long>(total / std::max(seconds, 1e-9))
-      << " bytes/s)\n";
+      << " bytes/s";
+  if (eval.allow_unknown && !eval.dict_path.empty()) out << "; " << unknown.count << " bytes mapped to <unk>";
+  out << ")\n";
 }
 
 // Runs the command line; returns the process exit code (0 ok, 1 runtime error, other: usage).
@@ -292,7 +525,8 @@ inline int main(int argc, const char* const* argv, std::ostream& out, std::ostre
     command->add_option("--threads", options.threads, "CPU threads (0: OpenMP default)")->check(CLI::NonNegativeNumber);
     if (input_help != nullptr) {
       command->add_option("--input", options.input_path, input_help)->required();
-      command->add_option("--output", options.output_path, "output file (safetensors)")->required();
+      command->add_option("--output", options.output_path, "output file (safetensors; never one of the inputs)")
+          ->required();
     }
   };
   auto add_flags = [&](CLI::App* command, const std::string& family) {
@@ -326,9 +560,13 @@ inline int main(int argc, const char* const* argv, std::ostream& out, std::ostre
   auto* bpc = app.add_subcommand("eval-bpc", "bits per character of a byte text file");
   add_common(bpc, nullptr);
   bpc->add_option("--text", options.input_path, "the text file")->required();
-  bpc->add_option("--tokens-per-sample", eval.tokens_per_sample, "segment length (default: metadata, else 256)");
-  bpc->add_option("--dict", eval.dict_path, "fairseq dict.txt of the training data (default: byte = id)");
-  bpc->add_option("--max-bytes", eval.max_bytes, "evaluate only the first N bytes");
+  bpc->add_option_function<index_t>("--tokens-per-sample", [&eval](index_t value) { eval.tokens_per_sample = value; },
+                                    "segment length (default: metadata, else 256)");
+  auto* dict = bpc->add_option("--dict", eval.dict_path, "fairseq dict.txt of the training data (default: byte = id)");
+  bpc->add_flag("--allow-unk", eval.allow_unknown, "map bytes missing from --dict to <unk> (id 3) instead of failing")
+      ->needs(dict);
+  bpc->add_option_function<index_t>("--max-bytes", [&eval](index_t value) { eval.max_bytes = value; },
+                                    "evaluate only the first N bytes");
   bpc->add_flag("!--no-progress", eval.progress, "no progress bar");
   add_flags(bpc, "lm");
 
@@ -337,30 +575,24 @@ inline int main(int argc, const char* const* argv, std::ostream& out, std::ostre
   } catch (const CLI::ParseError& e) {
     return app.exit(e, out, err);
   }
-  try {
-    if (run->parsed()) {
-      const auto weights = io::SafeTensorsFile::open(options.weights_path);
-      const auto input = io::SafeTensorsFile::open(options.input_path);
-      io::SafeTensorsWriter writer;
-      const auto y = variant == "lra"      ? run_lra(options, weights, input)
-                     : variant == "causal" ? run_causal(options, weights, input)
-                     : variant == "vision" ? run_vision(options, weights, input)
-                                           : run_ls_heads(options, weights, input, writer);
-      writer.set_metadata("variant", variant);
-      writer.set_metadata("lsattn_version", version);
-      writer.add("output.y", y);
-      writer.write(options.output_path);
-      out << "lsattn: wrote output.y " << to_string(y.shape()) << " to " << options.output_path << "\n";
-    } else if (lm->parsed()) {
-      run_lm(options, out);
-    } else if (bpc->parsed()) {
-      run_eval_bpc(options, eval, out, err);
-    }
-  } catch (const error& e) {
-    err << e.what() << "\n";
-    return 1;
-  }
-  return 0;
+  Stage stage;
+  return exit_code_of(
+      [&] {
+        stage.enter("checking the command line");
+        options.threads = usable_threads(options.threads, err);
+        if (!options.output_path.empty()) {
+          check_output_path({"--output", options.output_path},
+                            {{"--weights", options.weights_path}, {"--input", options.input_path}});
+        }
+        if (run->parsed()) {
+          run_layer(options, variant, stage, out);
+        } else if (lm->parsed()) {
+          run_lm(options, stage, out);
+        } else if (bpc->parsed()) {
+          run_eval_bpc(options, eval, stage, out, err);
+        }
+      },
+      stage, err);
 }
 
 }  // namespace lsattn::cli
