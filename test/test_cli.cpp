@@ -521,6 +521,16 @@ TEST_CASE("run --variant ls-heads", "[cli][ls_heads]") {
   const Result out_of_range = run({"run", "--variant", "ls-heads", "--weights", weights_path, "--input", input_path,
                                    "--output", output, "--local-heads", "0,5"});
   CHECK_THAT(out_of_range.err, Contains("local_heads") && Contains("5"));
+  // A present (0, 0) mask is a shape error, not "no mask".
+  SafeTensorsWriter empty_mask;
+  empty_mask.add("input.x", x);
+  empty_mask.add("input.mask", Tensor<float, 2>(Shape<2>{0, 0}));
+  const auto empty_mask_path = scratch("ls_heads_empty_mask.safetensors").string();
+  empty_mask.write(empty_mask_path);
+  const Result masked = run({"run", "--variant", "ls-heads", "--weights", weights_path, "--input", empty_mask_path,
+                             "--output", output});
+  CHECK(masked.code == 1);
+  CHECK_THAT(masked.err, Contains("mask") && Contains("(0, 0)"));
 }
 
 // ----------------------------------------------------------------------------------------------

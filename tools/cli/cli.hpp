@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <new>
@@ -169,7 +170,8 @@ OptionalInput<Rank> optional_float_input(const io::SafeTensorsFile& file, const 
   return {file.contains(name) ? std::optional(file.load_float<Rank>(name)) : std::nullopt};
 }
 
-// Masks may also be I64 or BOOL (PyTorch masks often are), read as 0/1 floats.
+// Masks may also be I64 or BOOL (PyTorch masks often are), read as floats; the layer checks
+// that every value is 0 or 1.
 template <std::size_t Rank>
 OptionalInput<Rank> optional_mask_input(const io::SafeTensorsFile& file, const std::string& name) {
   return {file.contains(name) ? std::optional(file.load_numeric<Rank>(name)) : std::nullopt};
