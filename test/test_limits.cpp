@@ -186,9 +186,13 @@ TEST_CASE("metadata integers are strict decimal", "[limits][metadata]") {
 }
 
 TEST_CASE("an allocation that cannot succeed is an error naming the shape", "[limits][memory]") {
-  // 2^53 floats (32 PiB): refused by the allocator, reported as an lsattn::error.
+  // 2^53 floats (32 PiB): more than the machine's memory, refused before the allocator is asked
+  // (so it is an error under AddressSanitizer too, which aborts on allocations it refuses).
+  CHECK_THROWS_AS((Tensor<float, 3>(Shape<3>{1, index_t{1} << 31, index_t{1} << 22})), lsattn::out_of_memory);
   CHECK_THROWS_WITH((Tensor<float, 3>(Shape<3>{1, index_t{1} << 31, index_t{1} << 22})),
-                    Contains("out of memory") && Contains("(1, 2147483648, 4194304)"));
+                    Contains("out of memory") && Contains("(1, 2147483648, 4194304)") &&
+                        Contains("more than the machine's memory"));
+  CHECK(lsattn::physical_memory_bytes() > 0);
   CHECK_THROWS_WITH((Tensor<float, 2>(Shape<2>{index_t{1} << 32, index_t{1} << 32})),
                     Contains("(4294967296, 4294967296)") && Contains("elements"));
   CHECK_THROWS_WITH((Tensor<float, 2>(Shape<2>{-1, 4})), Contains("negative extent"));
@@ -234,6 +238,11 @@ TEST_CASE("an empty causal cache and r = 0 without cls run without touching null
   const auto h = random_tensor(Shape<3>{2, 9, 8}, 13);
   const Tensor<float, 3> no_cache(Shape<3>{2, 0, 8});
   CHECK(layer.forward(h.view(), no_cache.view()).shape() == h.shape());
+  CHECK(layer.forward(h.view(), {}).values() == layer.forward(h.view(), no_cache.view()).values());
+  // A cache that is given must be (B, M, D): an empty (0, 0, 0) one is not "no cache".
+  const float storage = 0;
+  const lsattn::HostView<const float, 3> wrong_empty(&storage, Shape<3>{0, 0, 0});
+  CHECK_THROWS_WITH(layer.forward(h.view(), wrong_empty), Contains("h_cache") && Contains("(0, 0, 0)"));
   const lra::Config local{2, 4, 8, 4, 0, false, 0};
   const lra::AttentionLS<lsattn::cpu, float> window_only(local, lra::Weights<float>::random(local, 14));
   const auto x = random_tensor(Shape<3>{1, 70, 8}, 15);

@@ -56,11 +56,10 @@ int exit_code_of(Command&& command, const Stage& stage, std::ostream& err) {
   try {
     command();
     return 0;
+  } catch (const out_of_memory& e) {
+    err << e.what() << ", while " << stage.description() << "\n";
   } catch (const error& e) {
-    const std::string_view message = e.what();
-    err << message;
-    if (message.starts_with("lsattn: out of memory")) err << ", while " << stage.description();
-    err << "\n";
+    err << e.what() << "\n";
   } catch (const std::bad_alloc&) {
     err << "lsattn: out of memory while " << stage.description() << "\n";
   } catch (const std::length_error& e) {

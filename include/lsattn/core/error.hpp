@@ -12,6 +12,13 @@ class error : public std::invalid_argument {
   using std::invalid_argument::invalid_argument;
 };
 
+// An allocation refused because the memory is not there; the message names the shape and
+// bytes. Still an lsattn::error, so one catch handles every failure.
+class out_of_memory : public error {
+ public:
+  using error::error;
+};
+
 namespace detail {
 
 template <class... Parts>

@@ -10,6 +10,10 @@
 
 #include "lsattn/core/error.hpp"
 
+#if __has_include(<unistd.h>)
+#include <unistd.h>
+#endif
+
 namespace lsattn {
 
 using index_t = std::int64_t;
@@ -22,6 +26,17 @@ inline constexpr index_t max_size = std::numeric_limits<std::int32_t>::max();
 // The largest element count of any tensor or product of sizes (2^53: far beyond any memory,
 // still exact as a double).
 inline constexpr index_t max_elements = index_t{1} << 53;
+
+// The machine's physical memory in bytes, or 0 where it cannot be asked. A single allocation
+// larger than this is refused before the allocator sees it: with overcommit the system may
+// grant it and kill the process later, and sanitizers abort instead of throwing bad_alloc.
+inline std::uint64_t physical_memory_bytes() {
+#if defined(_SC_PHYS_PAGES) && defined(_SC_PAGESIZE)
+  const long pages = sysconf(_SC_PHYS_PAGES), page_size = sysconf(_SC_PAGESIZE);
+  if (pages > 0 && page_size > 0) return static_cast<std::uint64_t>(pages) * static_cast<std::uint64_t>(page_size);
+#endif
+  return 0;
+}
 
 // A size named `name` (e.g. "window_len"), checked to lie in [minimum, max_size].
 inline index_t checked_size(std::string_view name, index_t value, index_t minimum = 0) {

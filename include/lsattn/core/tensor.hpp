@@ -101,11 +101,16 @@ index_t checked_element_count(const Shape<Rank>& shape) {
 template <class T, std::size_t Rank>
 std::vector<T> allocate_values(const Shape<Rank>& shape, T fill) {
   const index_t count = checked_element_count(shape);
+  const auto refuse = [&](const char* why) {
+    return out_of_memory(concat("lsattn: out of memory: a tensor of shape ", to_string(shape), " needs ",
+                                static_cast<double>(count) * sizeof(T) / (1 << 20), " MiB", why));
+  };
+  const std::uint64_t bytes = static_cast<std::uint64_t>(count) * sizeof(T), memory = physical_memory_bytes();
+  if (memory > 0 && bytes > memory) throw refuse(", more than the machine's memory");
   try {
     return std::vector<T>(static_cast<std::size_t>(count), fill);
   } catch (const std::bad_alloc&) {
-    throw error(concat("lsattn: out of memory: a tensor of shape ", to_string(shape), " needs ",
-                       static_cast<double>(count) * sizeof(T) / (1 << 20), " MiB"));
+    throw refuse("");
   }
 }
 

@@ -126,15 +126,17 @@ class ChunkedLSAttention {
     require(h.extent(0) >= 1, "h: batch size must be >= 1, got shape ", to_string(h.shape()));
     require(h.extent(1) >= 1, "h: segment length must be >= 1, got shape ", to_string(h.shape()));
     require(h.extent(2) == d, "h: expected feature size d_model = ", d, ", got shape ", to_string(h.shape()));
-    const index_t batch = h.extent(0), length = h.extent(1), cache = h_cache.extent(1);
-    // An empty view means no cache (M = 0), as does a (B, 0, D) one.
-    require(h_cache.size() == 0 || (h_cache.extent(0) == batch && h_cache.extent(2) == d), "h_cache: expected shape (",
-            batch, ", M, ", d, "), got ", to_string(h_cache.shape()));
+    const index_t batch = h.extent(0), length = h.extent(1);
+    // A null view means no cache (M = 0); a given one must be (B, M, D), so a (0, 0, 0) cache
+    // is an error rather than "no cache".
+    if (h_cache.empty()) h_cache = HostView<const T, 3>(nullptr, Shape<3>{batch, 0, d});
+    require(h_cache.shape() == Shape<3>{batch, h_cache.extent(1), d}, "h_cache: expected shape (", batch, ", M, ", d,
+            "), got ", to_string(h_cache.shape()));
+    const index_t cache = h_cache.extent(1);
     require(cache % l == 0, "h_cache: its length M = ", cache, " must be a multiple of chunk_size = ", l,
             " (the cache is compressed in whole chunks)");
     detail::require_finite(h, "h");
     detail::require_finite(h_cache, "h_cache");
-    if (h_cache.size() == 0) h_cache = HostView<const T, 3>(h_cache.data(), Shape<3>{batch, 0, d});
 
     const int threads = config_.threads;
     const index_t cache_window = std::min(cache, config_.window_len), window_rows = cache_window + length;

@@ -198,7 +198,8 @@ class ChunkedLSAttention<cuda, T> {
   }
 
  private:
-  static index_t cache_length(const DeviceView<const T, 3>& h_cache) { return h_cache.size() == 0 ? 0 : h_cache.extent(1); }
+  // A null view is no cache (M = 0), as on the CPU; a given one is (B, M, D), M = 0 included.
+  static index_t cache_length(const DeviceView<const T, 3>& h_cache) { return h_cache.empty() ? 0 : h_cache.extent(1); }
 
   // The row counts of one call (spec §2.4 notation).
   struct Sizes {
@@ -269,7 +270,7 @@ class ChunkedLSAttention<cuda, T> {
     require(h.extent(2) == d, "h: expected feature size d_model = ", d, ", got shape ", to_string(h.shape()));
     detail::require_shape(h, "h", h.shape());  // a null pointer
     const index_t batch = h.extent(0), length = h.extent(1), cache = cache_length(h_cache);
-    require(h_cache.size() == 0 || (h_cache.extent(0) == batch && h_cache.extent(2) == d), "h_cache: expected shape (",
+    require(h_cache.empty() || h_cache.shape() == Shape<3>{batch, cache, d}, "h_cache: expected shape (",
             batch, ", M, ", d, "), got ", to_string(h_cache.shape()));
     require(cache % l == 0, "h_cache: its length M = ", cache, " must be a multiple of chunk_size = ", l,
             " (the cache is compressed in whole chunks)");
