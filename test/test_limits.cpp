@@ -171,6 +171,14 @@ TEST_CASE("integer and boolean tensors are not weights", "[limits][weights]") {
   CHECK_THROWS_WITH(lra::load_weights(file, config), Contains("W_k.weight") && Contains("I64"));
 }
 
+TEST_CASE("hyperparameters from a file are checked before any arithmetic on them", "[limits][metadata]") {
+  // Found by fuzz_checkpoint: the default transformer_dim = num_head * head_dim overflowed.
+  const lsattn::io::Hyperparameters values({{"num_head", "2"}, {"head_dim", "9223372036854775807"},
+                                            {"window_size", "4"}, {"num_landmarks", "2"}},
+                                           "m.safetensors");
+  CHECK_THROWS_WITH(lra::config_from(values), Contains("head_dim") && Contains("9223372036854775807"));
+}
+
 TEST_CASE("metadata integers are strict decimal", "[limits][metadata]") {
   auto value = [](const std::string& text) {
     return lsattn::io::Hyperparameters({{"n_head", text}}, "m.safetensors").integer("n_head");

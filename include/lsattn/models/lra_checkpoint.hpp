@@ -32,7 +32,11 @@ inline Config config_from(const io::Hyperparameters& values) {
   config.head_dim = values.required_integer("head_dim", "--head-dim");
   config.window_size = values.required_integer("window_size", "--window");
   config.num_landmarks = values.required_integer("num_landmarks", "--rank");
-  config.transformer_dim = values.integer("transformer_dim").value_or(config.num_head * config.head_dim);
+  const auto transformer_dim = values.integer("transformer_dim");
+  // The default is a product of two sizes from the file: checked before it is formed.
+  config.transformer_dim = transformer_dim ? *transformer_dim
+                                           : checked_size("num_head", config.num_head, 1) *
+                                                 checked_size("head_dim", config.head_dim, 1);
   const std::string given = values.text("pooling_mode").value_or("MEAN");
   std::string mode;
   for (char c : given) mode += static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
