@@ -12,6 +12,11 @@
 // and the forward run are skipped (the input is simply uninteresting) when the config implies
 // more than a small amount of work, estimated with the harness's own checked arithmetic.
 // LSATTN_FUZZ_VERBOSE=1 in the environment prints what became of each input.
+//
+// Byte mutations rarely keep a safetensors file valid, so half of the mutations are made by a
+// custom mutator that knows the format: it sets a metadata value (a hyperparameter, a fuzz_*
+// key) to an interesting one, or a weight to NaN, ±Inf, a huge or a subnormal value, and keeps
+// the file well-formed; the rest are libFuzzer's own.
 #include <algorithm>
 #include <cstddef>
 #include <cstdio>
@@ -221,7 +226,87 @@ std::string family_of(const Hyperparameters& values) {
   return "";
 }
 
+// The structure-aware mutations (see the top of the file). Returns the new size, or 0 when the
+// input is not a file it can edit.
+std::size_t mutate_structure(std::uint8_t* data, std::size_t size, std::size_t max_size, unsigned seed) {
+  using json = nlohmann::json;
+  std::minstd_rand random(seed);
+  if (size < 8) return 0;
+  std::uint64_t header_size = 0;
+  for (int i = 7; i >= 0; --i) header_size = (header_size << 8) | data[i];
+  if (header_size > size - 8) return 0;
+  // json::dump recurses: leave deeply nested headers to the byte mutations.
+  int depth = 0;
+  for (std::size_t i = 8; i < 8 + header_size; ++i) {
+    depth += data[i] == '[' || data[i] == '{' ? 1 : data[i] == ']' || data[i] == '}' ? -1 : 0;
+    if (depth > 32) return 0;
+  }
+  json header = json::parse(data + 8, data + 8 + header_size, nullptr, false);
+  if (!header.is_object()) return 0;
+  const std::size_t data_offset = 8 + static_cast<std::size_t>(header_size);
+
+  if (random() % 2 == 0) {  // a weight value
+    std::vector<std::pair<std::uint64_t, std::uint64_t>> spans;  // F32 tensors' [begin, end)
+    for (const auto& [name, entry] : header.items()) {
+      if (!entry.is_object() || entry.value("dtype", json()) != "F32") continue;
+      const json offsets = entry.value("data_offsets", json());
+      if (!offsets.is_array() || offsets.size() != 2 || !offsets[0].is_number_unsigned() ||
+          !offsets[1].is_number_unsigned())
+        continue;
+      const std::uint64_t begin = offsets[0], end = offsets[1];
+      if (begin + 4 <= end && end <= size - data_offset) spans.emplace_back(begin, end);
+    }
+    if (spans.empty()) return 0;
+    const auto [begin, end] = spans[random() % spans.size()];
+    const std::uint64_t at = data_offset + begin + 4 * (random() % ((end - begin) / 4));
+    const float values[] = {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity(),
+                            -std::numeric_limits<float>::infinity(), 3e38f, -3e38f, 1e-40f, 0.0f, 1e10f};
+    const float value = values[random() % std::size(values)];
+    std::memcpy(data + at, &value, sizeof value);  // little-endian hosts, like the reader's tests
+    return size;
+  }
+
+  // A metadata value: an existing key, a fuzz_* key or a hyperparameter name of any family.
+  static const char* const keys[] = {"fuzz_batch", "fuzz_length", "fuzz_cache", "fuzz_mask", "fuzz_cls", "variant",
+                                     "window_size", "num_landmarks", "pooling_mode", "window_len", "chunk_size",
+                                     "clamp_len", "cpos_clamp_len", "mem_len", "pre_ln", "use_gelu", "w", "nglo",
+                                     "rpe", "nx", "ny", "window", "causal", "local_heads", "n_layer"};
+  static const char* const values[] = {"0", "1", "2", "3", "4", "5", "7", "8", "16", "-1", "-2", "2147483647",
+                                       "2147483648", "9223372036854775807", "-9223372036854775808",
+                                       "99999999999999999999", "true", "false", "", " 2", "+2", "CLS", "mean", "lra",
+                                       "causal", "lm", "vision", "ls-heads", "0,1", "1,1", "-1"};
+  json& metadata = header["__metadata__"];
+  if (!metadata.is_object()) metadata = json::object();
+  std::string key = keys[random() % std::size(keys)];
+  if (!metadata.empty() && random() % 2 == 0) {
+    auto it = metadata.begin();
+    std::advance(it, static_cast<std::ptrdiff_t>(random() % metadata.size()));
+    key = it.key();
+  }
+  metadata[key] = values[random() % std::size(values)];
+  std::string text = header.dump(-1, ' ', false, json::error_handler_t::replace);
+  text.append((8 - text.size() % 8) % 8, ' ');
+  const std::size_t data_size = size - data_offset, new_size = 8 + text.size() + data_size;
+  if (new_size > max_size) return 0;
+  std::vector<std::uint8_t> result(new_size);
+  for (int i = 0; i < 8; ++i) result[i] = static_cast<std::uint8_t>(static_cast<std::uint64_t>(text.size()) >> (8 * i));
+  std::memcpy(result.data() + 8, text.data(), text.size());
+  std::memcpy(result.data() + 8 + text.size(), data + data_offset, data_size);
+  std::memcpy(data, result.data(), new_size);
+  return new_size;
+}
+
 }  // namespace
+
+extern "C" std::size_t LLVMFuzzerMutate(std::uint8_t* data, std::size_t size, std::size_t max_size);
+
+extern "C" std::size_t LLVMFuzzerCustomMutator(std::uint8_t* data, std::size_t size, std::size_t max_size,
+                                               unsigned seed) {
+  if (seed % 2 == 0) {
+    if (const std::size_t new_size = mutate_structure(data, size, max_size, seed / 2)) return new_size;
+  }
+  return LLVMFuzzerMutate(data, size, max_size);
+}
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   std::string family = "?";

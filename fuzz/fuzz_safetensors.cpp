@@ -119,11 +119,12 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     return 0;
   }
 
-  (void)file.contains("no such tensor");
-  try {
-    (void)file.info("no such tensor");
-    lsattn::fuzz::finding("info() found a tensor that is not there");
-  } catch (const lsattn::error&) {
+  if (!file.contains("no such tensor")) {
+    try {
+      (void)file.info("no such tensor");
+      lsattn::fuzz::finding("info() found a tensor that contains() denies");
+    } catch (const lsattn::error&) {
+    }
   }
 
   SafeTensorsWriter writer;
