@@ -308,10 +308,12 @@ TEST_CASE("eval-bpc scores a text with the memory carried over", "[cli][lm][bpc]
   const auto path = scratch("bpc_text.txt").string();
   std::ofstream(path, std::ios::binary) << text;
 
-  const Result result = run({"eval-bpc", "--weights", weights, "--text", path, "--no-progress", "--max-bytes", "1000"});
+  const Result result = run({"eval-bpc", "--weights", weights, "--text", path, "--no-progress", "--max-bytes", "1000",
+                             "--protocol", "every-byte"});
   REQUIRE(result.err == "");
   REQUIRE(result.code == 0);
   const double bpc = parse_bpc(result.out);
+  CHECK_THAT(result.out, Contains("over 1000 scored tokens (protocol every-byte: 1000 tokens from 1000 bytes in 63 blocks of 16"));
 
   // Independently: segments of 16 bytes, each byte predicted from the previous one (the first
   // from the newline start symbol), the memory carried over.
@@ -329,6 +331,37 @@ TEST_CASE("eval-bpc scores a text with the memory carried over", "[cli][lm][bpc]
   }
   CHECK(bpc == Approx(nats / std::log(2.0) / 1000).epsilon(1e-5));
   CHECK(bpc > 4.0);  // an untrained model is close to uniform over 256 bytes (8 bits)
+
+  SECTION("the published protocol (the default): blocks as they are, a block's first token unscored") {
+    const Result published = run({"eval-bpc", "--weights", weights, "--text", path, "--no-progress", "--max-bytes", "1000"});
+    REQUIRE(published.code == 0);
+    // fairseq's truncated_bptt_lm: input = the block, target = the block shifted left by one,
+    // the last target padding; the memory carried from block to block. 63 blocks: 62 of 16
+    // tokens and one of 8, so 62·15 + 7 = 937 scored tokens.
+    auto fresh = model.initial_state(1);
+    double published_nats = 0;
+    index_t scored = 0;
+    for (index_t start = 0; start < 1000; start += 16) {
+      const index_t count = std::min<index_t>(16, 1000 - start);
+      Tensor<std::int64_t, 2> inputs(Shape<2>{1, count});
+      for (index_t i = 0; i < count; ++i) inputs(0, i) = static_cast<unsigned char>(text[start + i]);
+      const auto logprobs = model.forward(inputs.view(), fresh);
+      for (index_t i = 0; i + 1 < count; ++i, ++scored) published_nats -= logprobs(0, i, inputs(0, i + 1));
+    }
+    CHECK(scored == 937);
+    CHECK_THAT(published.out, Contains("over 937 scored tokens (protocol published: 1000 tokens from 1000 bytes in 63 blocks of 16"));
+    CHECK(parse_bpc(published.out) == Approx(published_nats / std::log(2.0) / scored).epsilon(1e-5));
+    CHECK(parse_bpc(published.out) != Approx(bpc).epsilon(1e-9));
+  }
+  SECTION("a published block needs two tokens; a text of one token has nothing to score") {
+    CHECK_THAT(run({"eval-bpc", "--weights", weights, "--text", path, "--tokens-per-sample", "1"}).err,
+               Contains("--tokens-per-sample") && Contains(">= 2 tokens"));
+    CHECK(run({"eval-bpc", "--weights", weights, "--text", path, "--tokens-per-sample", "1", "--protocol", "every-byte",
+               "--max-bytes", "5", "--no-progress"}).code == 0);
+    CHECK_THAT(run({"eval-bpc", "--weights", weights, "--text", path, "--max-bytes", "1", "--no-progress"}).err,
+               Contains("nothing to score"));
+    CHECK_THAT(run({"eval-bpc", "--weights", weights, "--text", path, "--protocol", "paper"}).err, Contains("--protocol"));
+  }
 
   SECTION("the progress bar goes to stderr") {
     const Result shown = run({"eval-bpc", "--weights", weights, "--text", path, "--max-bytes", "100"});
@@ -360,7 +393,7 @@ TEST_CASE("eval-bpc maps bytes through a fairseq dictionary", "[cli][lm][bpc]") 
   const auto path = scratch("dict_text.txt").string();
   std::ofstream(path, std::ios::binary) << "the\nthe x";
   const Result result = run({"eval-bpc", "--weights", weights, "--text", path, "--dict", dict, "--no-progress",
-                             "--tokens-per-sample", "4", "--allow-unk"});
+                             "--tokens-per-sample", "4", "--allow-unk", "--protocol", "every-byte"});
   REQUIRE(result.code == 0);
   CHECK(result.err == "lsattn: --allow-unk: 2 bytes of the text missing from --dict '" + dict +
                           "' mapped to <unk> (id 3)\n");
@@ -378,6 +411,34 @@ TEST_CASE("eval-bpc maps bytes through a fairseq dictionary", "[cli][lm][bpc]") 
     for (index_t i = 0; i < count; ++i) nats -= logprobs(0, i, ids[start + i]);
   }
   CHECK(parse_bpc(result.out) == Approx(nats / std::log(2.0) / 9).epsilon(1e-5));
+
+  // The published protocol with fairseq's lines: the last line "the x" has no newline, yet
+  // fairseq's binarisation ends it with </s> too: 10 tokens, blocks [4 5 6 2] [4 5 6 3] [3 2],
+  // no start symbol, 3 + 3 + 1 scored.
+  const Result published = run({"eval-bpc", "--weights", weights, "--text", path, "--dict", dict, "--no-progress",
+                                "--tokens-per-sample", "4", "--allow-unk"});
+  REQUIRE(published.code == 0);
+  CHECK_THAT(published.out, Contains("over 7 scored tokens (protocol published: 10 tokens from 9 bytes in 3 blocks of 4"));
+  const std::vector<std::int64_t> stream{4, 5, 6, 2, 4, 5, 6, 3, 3, 2};
+  auto fresh = model.initial_state(1);
+  double published_nats = 0;
+  for (index_t start = 0; start < 10; start += 4) {
+    const index_t count = std::min<index_t>(4, 10 - start);
+    Tensor<std::int64_t, 2> inputs(Shape<2>{1, count});
+    for (index_t i = 0; i < count; ++i) inputs(0, i) = stream[start + i];
+    const auto logprobs = model.forward(inputs.view(), fresh);
+    for (index_t i = 0; i + 1 < count; ++i) published_nats -= logprobs(0, i, stream[start + i + 1]);
+  }
+  CHECK(parse_bpc(published.out) == Approx(published_nats / std::log(2.0) / 7).epsilon(1e-5));
+  // A text that ends with its newline gets no extra </s>; --max-bytes (a prefix) never does.
+  const auto ended = scratch("dict_text_ended.txt").string();
+  std::ofstream(ended, std::ios::binary) << "the\nthe\n";
+  CHECK_THAT(run({"eval-bpc", "--weights", weights, "--text", ended, "--dict", dict, "--no-progress", "--tokens-per-sample",
+                  "4"}).out,
+             Contains("protocol published: 8 tokens from 8 bytes"));
+  CHECK_THAT(run({"eval-bpc", "--weights", weights, "--text", path, "--dict", dict, "--no-progress", "--tokens-per-sample",
+                  "4", "--max-bytes", "3"}).out,
+             Contains("protocol published: 3 tokens from 3 bytes"));
 }
 
 namespace {

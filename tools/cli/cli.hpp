@@ -24,6 +24,7 @@
 #include "lsattn/models/causal_checkpoint.hpp"
 #include "lsattn/models/lra_checkpoint.hpp"
 #include "lsattn/models/vision_checkpoint.hpp"
+#include "eval_bpc.hpp"
 
 namespace lsattn::cli {
 
@@ -344,46 +345,12 @@ inline void run_lm(const CommonOptions& options, Stage& stage, std::ostream& log
 }
 
 struct EvalOptions {
+  std::string protocol = "published";        // ScoringProtocol by name
   std::optional<index_t> tokens_per_sample;  // absent: metadata `tokens_per_sample`, else 256
   std::string dict_path;
   std::optional<index_t> max_bytes;  // absent: the whole text
   bool allow_unknown = false;        // --allow-unk: bytes missing from --dict become <unk>
   bool progress = true;
-};
-
-// Token ids of the text's bytes. Without a dictionary a byte is its own id. With a fairseq
-// dict.txt (the published enwik8/text8 preprocessing: bytes written as decimal numbers, one
-// line per text line) ids are <s>=0, <pad>=1, </s>=2, <unk>=3, then the file's symbols in order
-// from 4; a newline byte is the end-of-line symbol </s>, an unlisted byte is <unk>.
-struct ByteVocabulary {
-  static constexpr std::int64_t unknown_id = 3;  // fairseq's <unk>
-  std::vector<std::int64_t> ids = std::vector<std::int64_t>(256);
-  std::int64_t start = 10;  // what the first byte is predicted from
-
-  bool knows(unsigned char byte) const { return ids[byte] != unknown_id; }
-
-  static ByteVocabulary load(const std::string& dict_path) {
-    ByteVocabulary vocabulary;
-    for (int b = 0; b < 256; ++b) vocabulary.ids[b] = b;
-    if (dict_path.empty()) return vocabulary;
-    std::ifstream in(dict_path);
-    require(static_cast<bool>(in), "--dict: cannot open '", dict_path, "'");
-    std::fill(vocabulary.ids.begin(), vocabulary.ids.end(), unknown_id);
-    std::string symbol, line;
-    for (std::int64_t id = 4; std::getline(in, line); ++id) {
-      symbol = line.substr(0, line.find(' '));
-      std::size_t used = 0;
-      int byte = -1;
-      try {
-        byte = std::stoi(symbol, &used);
-      } catch (const std::exception&) {
-      }
-      if (used == symbol.size() && byte >= 0 && byte < 256) vocabulary.ids[byte] = id;
-    }
-    vocabulary.ids[10] = 2;
-    vocabulary.start = 2;
-    return vocabulary;
-  }
 };
 
 // "120 ('x')", or "7" for a byte that does not print.
@@ -422,23 +389,26 @@ inline UnknownBytes find_unknown_bytes(const std::string& text_path, index_t tot
   return unknown;
 }
 
-// `eval-bpc`: bits per character of a byte text with the published protocol: segments of
-// tokens_per_sample tokens in order, the memory carried over from a zero start, every byte
-// predicted from the ones before it (the first from the start symbol). Reads the file as it
-// goes: memory does not grow with its length.
+// `eval-bpc`: bits per character of a byte text, by default with the published protocol
+// (ScoringProtocol::published: blocks of tokens_per_sample fed as they are, the first token of
+// each block unscored, the memory carried over from a zero start). Reads the file as it goes:
+// memory does not grow with its length.
 inline void run_eval_bpc(const CommonOptions& options, const EvalOptions& eval, Stage& stage, std::ostream& out,
                          std::ostream& err) {
+  const ScoringProtocol protocol = scoring_protocol_from(eval.protocol);
   if (eval.tokens_per_sample) checked_size("--tokens-per-sample", *eval.tokens_per_sample, 1);
   if (eval.max_bytes) checked_size("--max-bytes", *eval.max_bytes, 1);
   stage.enter("reading --weights '", options.weights_path, "'");
   const auto weights = io::SafeTensorsFile::open(options.weights_path);
   const auto model = load_model(options, weights, "eval-bpc", stage);
-  const index_t segment_length =
+  const index_t block_length =
       eval.tokens_per_sample
           ? *eval.tokens_per_sample
           : checked_size("tokens_per_sample (metadata of " + weights.source() + ")",
                          io::Hyperparameters(weights.metadata(), weights.source()).integer("tokens_per_sample").value_or(256),
                          1);
+  require(protocol != ScoringProtocol::published || block_length >= 2, "--tokens-per-sample: the published protocol ",
+          "scores tokens 1 … n − 1 of every block, so blocks need >= 2 tokens, got ", block_length);
   const ByteVocabulary vocabulary = ByteVocabulary::load(eval.dict_path);
   for (std::int64_t id : vocabulary.ids) {
     require(id < model.config().vocab_size, "the model's vocab_size ", model.config().vocab_size,
@@ -449,7 +419,7 @@ inline void run_eval_bpc(const CommonOptions& options, const EvalOptions& eval, 
   text.seekg(0, std::ios::end);
   const auto file_size = static_cast<index_t>(text.tellg());
   require(file_size >= 0, "--text: '", options.input_path, "' must be a regular file (its size is needed for the progress)");
-  text.seekg(0);
+  text.close();
   const index_t total = eval.max_bytes ? std::min(*eval.max_bytes, file_size) : file_size;
   require(total >= 1, "--text: '", options.input_path, "' is empty");
 
@@ -470,44 +440,44 @@ inline void run_eval_bpc(const CommonOptions& options, const EvalOptions& eval, 
     }
   }
 
+  // fairseq ends every line with </s>, the last one too: only the published protocol over the
+  // whole text adds one where the text does not end with a newline.
+  const bool fairseq_lines = vocabulary.fairseq && protocol == ScoringProtocol::published && total == file_size;
+  TokenStream stream(options.input_path, total, fairseq_lines, vocabulary);
   auto state = initial_state(model, 1, stage);
   std::int64_t previous = vocabulary.start;
   double nats = 0;
-  index_t done = 0;
+  index_t scored = 0, blocks = 0;
   const auto start = std::chrono::steady_clock::now();
   auto last_report = start;
-  // Never more than the text: a huge --tokens-per-sample on a short text must not allocate it.
-  std::vector<char> bytes(static_cast<std::size_t>(std::min(segment_length, total)));
-  while (done < total) {
-    const index_t count = std::min(segment_length, total - done);
-    stage.enter("scoring bytes [", done, ", ", done + count, ") of --text '", options.input_path,
-                "' (tokens_per_sample = ", segment_length, ", vocab_size = ", model.config().vocab_size, ")");
-    text.read(bytes.data(), count);
-    require(text.gcount() == count, "--text: read error in '", options.input_path, "' at byte ", done);
-    Tensor<std::int64_t, 2> inputs(Shape<2>{1, count});
-    std::vector<std::int64_t> targets(static_cast<std::size_t>(count));
-    for (index_t i = 0; i < count; ++i) {
-      targets[i] = vocabulary.ids[static_cast<unsigned char>(bytes[i])];
-      inputs(0, i) = i == 0 ? previous : targets[i - 1];
-    }
-    previous = targets.back();
-    const auto logprobs = model.forward(inputs.view(), state);
-    for (index_t i = 0; i < count; ++i) nats -= logprobs(0, i, targets[i]);
-    done += count;
+  for (index_t done = 0; done < stream.size(); ++blocks) {
+    stage.enter("scoring tokens [", done, ", ", std::min(done + block_length, stream.size()), ") of --text '",
+                options.input_path, "' (tokens_per_sample = ", block_length, ", vocab_size = ", model.config().vocab_size,
+                ")");
+    const std::vector<std::int64_t> tokens = stream.next(block_length);
+    const ScoredBlock block = scored_block(tokens, previous, protocol);
+    previous = tokens.back();
+    const auto logprobs = model.forward(block.input.view(), state);
+    for (const auto& [position, target] : block.targets) nats -= logprobs(0, position, target);
+    scored += static_cast<index_t>(block.targets.size());
+    done += static_cast<index_t>(tokens.size());
     const auto now = std::chrono::steady_clock::now();
-    if (eval.progress && (std::chrono::duration<double>(now - last_report).count() >= 1.0 || done == total)) {
+    if (eval.progress && (std::chrono::duration<double>(now - last_report).count() >= 1.0 || done == stream.size())) {
       last_report = now;
       const double seconds = std::chrono::duration<double>(now - start).count();
-      const int filled = static_cast<int>(30 * done / total);
-      err << "\r[" << std::string(filled, '=') << std::string(30 - filled, ' ') << "] " << done << "/" << total
-          << " bytes, " << static_cast<long long>(done / std::max(seconds, 1e-9)) << " bytes/s, bpc "
-          << nats / std::log(2.0) / done << (done == total ? "\n" : "") << std::flush;
+      const index_t bytes = stream.bytes_read();
+      const int filled = static_cast<int>(30 * bytes / total);
+      err << "\r[" << std::string(filled, '=') << std::string(30 - filled, ' ') << "] " << bytes << "/" << total
+          << " bytes, " << static_cast<long long>(bytes / std::max(seconds, 1e-9)) << " bytes/s, bpc "
+          << nats / std::log(2.0) / std::max<index_t>(scored, 1) << (done == stream.size() ? "\n" : "") << std::flush;
     }
   }
+  require(scored >= 1, "--text '", options.input_path, "': ", stream.size(),
+          " token(s) leave nothing to score under the published protocol (a block's first token is never a target)");
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  out << "bpc " << nats / std::log(2.0) / total << " over " << total << " bytes (" << (total + segment_length - 1) / segment_length
-      << " segments of " << segment_length << ", " << static_cast<long long>(total / std::max(seconds, 1e-9))
-      << " bytes/s";
+  out << "bpc " << nats / std::log(2.0) / scored << " over " << scored << " scored tokens (protocol " << eval.protocol
+      << ": " << stream.size() << " tokens from " << total << " bytes in " << blocks << " blocks of " << block_length
+      << ", " << static_cast<long long>(total / std::max(seconds, 1e-9)) << " bytes/s";
   if (eval.allow_unknown && !eval.dict_path.empty()) out << "; " << unknown.count << " bytes mapped to <unk>";
   out << ")\n";
 }
@@ -562,7 +532,11 @@ inline int main(int argc, const char* const* argv, std::ostream& out, std::ostre
   add_common(bpc, nullptr);
   bpc->add_option("--text", options.input_path, "the text file")->required();
   bpc->add_option_function<index_t>("--tokens-per-sample", [&eval](index_t value) { eval.tokens_per_sample = value; },
-                                    "segment length (default: metadata, else 256)");
+                                    "block length (default: metadata, else 256)");
+  bpc->add_option("--protocol", eval.protocol,
+                  "published (fairseq-eval-lm truncated_bptt_lm: a block's first token unscored; default) or "
+                  "every-byte (every byte scored, the first from the start symbol)")
+      ->check(CLI::IsMember({"published", "every-byte"}));
   auto* dict = bpc->add_option("--dict", eval.dict_path, "fairseq dict.txt of the training data (default: byte = id)");
   bpc->add_flag("--allow-unk", eval.allow_unknown, "map bytes missing from --dict to <unk> (id 3) instead of failing")
       ->needs(dict);
