@@ -2,9 +2,11 @@
 
 This is an *independent re-implementation written from the project spec*
 (``shared/spec/transformer-ls.md``, section 1.3), NOT the published NVIDIA code
-(``lra/attention_transformer_ls.py::AttentionLS``), which was not reachable when
-this file was written. Parameter names and shapes follow the published state_dict
-(spec section 1.2) so that weights can be exchanged with a real checkpoint.
+(``lra/attention_transformer_ls.py::AttentionLS``). Parameter names and shapes follow
+the published state_dict (spec section 1.2), including the zero-size ``dconv_fc`` that
+the published module creates for r = 0, so that weights can be exchanged with a real
+checkpoint. ``make_lra_fixtures.py --published-repo`` compares it with the published
+module on every fixture case (tools/reference/README.md gives the figures).
 
 It follows the published algorithm step by step and is vectorised the same way:
 the dynamic projection P is a softmax over the sequence axis with -inf on padded
@@ -60,8 +62,12 @@ class ReferenceAttentionLS(nn.Module):
         self.W_v = nn.Linear(self.dim, d_all)
         # Declared in/out swapped like the published code; fine because D == nh*dh.
         self.W_o = nn.Linear(self.dim, d_all)
-        if self.num_landmarks > 0:
-            self.dconv_fc = nn.Linear(self.dim, self.num_head * self.num_landmarks)
+        # Created for every r, as the published module does: with r = 0 the state_dict
+        # holds zero-size dconv_fc.weight [0, D] and dconv_fc.bias [0] (issue 11).
+        # Registered here, not after the LNs as published, so that randomize_ draws the
+        # same numbers for the same parameters as before (the state_dict order is irrelevant
+        # to safetensors, whose header is sorted).
+        self.dconv_fc = nn.Linear(self.dim, self.num_head * self.num_landmarks)
         self.dual_ln_s = nn.LayerNorm(d_all, eps=1e-5)
         self.dual_ln_l = nn.LayerNorm(d_all, eps=1e-5)
 
