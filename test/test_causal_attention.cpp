@@ -206,6 +206,11 @@ TEST_CASE("causal bad configurations and inputs give errors naming the parameter
   c = good;
   c.use_bias = true;  // the weights have no projection biases
   CHECK_THROWS_WITH(make(c), Contains("proj_query.bias"));
+  {  // the reverse: given biases that use_bias = false would silently ignore
+    const auto biased = causal::Weights<float>::random(c, 3);
+    CHECK_THROWS_WITH((causal::ChunkedLSAttention<lsattn::cpu, float>(good, biased)),
+                      Contains("proj_query.bias") && Contains("use_bias = false"));
+  }
   c = good;
   c.n_head = 1;
   c.d_model = 7;

@@ -1,11 +1,13 @@
 // The `lsattn` command line: golden fixtures from the PyTorch reference, and every error path.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <iterator>
 #include <new>
 #include <sstream>
@@ -512,6 +514,108 @@ TEST_CASE("the CLI reproduces the PyTorch 2D reference", "[cli][golden][vision]"
     REQUIRE(result.err == "");
     CHECK(relative_difference(SafeTensorsFile::open(output).load_float<3>("output.y"),
                               SafeTensorsFile::open(dir + "expected.safetensors").load_float<3>("output.y")) < 1e-5);
+  }
+}
+
+namespace {
+
+// A copy of a fixture's weights with its metadata edited ("<erase>" removes a key), tensors
+// dropped and extra tensors added; floating-point tensors are stored as F32.
+std::string rewritten_weights(const std::string& source_path, const std::string& name,
+                              const std::map<std::string, std::string>& metadata_edits,
+                              const std::function<void(SafeTensorsWriter&)>& add = {},
+                              const std::vector<std::string>& drop = {}) {
+  const auto source = SafeTensorsFile::open(source_path);
+  SafeTensorsWriter writer;
+  auto metadata = source.metadata();
+  for (const auto& [key, value] : metadata_edits) {
+    if (value == "<erase>") metadata.erase(key);
+    else metadata[key] = value;
+  }
+  for (const auto& [key, value] : metadata) writer.set_metadata(key, value);
+  for (const auto& tensor : source.names()) {
+    if (std::find(drop.begin(), drop.end(), tensor) != drop.end()) continue;
+    const bool integer = source.info(tensor).type == lsattn::io::dtype::i64;
+    auto copy = [&]<std::size_t Rank>() {
+      if (integer) writer.add(tensor, source.load_int64<Rank>(tensor));
+      else writer.add(tensor, source.load_float<Rank>(tensor));
+    };
+    switch (source.info(tensor).shape.size()) {
+      case 1: copy.operator()<1>(); break;
+      case 2: copy.operator()<2>(); break;
+      case 3: copy.operator()<3>(); break;
+      case 4: copy.operator()<4>(); break;
+      case 5: copy.operator()<5>(); break;
+      default: FAIL("unexpected rank of " << tensor);
+    }
+  }
+  if (add) add(writer);
+  const auto path = scratch(name).string();
+  writer.write(path);
+  return path;
+}
+
+}  // namespace
+
+TEST_CASE("switches the metadata leaves out are told by the tensors; contradictions are errors", "[cli][checkpoint]") {
+  auto matches = [](const std::vector<std::string>& args, const std::string& expected) {
+    const Result result = run(args);
+    INFO(result.err);
+    REQUIRE(result.code == 0);
+    return relative_difference(SafeTensorsFile::open(args[8]).load_float<3>("output.y"),
+                               SafeTensorsFile::open(expected).load_float<3>("output.y"));
+  };
+  const auto output = scratch("switches_out.safetensors").string();
+  SECTION("2D: qkv_bias and rpe (MsViT checkpoints have both; the constructor defaults are false)") {
+    const std::string dir = "test/data/vision/basic/";
+    const auto bare = rewritten_weights(dir + "weights.safetensors", "vision_no_switches.safetensors",
+                                        {{"qkv_bias", "<erase>"}, {"rpe", "<erase>"}});
+    CHECK(matches({"run", "--variant", "vision", "--weights", bare, "--input", dir + "input.safetensors", "--output",
+                   output},
+                  dir + "expected.safetensors") < 1e-5);
+    const auto stated_false = rewritten_weights(dir + "weights.safetensors", "vision_qkv_false.safetensors",
+                                                {{"qkv_bias", "false"}});
+    CHECK_THAT(run({"run", "--variant", "vision", "--weights", stated_false, "--input", dir + "input.safetensors",
+                    "--output", output})
+                   .err,
+               Contains("qkv.bias' is present but qkv_bias = false"));
+  }
+  SECTION("causal: use_bias") {
+    const std::string dir = "test/data/causal/bias_clamp/";
+    const auto bare = rewritten_weights(dir + "weights.safetensors", "causal_no_use_bias.safetensors",
+                                        {{"use_bias", "<erase>"}});
+    CHECK(matches({"run", "--variant", "causal", "--weights", bare, "--input", dir + "input.safetensors", "--output",
+                   output},
+                  dir + "expected.safetensors") < 1e-5);
+    const auto stated_false = rewritten_weights(dir + "weights.safetensors", "causal_use_bias_false.safetensors",
+                                                {{"use_bias", "false"}});
+    CHECK_THAT(run({"run", "--variant", "causal", "--weights", stated_false, "--input", dir + "input.safetensors",
+                    "--output", output})
+                   .err,
+               Contains("proj_*.bias' tensors are present but use_bias = false"));
+  }
+  SECTION("LRA r = 0: the published module's zero-size dconv_fc loads") {
+    const std::string dir = "test/data/lra/rank0/";
+    const index_t width = std::stoll(fixture_metadata("rank0").at("transformer_dim"));
+    const auto published = rewritten_weights(dir + "weights.safetensors", "lra_rank0_published.safetensors", {},
+                                             [&](SafeTensorsWriter& writer) {
+                                               writer.add("dconv_fc.weight", Tensor<float, 2>(Shape<2>{0, width}));
+                                               writer.add("dconv_fc.bias", Tensor<float, 1>(Shape<1>{0}));
+                                             },
+                                             {"dconv_fc.weight", "dconv_fc.bias"});
+    CHECK(matches({"run", "--variant", "lra", "--weights", published, "--input", dir + "input.safetensors", "--output",
+                   output},
+                  dir + "expected.safetensors") < 1e-5);
+    const auto filled = rewritten_weights(dir + "weights.safetensors", "lra_rank0_filled.safetensors", {},
+                                          [&](SafeTensorsWriter& writer) {
+                                            writer.add("dconv_fc.weight", Tensor<float, 2>(Shape<2>{1, width}));
+                                            writer.add("dconv_fc.bias", Tensor<float, 1>(Shape<1>{1}));
+                                          },
+                                          {"dconv_fc.weight", "dconv_fc.bias"});
+    CHECK_THAT(run({"run", "--variant", "lra", "--weights", filled, "--input", dir + "input.safetensors", "--output",
+                    output})
+                   .err,
+               Contains("dconv_fc") && Contains("num_landmarks = 0") && Contains("(1, " + std::to_string(width) + ")"));
   }
 }
 

@@ -319,6 +319,8 @@ TEST_CASE("bad configurations and inputs give errors naming the parameter", "[lr
     c = good;
     c.num_landmarks = 3;  // weights were made for r = 2
     CHECK_THROWS_WITH(make(c), Contains("dconv_fc.weight") && Contains("(6, 8)"));
+    c.num_landmarks = 0;  // a given projection that r = 0 would silently ignore
+    CHECK_THROWS_WITH(make(c), Contains("dconv_fc.weight") && Contains("num_landmarks = 0"));
   }
   const auto layer = make(good);
   Tensor<float, 3> x(Shape<3>{2, 5, 8}, 0.5f);

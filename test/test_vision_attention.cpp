@@ -148,8 +148,11 @@ TEST_CASE("2D bad configurations and inputs give errors naming the parameter", "
   c.w = 4;  // the RPE table was made for w = 2
   CHECK_THROWS_WITH(make(c), Contains("local_relative_position_bias_table"));
   c = good;
-  c.qkv_bias = false;
-  CHECK_NOTHROW(make(c));  // an unused bias is simply not read
+  c.qkv_bias = false;  // a given bias the config switches off is never silently ignored
+  CHECK_THROWS_WITH(make(c), Contains("qkv.bias") && Contains("qkv_bias = false"));
+  c = good;
+  c.rpe = false;
+  CHECK_THROWS_WITH(make(c), Contains("local_relative_position_bias_table") && Contains("rpe = false"));
   c = good;
   c.nglo = -1;
   CHECK_THROWS_WITH(make(c), Contains("nglo"));

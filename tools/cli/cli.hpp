@@ -202,7 +202,8 @@ inline Tensor<float, 3> run_lra(const CommonOptions& options, const io::SafeTens
 // `run --variant causal`: input.h (B, L, D), optional input.h_cache (B, M, D).
 inline Tensor<float, 3> run_causal(const CommonOptions& options, const io::SafeTensorsFile& weights,
                                    const io::SafeTensorsFile& input, Stage& stage) {
-  auto config = models::causal::layer_config_from(hyperparameters(weights, options, "causal", "--variant causal"));
+  auto config = models::causal::layer_config_from(hyperparameters(weights, options, "causal", "--variant causal"),
+                                                  weights, options.prefix);
   config.threads = options.threads;
   stage.enter("building the causal layer (n_head = ", config.n_head, ", d_model = ", config.d_model,
               ", chunk_size = ", config.chunk_size, ", chunk_rank = ", config.chunk_rank, ", window_len = ",
@@ -224,7 +225,7 @@ inline Tensor<float, 3> run_causal(const CommonOptions& options, const io::SafeT
 inline Tensor<float, 3> run_vision(const CommonOptions& options, const io::SafeTensorsFile& weights,
                                    const io::SafeTensorsFile& input, Stage& stage) {
   const auto values = hyperparameters(weights, options, "vision", "--variant vision");
-  auto config = models::vision::config_from(values);
+  auto config = models::vision::config_from(values, weights, options.prefix);
   config.threads = options.threads;
   const index_t nx = values.required_integer("nx", "--nx"), ny = values.integer("ny").value_or(nx);
   stage.enter("building the 2D layer (num_heads = ", config.num_heads, ", dim = ", config.dim, ", w = ", config.w,
@@ -296,7 +297,7 @@ inline void run_layer(const CommonOptions& options, const std::string& variant, 
 inline models::causal::TransformerLSModel<cpu, float> load_model(const CommonOptions& options,
                                                                  const io::SafeTensorsFile& weights,
                                                                  const std::string& command, Stage& stage) {
-  auto config = models::causal::lm_config_from(hyperparameters(weights, options, "lm", command));
+  auto config = models::causal::lm_config_from(hyperparameters(weights, options, "lm", command), weights, options.prefix);
   config.threads = options.threads;
   stage.enter("building the language model (n_layer = ", config.n_layer, ", d_model = ", config.d_model,
               ", d_inner = ", config.d_inner, ", vocab_size = ", config.vocab_size, ")");

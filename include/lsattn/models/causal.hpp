@@ -105,6 +105,19 @@ struct Weights {
   }
 };
 
+// Every parameter with its shape and finite; the projection biases empty without use_bias, so
+// that given ones are never silently ignored.
+template <class T>
+void require_valid_weights(const Config& config, Weights<T>& weights) {
+  detail::require_valid_parameters(weights, config);
+  if (config.use_bias) return;
+  for (const auto& [tensor, name] :
+       {std::pair{&weights.proj_query_bias, "proj_query.bias"}, std::pair{&weights.proj_key_bias, "proj_key.bias"},
+        std::pair{&weights.proj_val_bias, "proj_val.bias"}, std::pair{&weights.proj_out_bias, "proj_out.bias"}}) {
+    detail::require_unused_empty(*tensor, name, "use_bias = false");
+  }
+}
+
 // ChunkedLSAttention(...).forward(h, h_cache): h (B, L, D) the segment, h_cache (B, M, D) the
 // memory; returns (B, L, D). Any L ≥ 1 and any M with M % l == 0 (M = 0 allowed).
 template <class Backend, class T = float>
@@ -115,7 +128,7 @@ class ChunkedLSAttention {
 
   ChunkedLSAttention(const Config& config, Weights<T> weights)
       : config_((config.validate(), config)), weights_(std::move(weights)), attention_(config.attention()) {
-    detail::require_valid_parameters(weights_, config_);
+    require_valid_weights(config_, weights_);
   }
 
   const Config& config() const { return config_; }

@@ -50,9 +50,40 @@ inline LmConfig lm_config_from(const io::Hyperparameters& values) {
   return config;
 }
 
+// Whether the file holds the projection biases of the layer under `prefix`.
+inline bool has_projection_bias(const io::SafeTensorsFile& file, const std::string& prefix) {
+  for (const char* name : {"proj_query.bias", "proj_key.bias", "proj_val.bias", "proj_out.bias"}) {
+    if (file.contains(prefix + name)) return true;
+  }
+  return false;
+}
+
+inline void require_bias_matches(const io::SafeTensorsFile& file, const std::string& prefix, bool use_bias) {
+  require(use_bias || !has_projection_bias(file, prefix), "weights ", file.source(), ": '", prefix,
+          "proj_*.bias' tensors are present but use_bias = false; the hyperparameters contradict the weights");
+}
+
+// As layer_config_from(values), with use_bias, when the metadata leaves it out, told by the
+// projection biases present (a stated use_bias the tensors contradict is an error at load).
+inline Config layer_config_from(const io::Hyperparameters& values, const io::SafeTensorsFile& file,
+                                const std::string& prefix = "") {
+  Config config = layer_config_from(values);
+  if (!values.boolean("use_bias")) config.use_bias = has_projection_bias(file, prefix);
+  return config;
+}
+
+// The same for the model: use_bias told by layer 0's projection biases.
+inline LmConfig lm_config_from(const io::Hyperparameters& values, const io::SafeTensorsFile& file,
+                               const std::string& prefix = "") {
+  LmConfig config = lm_config_from(values);
+  if (!values.boolean("use_bias")) config.use_bias = has_projection_bias(file, prefix + "layers.0.attn.");
+  return config;
+}
+
 inline Weights<float> load_layer_weights(const io::SafeTensorsFile& file, const Config& config,
                                          const std::string& prefix = "") {
   config.validate();
+  require_bias_matches(file, prefix, config.use_bias);
   return io::load_parameters<Weights<float>>(file, config, prefix);
 }
 
@@ -69,6 +100,9 @@ inline LmWeights<float> load_lm_weights(const io::SafeTensorsFile& file, const L
           config.n_layer, " contradicts the file, which ", has_layer(config.n_layer) ? "has more layers (" : "lacks ",
           prefix, "layers.", has_layer(config.n_layer) ? config.n_layer : config.n_layer - 1, ".norm1.weight",
           has_layer(config.n_layer) ? ")" : "");
+  for (index_t layer = 0; layer < config.n_layer; ++layer) {
+    require_bias_matches(file, prefix + "layers." + std::to_string(layer) + ".attn.", config.use_bias);
+  }
   LmWeights<float> weights = io::load_parameters<LmWeights<float>>(file, config, prefix);
   if (file.contains(prefix + "out_emb.weight")) {
     const auto out_emb = file.load_float<2>(prefix + "out_emb.weight", weights.in_emb.shape());

@@ -29,7 +29,7 @@ class ChunkedLSAttention<cuda, T> {
 
   ChunkedLSAttention(const Config& config, Weights<float> weights)
       : config_((config.validate(), config)), attention_(config.attention()) {
-    detail::require_valid_parameters(weights, config_);
+    require_valid_weights(config_, weights);
     parameters_ = cuda_detail::DeviceParameters<T>(std::move(weights), config_);
     // Row δ = r_net(e(clamp(δ))) depends on the weights only (step 6): computed once, here.
     const index_t d = config_.d_model, w = config_.window_len;

@@ -89,6 +89,17 @@ struct Weights {
   }
 };
 
+// Every parameter with its shape and finite; dconv_fc empty when num_landmarks = 0 (the
+// published zero-size [0, D] one is empty), so that a given one is never silently ignored.
+template <class T>
+void require_valid_weights(const Config& config, Weights<T>& weights) {
+  detail::require_valid_parameters(weights, config);
+  if (config.num_landmarks == 0) {
+    detail::require_unused_empty(weights.dconv_fc_weight, "dconv_fc.weight", "num_landmarks = 0");
+    detail::require_unused_empty(weights.dconv_fc_bias, "dconv_fc.bias", "num_landmarks = 0");
+  }
+}
+
 // AttentionLS(config).forward(X, mask, cls_embed) of the published code, any sequence length.
 template <class Backend, class T = float>
 class AttentionLS {
@@ -98,7 +109,7 @@ class AttentionLS {
 
   AttentionLS(const Config& config, Weights<T> weights)
       : config_((config.validate(), config)), weights_(std::move(weights)), attention_(config.attention()) {
-    detail::require_valid_parameters(weights_, config_);
+    require_valid_weights(config_, weights_);
   }
 
   const Config& config() const { return config_; }

@@ -3,6 +3,8 @@
 // published state_dict names, and reading its hyperparameters from `__metadata__`.
 #include <cctype>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "lsattn/io/hyperparameters.hpp"
 #include "lsattn/io/parameters.hpp"
@@ -16,9 +18,20 @@ namespace lsattn::models::lra {
 inline Weights<float> load_weights(const io::SafeTensorsFile& file, const Config& config, const std::string& prefix = "") {
   config.validate();
   Weights<float> weights = io::load_parameters<Weights<float>>(file, config, prefix);
+  // The published module creates dconv_fc = Linear(D, num_head·num_landmarks) even for r = 0,
+  // so its state_dict then holds a zero-size [0, D] weight and [0] bias: accepted as exactly
+  // that; any other dconv_fc with r = 0 means the hyperparameters contradict the weights.
   if (config.num_landmarks == 0) {
-    require(!file.contains(prefix + "dconv_fc.weight"), "weights ", file.source(), ": tensor '", prefix,
-            "dconv_fc.weight' is present but num_landmarks = 0; the hyperparameters contradict the weights");
+    const std::pair<const char*, std::vector<index_t>> published_empty[] = {
+        {"dconv_fc.weight", {0, config.transformer_dim}}, {"dconv_fc.bias", {0}}};
+    for (const auto& [name, empty_shape] : published_empty) {
+      const std::string full = prefix + name;
+      if (!file.contains(full)) continue;
+      const auto& shape = file.info(full).shape;
+      require(shape == empty_shape, "weights ", file.source(), ": tensor '", full, "' has shape ",
+              io::detail::shape_string(shape), " but num_landmarks = 0 (the published module then stores ",
+              io::detail::shape_string(empty_shape), "); the hyperparameters contradict the weights");
+    }
   }
   return weights;
 }

@@ -47,7 +47,7 @@ class AttentionLS<cuda, T> {
   using Attention = LongShortAttention<cuda, T, BidirectionalWindow, SequenceProjection, DualLayerNorm>;
 
   AttentionLS(const Config& config, Weights<float> weights) : config_((config.validate(), config)), attention_(config.attention()) {
-    detail::require_valid_parameters(weights, config_);
+    require_valid_weights(config_, weights);
     parameters_ = cuda_detail::DeviceParameters<T>(std::move(weights), config_);
   }
 

@@ -19,4 +19,12 @@ void require_valid_parameters(Weights& weights, const Config& config) {
   });
 }
 
+// An optional parameter the config switches off must not be given: a filled qkv.bias with
+// qkv_bias = false would otherwise be silently ignored and the output wrong.
+template <class Tensor>
+void require_unused_empty(const Tensor& tensor, const std::string& name, const std::string& switched_off_by) {
+  require(tensor.size() == 0, "weight ", name, " is given (shape ", to_string(tensor.shape()), ") but ", switched_off_by,
+          "; the configuration contradicts the weights");
+}
+
 }  // namespace lsattn::detail

@@ -97,6 +97,21 @@ struct Weights {
   }
 };
 
+// Every parameter with its shape and finite; those the config switches off (qkv_bias, rpe,
+// dp_rank = 0) empty, so that a given one is never silently ignored.
+template <class T>
+void require_valid_weights(const Config& config, Weights<T>& weights) {
+  detail::require_valid_parameters(weights, config);
+  if (!config.qkv_bias) detail::require_unused_empty(weights.qkv_bias, "qkv.bias", "qkv_bias = false");
+  if (!config.rpe) {
+    detail::require_unused_empty(weights.local_relative_position_bias_table, "local_relative_position_bias_table",
+                                 "rpe = false");
+  }
+  if (config.dp_rank == 0) {
+    detail::require_unused_empty(weights.to_dynamic_projection_weight, "to_dynamic_projection.weight", "dp_rank = 0");
+  }
+}
+
 // The published `relative_position_index` buffer [w², (w+2wp)²] (spec §3.5).
 inline Tensor<std::int64_t, 2> relative_position_index(const Config& config) {
   const RelativePositionBias2D bias = config.position_bias();
@@ -132,7 +147,7 @@ class AttentionLS2D {
 
   AttentionLS2D(const Config& config, Weights<T> weights)
       : config_((config.validate(), config)), weights_(std::move(weights)), attention_(config.attention()) {
-    detail::require_valid_parameters(weights_, config_);
+    require_valid_weights(config_, weights_);
     if (config_.rpe) position_bias_ = dense_position_bias(config_, weights_.local_relative_position_bias_table);
   }
 

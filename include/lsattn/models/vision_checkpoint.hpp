@@ -26,6 +26,19 @@ inline Config config_from(const io::Hyperparameters& values) {
   return config;
 }
 
+// As above, with the switches the metadata leaves out told by the tensors present: qkv_bias by
+// `qkv.bias` (MsViT checkpoints have it, the constructor's default is false), rpe by
+// `local_relative_position_bias_table`. A stated switch the tensors contradict is an error in
+// load_weights, never a tensor silently ignored.
+inline Config config_from(const io::Hyperparameters& values, const io::SafeTensorsFile& file,
+                          const std::string& prefix = "") {
+  Config config = config_from(values);
+  if (!values.boolean("qkv_bias")) config.qkv_bias = file.contains(prefix + "qkv.bias");
+  if (!values.boolean("rpe")) config.rpe = file.contains(prefix + "local_relative_position_bias_table");
+  config.validate();
+  return config;
+}
+
 // The checkpoint's `relative_position_index` buffer, when present, must equal the published
 // formula (spec §3.5): trained tables are only meaningful with that exact indexing.
 inline Weights<float> load_weights(const io::SafeTensorsFile& file, const Config& config, const std::string& prefix = "") {
@@ -45,6 +58,8 @@ inline Weights<float> load_weights(const io::SafeTensorsFile& file, const Config
   }
   require(config.rpe || !file.contains(prefix + "local_relative_position_bias_table"), "weights ", file.source(),
           ": '", prefix, "local_relative_position_bias_table' is present but rpe = false; the hyperparameters contradict the weights");
+  require(config.qkv_bias || !file.contains(prefix + "qkv.bias"), "weights ", file.source(), ": '", prefix,
+          "qkv.bias' is present but qkv_bias = false; the hyperparameters contradict the weights");
   return weights;
 }
 

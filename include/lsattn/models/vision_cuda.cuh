@@ -24,7 +24,7 @@ class AttentionLS2D<cuda, T> {
   // The configuration and the weights' shapes are checked before anything touches the device.
   AttentionLS2D(const Config& config, Weights<float> weights)
       : config_((config.validate(), config)), attention_(config.attention()) {
-    detail::require_valid_parameters(weights, config_);
+    require_valid_weights(config_, weights);
     const Window2D window = Window2D::from(config_.attention());
     cuda_detail::require_launchable(DeviceWorkspace{}, 0, config_.dp_rank + window.tile() * window.tile() + config_.nglo,
                                     config_.head_dim(), "dp_rank + T² + nglo");
