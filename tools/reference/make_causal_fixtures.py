@@ -19,6 +19,9 @@ implementation written separately below (layer and model), checks causality, and
 the stream consistency of cache vs. segment compression.
 
 Usage:  /usr/bin/python3 tools/reference/make_causal_fixtures.py [--out-root test/data]
+        [--published-repo PATH]   # also compare with the published ChunkedLSAttention and
+                                  # TransformerLSModel (fixtures are still written from the
+                                  # reference; the difference is printed per case)
 """
 
 import argparse
@@ -338,6 +341,55 @@ def sanity_checks(gen):
     print("sanity (d) bias_clamp: removing clamp_len or cpos_clamp_len changes the output: ok")
 
 
+# ---------------------------------------------------------------------------------
+# Comparison with the published code (autoregressive/model_lib/{layer,model}.py), run
+# through tools/reference/published.py with the fairseq stand-ins.
+# ---------------------------------------------------------------------------------
+def _quiet(fn, *args, **kwargs):
+    """The published _init_weights prints a line per unknown module type; hide them."""
+    import contextlib
+    import io
+    with contextlib.redirect_stdout(io.StringIO()):
+        return fn(*args, **kwargs)
+
+
+def published_layer_diff(repo, c, m, h, hc):
+    import published
+    layer_mod, model_mod, _ = published.autoregressive(repo)
+    cfg = layer_config(c)
+    pub = layer_mod.ChunkedLSAttention(
+        d_model=cfg["d_model"], n_head=cfg["n_head"], chunk_size=cfg["chunk_size"],
+        chunk_rank=cfg["chunk_rank"], window_len=cfg["window_len"], dropout=0.0,
+        use_bias=cfg["use_bias"]).eval()
+    pub.load_state_dict(m.state_dict(), strict=True)
+    key_pe, pos_win, mask = published.positional_inputs(
+        model_mod, cfg["d_model"], hc.shape[1], h.shape[1], cfg["chunk_size"],
+        cfg["chunk_rank"], cfg["window_len"], cfg["clamp_len"], cfg["cpos_clamp_len"])
+    return (pub(h, hc, key_pe, pos_win, mask) - m(h, hc)).abs().max().item()
+
+
+def published_lm_diff(repo, c, model, segs, outs):
+    import published
+    _, model_mod, _ = published.autoregressive(repo)
+    cfg = model_config(c)
+    pub = _quiet(model_mod.TransformerLSModel,
+                 vocab_size=cfg["vocab_size"], d_model=cfg["d_model"], d_inner=cfg["d_inner"],
+                 n_head=cfg["n_head"], n_layer=cfg["n_layer"], mem_len=cfg["mem_len"],
+                 emb_dropout=0.0, chunk_rank=cfg["chunk_rank"], chunk_size=cfg["chunk_size"],
+                 window_len=cfg["window_len"], dropout=0.0, use_bias=cfg["use_bias"],
+                 pre_ln=cfg["pre_ln"], use_gelu=cfg["use_gelu"], grad_chk=False,
+                 clamp_len=cfg["clamp_len"], cpos_clamp_len=cfg["cpos_clamp_len"]).eval()
+    missing, unexpected = pub.load_state_dict(model.state_dict(), strict=False)
+    assert missing == ["pos_emb.inv_freq"] and not unexpected, (missing, unexpected)
+    caches = [torch.zeros(c["B"], cfg["mem_len"], cfg["d_model"]) for _ in range(cfg["n_layer"])]
+    worst = 0.0
+    for tok, (lp, ca) in zip(segs, outs):
+        lp_pub, caches, _ = pub(tok, caches)
+        worst = max([worst, (lp_pub - lp).abs().max().item()] +
+                    [(x - y).abs().max().item() for x, y in zip(caches, ca)])
+    return worst
+
+
 def save(tensors, path, metadata=None):
     from safetensors.torch import save_file
     save_file({k: v.contiguous() for k, v in tensors.items()}, path, metadata=metadata)
@@ -349,6 +401,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out-root", default=os.path.join(ROOT, "test", "data"))
     ap.add_argument("--skip-sanity", action="store_true")
+    ap.add_argument("--published-repo", help="also compare with the published layer and model")
     args = ap.parse_args()
 
     torch.set_num_threads(1)
@@ -379,8 +432,11 @@ def main():
                             "window position values 0..3 at 2, cpos_clamp_len=2 caps the "
                             "compressed position values d*r-1-j at 2.")
         save({"output.y": y}, os.path.join(d, "expected.safetensors"), meta)
+        extra = ""
+        if args.published_repo:
+            extra = f"  published-vs-reference {published_layer_diff(args.published_repo, c, m, h, hc):.3e}"
         print(f"{name:16s} {str(tuple(h.shape)):>12s} {str(tuple(hc.shape)):>12s} "
-              f"{str(tuple(y.shape)):>12s}  {diff:.3e}")
+              f"{str(tuple(y.shape)):>12s}  {diff:.3e}{extra}")
 
     print(f"\n{'lm case':16s} {'B':>2s} {'segments':>12s} {'vocab':>5s} {'mem':>4s}  fp32-vs-fp64")
     for c in LM_CASES:
@@ -416,8 +472,12 @@ def main():
                             "the cache: output.cache.1.* are the last mem_len = 8 rows of the "
                             "padded segment's layer inputs (rows 5-7 are the pad tokens).")
         save(expected, os.path.join(d, "expected.safetensors"), meta)
+        extra = ""
+        if args.published_repo:
+            dp = published_lm_diff(args.published_repo, c, model, segs, outs)
+            extra = f"  published-vs-reference {dp:.3e} (log-probs and caches)"
         print(f"{name:16s} {c['B']:2d} {str(c['segments']):>12s} {c['vocab']:5d} "
-              f"{c['mem_len']:4d}  {diff:.3e}")
+              f"{c['mem_len']:4d}  {diff:.3e}{extra}")
 
 
 if __name__ == "__main__":

@@ -19,6 +19,8 @@ writing, the script checks the reference against a naive per-query, per-key floa
 implementation written separately below, in both modes.
 
 Usage:  /usr/bin/python3 tools/reference/make_vision_fixtures.py [--out test/data/vision]
+        [--published-repo PATH]   # also compare the published-mode cases with the published
+                                  # imagenet/models/layers/transformer_ls.py::AttentionLS
 """
 
 import argparse
@@ -283,6 +285,18 @@ def term_sensitivity(m, x, nx, ny, y):
     return res
 
 
+def published_diff(repo, c, m, x):
+    """Max |published - reference| on a published-mode case (None for generalised ones)."""
+    if c.get("generalized"):
+        return None
+    import published
+    tls, _ = published.imagenet(repo)
+    pub = tls.AttentionLS(c["C"], num_heads=c["nh"], qkv_bias=c.get("qkv_bias", True),
+                          rpe=c["rpe"], nglo=c["nglo"], dp_rank=c["r"], w=c["w"]).eval()
+    pub.load_state_dict(m.state_dict(), strict=True)
+    return (pub(x, c["nx"], c["ny"]) - m(x, c["nx"], c["ny"])).abs().max().item()
+
+
 def save(tensors, path, metadata=None):
     from safetensors.torch import save_file
     save_file({k: v.contiguous() for k, v in tensors.items()}, path, metadata=metadata)
@@ -294,6 +308,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=os.path.join(ROOT, "test", "data", "vision"))
     ap.add_argument("--skip-sanity", action="store_true")
+    ap.add_argument("--published-repo", help="also compare with the published AttentionLS")
     args = ap.parse_args()
 
     torch.set_num_threads(1)
@@ -336,7 +351,12 @@ def main():
             meta["note"] = NOTES[name]
         save({"output.y": y}, os.path.join(d, "expected.safetensors"), meta)
         mode = "gen" if c.get("generalized") else "pub"
-        print(f"{name:12s} {mode:>5s} {str(tuple(x.shape)):>12s}  {diff:.3e}     {eff:.2e}")
+        extra = ""
+        if args.published_repo:
+            dp = published_diff(args.published_repo, c, m, x)
+            extra = ("  published-vs-reference " +
+                     (f"{dp:.3e}" if dp is not None else "n/a (generalised)"))
+        print(f"{name:12s} {mode:>5s} {str(tuple(x.shape)):>12s}  {diff:.3e}     {eff:.2e}{extra}")
 
 
 if __name__ == "__main__":

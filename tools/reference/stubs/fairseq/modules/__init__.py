@@ -1,0 +1,1 @@
+"""Stand-in for fairseq.modules (see tools/reference/stubs/README.md)."""
