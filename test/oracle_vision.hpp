@@ -61,7 +61,8 @@ inline Matrix vision_forward(const VisionConfig& c, const VisionWeights& W, cons
   for (int h = 0; h < nh; ++h) {
     for (int y = 0; y < rows; ++y)
       for (int xq = 0; xq < cols; ++xq) {
-        const int t = G + y * cols + xq, gy = y / w, gx = xq / w;
+        // w <= 0: no window, only the compressed and the global keys.
+        const int t = G + y * cols + xq, gy = w > 0 ? y / w : 0, gx = w > 0 ? xq / w : 0;
         std::vector<double> scores;
         std::vector<const std::vector<double>*> values;
         for (int j = 0; j < r; ++j) {
@@ -70,7 +71,8 @@ inline Matrix vision_forward(const VisionConfig& c, const VisionWeights& W, cons
         }
         for (int ky = 0; ky < rows; ++ky)
           for (int kx = 0; kx < cols; ++kx) {
-            const bool visible = ky >= gy * w - side && ky < gy * w + w + side && kx >= gx * w - side && kx < gx * w + w + side;
+            const bool visible = w > 0 && ky >= gy * w - side && ky < gy * w + w + side && kx >= gx * w - side &&
+                                 kx < gx * w + w + side;
             if (!visible) continue;
             const int s = G + ky * cols + kx;
             double score = dot_head(q[t], k[s], h, dh);

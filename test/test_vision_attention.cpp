@@ -88,13 +88,14 @@ TEST_CASE("2D layer matches the float64 oracle on random configurations", "[visi
   auto pick = [&](std::initializer_list<int> options) {
     return static_cast<index_t>(options.begin()[std::uniform_int_distribution<size_t>(0, options.size() - 1)(rng)]);
   };
-  for (int trial = 0; trial < 80; ++trial) {
+  for (int trial = 0; trial < 100; ++trial) {
     Case c;
     c.config.num_heads = pick({1, 2, 3});
     c.config.dim = c.config.num_heads * pick({2, 4});
-    c.config.w = pick({1, 2, 3, 4, 5});
+    c.config.w = pick({-1, 0, 1, 2, 3, 4, 5});  // w <= 0: no window (the published module allows it)
     c.config.dp_rank = pick({0, 1, 3});
     c.config.nglo = pick({0, 1, 1, 2, 3});
+    if (c.config.w <= 0 && c.config.dp_rank == 0 && c.config.nglo == 0) c.config.dp_rank = 2;  // some keys
     c.config.rpe = c.config.w >= 2 && pick({0, 1}) == 1;
     c.config.qkv_bias = pick({0, 1}) == 1;
     c.batch = pick({1, 2});
@@ -108,6 +109,26 @@ TEST_CASE("2D layer matches the float64 oracle on random configurations", "[visi
                   << c.rows << "x" << c.cols << " B=" << c.batch);
     CHECK(relative_error(layer.forward(x.view(), c.rows, c.cols), c, weights, x) < 2e-5);
   }
+}
+
+TEST_CASE("2D layer without a window: compressed and global keys only, on grids beyond one tile", "[vision][oracle]") {
+  // w = 0 with the stage-1 width on a 19 x 23 grid (437 patches, tiles of 8 x 8 with partial
+  // borders), with and without global tokens; and w = 0, r = 0 with only a global token.
+  std::mt19937_64 rng(31);
+  for (const vision::Config& config : {vision::Config{12, 3, 0, 8, 1, false, true, 0},
+                                       vision::Config{12, 3, 0, 4, 0, false, false, 0},
+                                       vision::Config{12, 3, -3, 0, 2, false, true, 0}}) {
+    Case c{config, 2, 19, 23};
+    const auto weights = vision::Weights<float>::random(c.config, 5);
+    const auto x = random_input(c, rng);
+    const vision::AttentionLS2D<lsattn::cpu, float> layer(c.config, weights);
+    INFO("w=" << config.w << " r=" << config.dp_rank << " nglo=" << config.nglo);
+    CHECK(relative_error(layer.forward(x.view(), c.rows, c.cols), c, weights, x) < 2e-5);
+  }
+  const vision::Config nothing{12, 3, 0, 0, 0, false, false, 0};  // no keys at all
+  const vision::AttentionLS2D<lsattn::cpu, float> empty(nothing, vision::Weights<float>::random(nothing, 6));
+  const Tensor<float, 3> x(Shape<3>{1, 4, 12}, 0.5f);
+  CHECK_THROWS_WITH(empty.forward(x.view(), 2, 2), Catch::Matchers::Contains("no keys"));
 }
 
 TEST_CASE("2D layer with the published ViL-LS stage-1 shape", "[vision][oracle]") {
@@ -168,19 +189,21 @@ TEST_CASE("2D bad configurations and inputs give errors naming the parameter", "
 
 TEST_CASE("attention_map: what one query patch attends to", "[vision][map]") {
   std::mt19937_64 rng(12);
-  SECTION("probabilities: non-negative, summing to 1 with the global tokens") {
-    const vision::Config config{8, 2, 3, 2, 2, true, true, 0};
-    const auto x = random_input({config, 1, 7, 9}, rng);
-    const vision::AttentionLS2D<lsattn::cpu, float> layer(config, vision::Weights<float>::random(config, 2));
-    float global = -1;
-    const auto map = layer.attention_map(x.view(), 7, 9, 4, 5, 1, &global);
-    double total = global;
-    for (float v : map.values()) {
-      CHECK(v >= 0);
-      total += v;
+  SECTION("probabilities: non-negative, summing to 1 with the global tokens (with and without a window)") {
+    for (const vision::Config& config : {vision::Config{8, 2, 3, 2, 2, true, true, 0}, vision::Config{8, 2, 0, 2, 2, false, true, 0}}) {
+      INFO("w = " << config.w);
+      const auto x = random_input({config, 1, 7, 9}, rng);
+      const vision::AttentionLS2D<lsattn::cpu, float> layer(config, vision::Weights<float>::random(config, 2));
+      float global = -1;
+      const auto map = layer.attention_map(x.view(), 7, 9, 4, 5, 1, &global);
+      double total = global;
+      for (float v : map.values()) {
+        CHECK(v >= 0);
+        total += v;
+      }
+      CHECK(total == Approx(1.0).epsilon(1e-5));
+      CHECK(global > 0);
     }
-    CHECK(total == Approx(1.0).epsilon(1e-5));
-    CHECK(global > 0);
   }
   SECTION("window only: the softmax of the tile scores, zero outside the tile") {
     const vision::Config config{4, 1, 2, 0, 0, false, false, 0};

@@ -164,6 +164,8 @@ TEMPLATE_TEST_CASE("CUDA 2D layer matches the CPU layer", "[cuda][gpu][vision][l
       {1, 8, 3, 3, 2, 5, 7, true, true},    {2, 8, 4, 0, 1, 6, 9, true, true},    {2, 8, 1, 2, 1, 5, 3, false, true},
       {2, 16, 3, 1, 0, 7, 4, false, false}, {1, 16, 2, 0, 2, 3, 5, false, true},  {3, 8, 7, 4, 1, 10, 13, true, true},
       {2, 8, 4, 2, 2, 2, 3, true, true},    {2, 8, 2, 5, 1, 1, 9, true, true},    {1, 8, 5, 3, 0, 11, 6, true, false},
+      // w <= 0: no window, the compressed and global keys only (the published module allows it)
+      {2, 8, 0, 3, 1, 6, 7, false, true},   {2, 8, -1, 0, 2, 5, 4, false, true},  {1, 16, 0, 4, 0, 9, 3, false, false},
   };
   std::mt19937_64 rng(23);
   const double tolerance = tolerance_for<TestType>(3e-2, 8e-2);

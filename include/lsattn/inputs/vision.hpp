@@ -48,9 +48,7 @@ struct InputsFor<Window2D> {
   using type = VisionAttentionInputs<T, Space>;
 };
 
-inline void check_config(const Window2D& window, const SequenceProjection&, const AttentionConfig&) {
-  require(window.block >= 1, "w: the 2D window block must be >= 1, got ", window.block);
-}
+inline void check_config(const Window2D&, const SequenceProjection&, const AttentionConfig&) {}
 
 template <class Combiner, class T, class Space>
 void check_inputs(const AttentionConfig& config, const VisionAttentionInputs<T, Space>& in,
@@ -68,8 +66,12 @@ void check_inputs(const AttentionConfig& config, const VisionAttentionInputs<T, 
   } else {
     require(in.projection_logits.empty(), "projection_logits: given but rank = 0");
   }
+  const Window2D window = Window2D::from(config);
+  require(window.enabled() || config.rank > 0 || in.global_tokens > 0, "w = ", config.window_size,
+          " (no window), rank (dp_rank) = 0 and no global tokens leave no keys to attend to");
   if (!in.position_bias.empty()) {
-    const Window2D window = Window2D::from(config);
+    require(window.enabled(), "position_bias: given but the window is off (w = ", config.window_size,
+            "); the relative position bias applies to window keys only");
     require_shape(in.position_bias, "position_bias",
                   Shape<3>{config.heads, window.block * window.block, window.tile() * window.tile()});
   }

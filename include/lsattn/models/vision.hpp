@@ -34,14 +34,16 @@ struct Config {
   void validate() const {
     checked_size("num_heads", num_heads, 1);
     checked_size("dim", dim, 1);
-    checked_size("w", w, 1);
+    checked_size("w", w, -max_size);  // w ≤ 0: no window (compressed and global keys only)
     checked_size("dp_rank", dp_rank);
     checked_size("nglo", nglo);
     checked_product({{"3", 3}, {"dim", dim}, {"dim", dim}});
     checked_product({{"num_heads", num_heads}, {"dp_rank", dp_rank}, {"dim", dim}});
-    if (rpe) {  // the index buffer (w², T²) and the expanded bias (nh, w², T²), T = w + 2·(w/2)
-      const index_t tile = checked_sum({{"w", w}, {"2 * (w / 2)", 2 * (w / 2)}});
-      checked_product({{"num_heads", num_heads}, {"w", w}, {"w", w}, {"tile", tile}, {"tile", tile}});
+    if (w > 0) {  // a query's window keys (T², T = w + 2·max(w/2, 1)), and with rpe the index
+                  // buffer (w², T²) and the expanded bias (nh, w², T²)
+      const index_t tile = checked_sum({{"w", w}, {"2 * max(w / 2, 1)", 2 * std::max<index_t>(w / 2, 1)}});
+      checked_product({{"tile", tile}, {"tile", tile}});
+      if (rpe) checked_product({{"num_heads", num_heads}, {"w", w}, {"w", w}, {"tile", tile}, {"tile", tile}});
     }
     require(dim % num_heads == 0, "dim (", dim, ") must be divisible by num_heads (", num_heads, ")");
     require(!rpe || w >= 2, "rpe: the published relative position index needs w >= 2, got w = ", w);
@@ -241,8 +243,8 @@ class AttentionLS2D {
       detail::LayerNormOp<Backend>::run(compressed.data(), compressed.data(), r, c, dp, config_.threads);
       for (index_t j = 0; j < r; ++j) scores.push_back(dot(query.data(), compressed.address(j, 0)));
     }
-    const Window2D window = Window2D::from(config_.attention());
-    const index_t gy = row / config_.w, gx = col / config_.w, tile = window.tile();
+    const Window2D window = Window2D::from(config_.attention());  // w ≤ 0: no window keys
+    const index_t gy = window.block_of(row), gx = window.block_of(col), tile = window.tile();
     const IndexRange key_rows = window.keys(gy, nx), key_cols = window.keys(gx, ny);
     for (index_t y = key_rows.begin; y < key_rows.end; ++y)
       for (index_t xk = key_cols.begin; xk < key_cols.end; ++xk) {

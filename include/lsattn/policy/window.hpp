@@ -81,15 +81,20 @@ struct CausalWindow {
 // of rows gy·w − side … gy·w + w + side − 1 (and likewise columns), side = max(w/2, 1),
 // tile side T = w + 2·side. Keys outside the grid are left out (the published zero padding
 // with −inf). Grids are rows × cols; the published code needs rows = cols and rows % w = 0, here
-// a border block may be partial (a grid padded with masked patches).
+// a border block may be partial (a grid padded with masked patches). w ≤ 0 disables the window
+// (the published module then attends to the compressed and global keys only): block = side = 0,
+// keys() is empty and tile() is 0.
 struct Window2D {
   index_t block = 1;  // w
   index_t side = 1;   // max(w/2, 1)
 
   static Window2D from(const AttentionConfig& config) {
+    if (config.window_size <= 0) return {0, 0};
     return {config.window_size, config.window_size / 2 > 1 ? config.window_size / 2 : 1};
   }
   LSATTN_HOST_DEVICE constexpr bool enabled() const { return block > 0; }
+  // The block of a patch row (or column); 0 without a window.
+  LSATTN_HOST_DEVICE constexpr index_t block_of(index_t position) const { return block > 0 ? position / block : 0; }
   LSATTN_HOST_DEVICE constexpr index_t tile() const { return block + 2 * side; }
   LSATTN_HOST_DEVICE constexpr index_t blocks(index_t extent) const { return (extent + block - 1) / block; }
   // Query rows (or columns) of block g along an axis of `extent` patches.

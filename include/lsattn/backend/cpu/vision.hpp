@@ -27,10 +27,14 @@ struct Executor<cpu, Window2D, SequenceProjection> {
     using Matrix = RowMatrix<T>;
 
     const Window2D window = Window2D::from(config);
+    // Queries are processed in w×w tiles; without a window (w ≤ 0, no window keys) in tiles of
+    // a fixed side, so that the tasks stay few and even.
+    constexpr index_t unwindowed_tile_side = 8;
+    const Window2D tiling = window.enabled() ? window : Window2D{unwindowed_tile_side, 0};
     const index_t batch = in.query.extent(0), globals = in.global_tokens, rows = in.rows, cols = in.cols;
     const index_t patches = rows * cols, tokens = globals + patches;
     const index_t heads = config.heads, head_dim = config.head_dim, width = config.width(), rank = config.rank;
-    const index_t tile = window.tile(), block_rows = window.blocks(rows), block_cols = window.blocks(cols);
+    const index_t tile = window.tile(), block_rows = tiling.blocks(rows), block_cols = tiling.blocks(cols);
     const T scale = T(1) / std::sqrt(static_cast<T>(head_dim));
     const int threads = config.threads;
     const bool has_bias = !in.position_bias.empty();
@@ -65,7 +69,7 @@ struct Executor<cpu, Window2D, SequenceProjection> {
       parallel_for(block_rows * block_cols * heads, threads, [&](index_t task) {
         const index_t gy = task / (block_cols * heads), gx = task / heads % block_cols, h = task % heads;
         const index_t column = h * head_dim;
-        const IndexRange query_rows = window.queries(gy, rows), query_cols = window.queries(gx, cols);
+        const IndexRange query_rows = tiling.queries(gy, rows), query_cols = tiling.queries(gx, cols);
         const IndexRange key_rows = window.keys(gy, rows), key_cols = window.keys(gx, cols);
         const index_t query_count = query_rows.size() * query_cols.size();
         const index_t key_count = key_rows.size() * key_cols.size();

@@ -389,7 +389,7 @@ __global__ void vision_attention(const T* query, const float* key, const float* 
   extern __shared__ float scores[];
   __shared__ float scratch[32];
   const index_t patch = blockIdx.x, h = blockIdx.y, column = h * head_dim;
-  const index_t y = patch / cols, x = patch % cols, gy = y / window.block, gx = x / window.block;
+  const index_t y = patch / cols, x = patch % cols, gy = window.block_of(y), gx = window.block_of(x);
   const IndexRange key_rows = window.keys(gy, rows), key_cols = window.keys(gx, cols);
   const index_t tile_count = key_rows.size() * key_cols.size(), total = rank + tile_count + globals, tile = window.tile();
   const T* q = query + (globals + patch) * width + column;
