@@ -157,6 +157,35 @@ TEST_CASE("causal layer with the published LM shapes and a long cache", "[causal
   CHECK(relative_error(layer.forward(h.view(), cache.view()), c, weights, h, cache) < 2e-5);
 }
 
+TEST_CASE("causal runs longer than 64 queries with w of 16 and 64", "[causal][oracle]") {
+  // Random lengths up to ~200 across window, chunk and query-block boundaries, with and
+  // without a cache, biases and clamps.
+  std::mt19937_64 rng(6464);
+  auto pick = [&](std::initializer_list<int> options) {
+    return static_cast<index_t>(options.begin()[std::uniform_int_distribution<size_t>(0, options.size() - 1)(rng)]);
+  };
+  for (int trial = 0; trial < 10; ++trial) {
+    Case c;
+    c.config.n_head = pick({1, 2, 4});
+    c.config.d_model = c.config.n_head * pick({2, 4});
+    c.config.chunk_size = pick({2, 4, 8, 16});
+    c.config.chunk_rank = pick({1, 2});
+    c.config.window_len = pick({16, 64});
+    c.config.use_bias = pick({0, 1}) == 1;
+    c.config.clamp_len = pick({-1, -1, 20});
+    c.config.cpos_clamp_len = pick({-1, -1, 9});
+    c.batch = pick({1, 2});
+    c.length = std::uniform_int_distribution<index_t>(65, 200)(rng);
+    c.cache = c.config.chunk_size * pick({0, 1, 5, 12});
+    const auto weights = causal::Weights<float>::random(c.config, 900 + trial);
+    const auto h = random_tensor(Shape<3>{c.batch, c.length, c.config.d_model}, rng);
+    const auto cache = random_tensor(Shape<3>{c.batch, c.cache, c.config.d_model}, rng);
+    const causal::ChunkedLSAttention<lsattn::cpu, float> layer(c.config, weights);
+    INFO("trial " << trial << ": " << describe(c));
+    CHECK(relative_error(layer.forward(h.view(), cache.view()), c, weights, h, cache) < 2e-5);
+  }
+}
+
 TEST_CASE("causal outputs never depend on later tokens", "[causal]") {
   const causal::Config config{2, 8, 2, 1, 4, true, -1, -1, 0};
   std::mt19937_64 rng(3);

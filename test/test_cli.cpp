@@ -557,7 +557,7 @@ std::string rewritten_weights(const std::string& source_path, const std::string&
 
 }  // namespace
 
-TEST_CASE("switches the metadata leaves out are told by the tensors; contradictions are errors", "[cli][checkpoint]") {
+TEST_CASE("switches the metadata leaves out are told by the tensors, contradictions are errors", "[cli][checkpoint]") {
   auto matches = [](const std::vector<std::string>& args, const std::string& expected) {
     const Result result = run(args);
     INFO(result.err);
@@ -865,7 +865,7 @@ TEST_CASE("a memory the machine cannot hold is a clear error naming the sizes", 
                                       "mem_len = 16777216, d_model = 8)"));
 }
 
-TEST_CASE("--threads above the processors is a note, and the results do not change", "[cli][threads]") {
+TEST_CASE("a --threads above the processors is a note, and the results do not change", "[cli][threads]") {
   const std::string dir = data_dir + "basic/";
   const int available = lsattn::cpu_detail::available_threads();
   const auto one = scratch("threads_1.safetensors").string(), many = scratch("threads_many.safetensors").string();
@@ -954,7 +954,7 @@ TEST_CASE("eval-bpc: segment and byte counts are checked sizes", "[cli][lm][bpc]
   CHECK(parse_bpc(largest.out) == parse_bpc(exact.out));
 }
 
-TEST_CASE("present but empty optional inputs reach the layer; integer inputs only where allowed", "[cli][errors][inputs]") {
+TEST_CASE("present but empty optional inputs reach the layer, integer inputs only where allowed", "[cli][errors][inputs]") {
   const std::string dir = data_dir + "ragged/";
   const std::string weights = dir + "weights.safetensors";
   const auto fixture = SafeTensorsFile::open(dir + "input.safetensors");

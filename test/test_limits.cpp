@@ -256,3 +256,29 @@ TEST_CASE("an empty causal cache and r = 0 without cls run without touching null
   const auto x = random_tensor(Shape<3>{1, 70, 8}, 15);
   CHECK(window_only.forward(x.view()).shape() == x.shape());
 }
+
+TEST_CASE("float overflow inside a layer is reported as such, never as an internal tensor or NaN output", "[limits][overflow]") {
+  // Finite inputs and weights whose products overflow float: the error names the layer and
+  // says what happened; it never reports "query" (a tensor the caller never gave) or returns NaN.
+  const lra::Config config{2, 4, 8, 4, 2, false, 0};
+  const lra::AttentionLS<lsattn::cpu, float> layer(config, lra::Weights<float>::random(config, 16));
+  for (float magnitude : {1e20f, 3e38f}) {
+    INFO("x = " << magnitude);
+    const Tensor<float, 3> x(Shape<3>{1, 9, 8}, magnitude);
+    CHECK_THROWS_AS(layer.forward(x.view()), lsattn::overflow);
+    CHECK_THROWS_WITH(layer.forward(x.view()), Contains("lra::AttentionLS: float overflow inside the layer") &&
+                                                   Contains("too large in magnitude"));
+  }
+  ls_heads::Config heads_config;
+  heads_config.dim = 8;
+  heads_config.num_heads = 2;
+  heads_config.local_heads = {0};
+  heads_config.window = 3;
+  const ls_heads::LsHeadsAttention<lsattn::cpu, float> heads(heads_config, ls_heads::Weights<float>::random(heads_config, 17));
+  const Tensor<float, 3> x(Shape<3>{1, 9, 8}, 1e20f);
+  CHECK_THROWS_WITH(heads.forward(x.view()), Contains("ls_heads::LsHeadsAttention: float overflow"));
+  // An input that is itself non-finite is still named as the caller's input, not as overflow.
+  Tensor<float, 3> nan_x(Shape<3>{1, 9, 8}, 0.5f);
+  nan_x(0, 2, 3) = NAN;
+  CHECK_THROWS_WITH(layer.forward(nan_x.view()), Contains("x: non-finite") && !Contains("overflow"));
+}

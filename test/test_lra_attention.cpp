@@ -191,6 +191,27 @@ TEST_CASE("a large configuration with the published LRA shapes", "[lra][oracle]"
   CHECK(max_relative_error(forward(layer, in), run_oracle(c, weights, in)) < 2e-5);
 }
 
+TEST_CASE("sequences beyond one 64-query block, in every window regime", "[lra][oracle]") {
+  // The executor processes queries in blocks (w queries with a window, 64 without): lengths
+  // past 64, 128 and partial last blocks, with padding, for w <= 0 (global keys only), w = 1
+  // and LRA's w = 8, 16.
+  std::mt19937_64 rng(64);
+  const Case cases[] = {
+      {{2, 4, 8, 0, 3, false, 0}, 2, 200, true, false},  {{2, 4, 8, -1, 2, false, 0}, 1, 129, false, true},
+      {{1, 8, 8, 0, 0, false, 0}, 2, 97, true, true},    {{2, 4, 8, 1, 2, false, 0}, 1, 131, true, false},
+      {{2, 4, 8, 8, 3, false, 0}, 2, 165, true, true},   {{3, 2, 6, 16, 1, false, 0}, 1, 257, true, false},
+      {{2, 4, 8, 0, 4, true, 0}, 2, 1 + 150, true, false},
+  };
+  for (const Case& c : cases) {
+    const auto weights = lra::Weights<float>::random(c.config, 77);
+    const Inputs in = random_inputs(c, rng);
+    const lra::AttentionLS<lsattn::cpu, float> layer(c.config, weights);
+    INFO("w=" << c.config.window_size << " r=" << c.config.num_landmarks << " L=" << c.length << " cls=" << c.cls_embed
+              << " pooling=" << c.config.cls_pooling);
+    CHECK(max_relative_error(forward(layer, in), run_oracle(c, weights, in)) < 2e-5);
+  }
+}
+
 TEST_CASE("padded query rows give W_o.bias and padded content changes nothing", "[lra][padding]") {
   Case c{{2, 4, 8, 4, 3, false, 0}, 2, 14, true, true};
   std::mt19937_64 rng(11);

@@ -383,7 +383,7 @@ TEST_CASE("16-bit storage rounds like the scalar conversions", "[safetensors]") 
   }
 }
 
-TEST_CASE("a mixed file keeps names, infos and metadata; layout is aligned", "[safetensors]") {
+TEST_CASE("a mixed file keeps names, infos and metadata, and its layout is aligned", "[safetensors]") {
   const std::vector<std::uint8_t> bytes = sample_file();
   const SafeTensorsFile file = SafeTensorsFile::parse(bytes, "sample.safetensors");
   CHECK(file.source() == "sample.safetensors");
@@ -444,7 +444,7 @@ TEST_CASE("BOOL tensors load as 0/1 and reject other bytes", "[safetensors]") {
   CHECK_THROWS_AS(bad.load_int64<1>("mask"), lsattn::error);
 }
 
-TEST_CASE("load_float refuses I64 and BOOL; load_numeric converts any dtype", "[safetensors]") {
+TEST_CASE("load_float refuses I64 and BOOL, load_numeric converts any dtype", "[safetensors]") {
   // Weights and activations stored as integers are a broken export: a silent cast hid it.
   const auto bytes = make_file("{" + entry("ids", "I64", "[2]", 0, 16) + ", " + entry("mask", "BOOL", "[2]", 16, 18) +
                                    ", " + entry("half", "F16", "[1]", 18, 20) + "}",
@@ -804,7 +804,7 @@ TEST_CASE("requesting a tensor that does not exist", "[safetensors][validation]"
   }
 }
 
-TEST_CASE("load_float checks rank and shape; load_int64 checks dtype", "[safetensors][validation]") {
+TEST_CASE("load_float checks rank and shape, load_int64 checks dtype", "[safetensors][validation]") {
   const SafeTensorsFile file = SafeTensorsFile::parse(sample_file(), "sample.safetensors");
   CHECK_THAT(error_of([&] { file.load_float<3>("a"); }),
              Contains("sample.safetensors") && Contains("'a'") && Contains("rank 2") && Contains("expected rank 3") &&

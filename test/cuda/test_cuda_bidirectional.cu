@@ -122,7 +122,7 @@ void compare_bidirectional(const Case& c, std::mt19937_64& rng, double tolerance
 
 }  // namespace
 
-TEST_CASE("CUDA query tiles cover every query once; the window's rows lie inside their tile's keys", "[cuda][tiled]") {
+TEST_CASE("CUDA query tiles cover every query once, and the window's rows lie inside their tile's keys", "[cuda][tiled]") {
   std::mt19937_64 rng(3);
   for (int trial = 0; trial < 300; ++trial) {
     const index_t length = 1 + static_cast<index_t>(rng() % 700), segment = trial % 7 == 0 ? 0 : 1 + static_cast<index_t>(rng() % 260);

@@ -3,6 +3,7 @@
 #include <cmath>
 #include <string>
 #include <string_view>
+#include <utility>
 
 #include "lsattn/core/error.hpp"
 #include "lsattn/core/tensor.hpp"
@@ -26,9 +27,32 @@ void require_finite(const HostView<const T, Rank>& view, std::string_view name) 
         where[d] = rest % view.extent(d);
         rest /= view.extent(d);
       }
-      throw error(concat("lsattn: ", name, ": non-finite value ", view.data()[i], " at index ", to_string(where)));
+      throw non_finite(concat("lsattn: ", name, ": non-finite value ", view.data()[i], " at index ", to_string(where)));
     }
   }
+}
+
+// Runs `step`, a computation inside `layer` whose inputs and weights were already checked to
+// be finite: a non-finite value met there can only come from float overflow, so the error
+// says that, in the caller's terms, instead of naming an internal tensor such as "query".
+template <class Step>
+decltype(auto) overflow_checked(std::string_view layer, Step&& step) {
+  try {
+    return std::forward<Step>(step)();
+  } catch (const overflow&) {
+    throw;  // already explained by an inner layer
+  } catch (const non_finite& e) {
+    std::string_view what = e.what();
+    if (what.starts_with("lsattn: ")) what.remove_prefix(8);
+    throw overflow(concat("lsattn: ", layer, ": float overflow inside the layer (", what,
+                          "); its inputs and weights are finite but too large in magnitude"));
+  }
+}
+
+// The output of `layer`, computed from finite inputs and weights, checked the same way.
+template <class T, std::size_t Rank>
+void require_finite_output(const HostView<const T, Rank>& output, std::string_view layer) {
+  overflow_checked(layer, [&] { require_finite(output, "output"); });
 }
 
 template <class T>

@@ -12,6 +12,17 @@ class error : public std::invalid_argument {
   using std::invalid_argument::invalid_argument;
 };
 
+// A NaN or infinite value where finite ones are required; `overflow` when it arose inside a
+// layer from finite inputs and weights.
+class non_finite : public error {
+ public:
+  using error::error;
+};
+class overflow : public non_finite {
+ public:
+  using non_finite::non_finite;
+};
+
 // An allocation refused because the memory is not there; the message names the shape and
 // bytes. Still an lsattn::error, so one catch handles every failure.
 class out_of_memory : public error {

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <random>
 #include <string>
+#include <utility>
 
 #include "lsattn/attention.hpp"
 #include "lsattn/core/checks.hpp"
@@ -228,8 +229,9 @@ class ChunkedLSAttention {
         {weights_.dual_ln_win_weight.view(), weights_.dual_ln_win_bias.view(), 1e-5},
         {weights_.dual_ln_dproj_weight.view(), weights_.dual_ln_dproj_bias.view(), 1e-5}};
     Tensor<T, 3> context(Shape<3>{batch, length, d}), y(Shape<3>{batch, length, d});
-    attention_(inputs, norm, context.view());
+    detail::overflow_checked("causal::ChunkedLSAttention", [&] { attention_(inputs, norm, context.view()); });
     linear(context.data(), batch * length, weights_.proj_out_weight, weights_.proj_out_bias, y.data());
+    detail::require_finite_output(std::as_const(y).view(), "causal::ChunkedLSAttention");
     return y;
   }
 

@@ -8,6 +8,7 @@
 #include <numeric>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "lsattn/core/error.hpp"
@@ -171,7 +172,8 @@ class TransformerLSModel {
       const auto& layer = weights_.layers[static_cast<std::size_t>(i)];
       Tensor<T, 3>& cache = state.caches[static_cast<std::size_t>(i)];
       Tensor<T, 3> next_cache = last_rows(cache, h, config_.mem_len);  // taken before the layer runs
-      h = run_layer(i, layer, h, cache);
+      h = detail::overflow_checked("TransformerLSModel layer " + std::to_string(i),
+                                   [&] { return run_layer(i, layer, h, cache); });
       cache = std::move(next_cache);
     }
 
@@ -189,6 +191,7 @@ class TransformerLSModel {
         const T log_total = static_cast<T>(std::log(total));
         for (index_t v = 0; v < vocab; ++v) out(b, t, v) = row[v] - top - log_total;
       }
+    detail::require_finite_output(std::as_const(out).view(), "TransformerLSModel");
     return out;
   }
 

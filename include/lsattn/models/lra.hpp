@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <random>
 #include <string>
+#include <utility>
 
 #include "lsattn/attention.hpp"
 #include "lsattn/core/checks.hpp"
@@ -171,8 +172,10 @@ class AttentionLS {
     const typename Attention::CombinerParams norm{
         {weights_.dual_ln_l_weight.view(), weights_.dual_ln_l_bias.view(), 1e-5},
         {weights_.dual_ln_s_weight.view(), weights_.dual_ln_s_bias.view(), 1e-5}};
-    attention_(inputs, norm, context.view());
-    return project(context.data(), context.extent(0) * context.extent(1), weights_.W_o_weight, weights_.W_o_bias, d);
+    detail::overflow_checked("lra::AttentionLS", [&] { attention_(inputs, norm, context.view()); });
+    Tensor<T, 3> y = project(context.data(), context.extent(0) * context.extent(1), weights_.W_o_weight, weights_.W_o_bias, d);
+    detail::require_finite_output(std::as_const(y).view(), "lra::AttentionLS");
+    return y;
   }
 
  private:

@@ -9,6 +9,7 @@
 #include <limits>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "lsattn/backend/cpu/flash.hpp"
@@ -71,6 +72,7 @@ class LsHeadsAttention {
         if (!valid.empty() && !valid[t]) std::fill_n(context.data() + offset + t * d, d, T(0));
     }
     linear(context.data(), weights_.W_o_weight, weights_.W_o_bias, y.data());
+    detail::require_finite_output(std::as_const(y).view(), "ls_heads::LsHeadsAttention");
     if (max_logits != nullptr) *max_logits = largest;
     return y;
   }

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <random>
 #include <string>
+#include <utility>
 
 #include "lsattn/attention.hpp"
 #include "lsattn/core/checks.hpp"
@@ -187,8 +188,9 @@ class AttentionLS2D {
         {weights_.dual_ln_full_weight.view(), weights_.dual_ln_full_bias.view(), 1e-5},
         {weights_.dual_ln_dp_weight.view(), weights_.dual_ln_dp_bias.view(), 1e-5}};
     Tensor<T, 3> context(x.shape()), y(x.shape());
-    attention_(inputs, norm, context.view());
+    detail::overflow_checked("vision::AttentionLS2D", [&] { attention_(inputs, norm, context.view()); });
     linear(context.data(), rows, weights_.proj_weight.data(), weights_.proj_bias.data(), c, y.data());
+    detail::require_finite_output(std::as_const(y).view(), "vision::AttentionLS2D");
     return y;
   }
 
