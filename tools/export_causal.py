@@ -40,44 +40,35 @@ Exporting from a fairseq checkpoint of the published code
 -----------------------------------------------------------
 
 The published training (``autoregressive/launch/*.sh``) is fairseq with the
-``transformer-ls`` architecture. A fairseq checkpoint (``checkpoint_best.pt``) is a dict
-whose ``"model"`` entry is the state_dict of the whole fairseq model, so the
-``TransformerLSModel`` keys are **prefixed**: the fairseq language model holds its
-decoder as ``decoder``, and the decoder holds the ``TransformerLSModel`` under some
-attribute, so expect e.g. ``decoder.in_emb.weight`` or ``decoder.model.in_emb.weight``
-(the published fairseq wrapper was not available to confirm which). **Check first**::
+``transformer-ls`` architecture (``autoregressive/model_lib/model_wrapper.py``). A fairseq
+checkpoint (``checkpoint_best.pt``) is a dict: ``"model"`` holds the state_dict of the
+fairseq model and ``"cfg"`` (fairseq >= 0.10; ``"args"``, a Namespace, before) its
+configuration. The fairseq model ``TransformerLS`` keeps its decoder as ``decoder``, and
+``TransformerLSDecoder`` keeps the ``TransformerLSModel`` as ``model``, so every key starts
+with **``decoder.model.``** (``decoder.model.in_emb.weight``,
+``decoder.model.layers.0.attn.proj_query.weight``, ..., plus the buffer
+``decoder.model.pos_emb.inv_freq``), checked against the published code (commit 1527c5c).
+The exporter finds that prefix by itself (``--checkpoint-prefix auto``, the default)::
 
-    import torch
-    ckpt = torch.load("checkpoint_best.pt", map_location="cpu")
-    state_dict = ckpt["model"]
-    print(state_dict.keys())          # find the prefix in front of 'in_emb.weight'
-    print(ckpt.get("cfg", {}).get("model") or ckpt.get("args"))   # the hyperparameters
+    python3 tools/export_causal.py model --checkpoint checkpoint_best.pt --out enwik8.safetensors
+    python3 tools/export_causal.py layer --checkpoint checkpoint_best.pt --layer 0 --out attn0.safetensors
 
-then either strip the prefix when exporting (``--checkpoint-prefix decoder.``; in Python::
-
-    prefix = "decoder."               # <- check against the keys above!
-    sd = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
-    export_model(sd, config, "enwik8.safetensors")
-
-), or keep it in the file (``--checkpoint-prefix "" --prefix decoder.``, or export the
-keys unchanged) and pass ``--prefix decoder.`` to lsattn, which reads the tensors under
-that prefix. From the command line::
-
-    python3 tools/export_causal.py model --checkpoint checkpoint_best.pt \\
-        --checkpoint-prefix decoder. --n-head 8 --chunk-size 16 --window-len 512 \\
-        --mem-len 4096 --pre-ln true --use-gelu true --out enwik8.safetensors
+``--layer N`` (``layer`` only) selects ``<prefix>layers.N.attn.``; an explicit
+``--checkpoint-prefix`` overrides the detection. To keep the prefix in the file instead, pass
+``--prefix decoder.model.`` on export and ``--prefix decoder.model.`` to lsattn.
 
 ``vocab_size``, ``d_model``, ``n_layer``, ``d_inner``, ``chunk_rank`` and ``use_bias`` are
 inferred from the tensor shapes (and checked against any value given). ``n_head``,
 ``chunk_size``, ``window_len``, ``mem_len``, ``pre_ln``, ``use_gelu``, ``clamp_len`` and
-``cpos_clamp_len`` cannot be inferred: they are read from the checkpoint's
-``cfg["model"]`` / ``args`` when a field of exactly that name exists there (the published
-config names are assumed to be these; verify with the print above), and a command-line
-flag overrides them. The published scripts use ``--pre-ln --use-gelu``, l = 16, r = 1,
-w = 512, 8 heads, clamps -1. The weights are loaded strictly into the reference module
-(``tools/reference/causal_attention_ls.py``) before writing, so a wrong prefix or shape
-is caught. One attention layer of a checkpoint: ``layer --checkpoint-prefix
-decoder.layers.0.attn.`` (with the same check of the prefix).
+``cpos_clamp_len`` are read from the checkpoint's ``cfg["model"]`` / ``args``, whose field
+names are exactly these (``TransformerLSConfig`` in model_wrapper.py); a command-line flag
+overrides them (the published eval overrides ``mem_len`` to 32768; lsattn's ``--mem-len``
+does the same at run time). The published scripts use ``--pre-ln --use-gelu``, l = 16,
+r = 1, w = 512, 8 heads, clamps -1. Training with ``--fp16`` stores fp16 tensors; they are
+written as F32. The weights are loaded strictly into the reference module
+(``tools/reference/causal_attention_ls.py``) before writing, so a wrong prefix or shape is
+caught. ``vocab_size`` is the fairseq dictionary's length (4 special symbols + the
+characters), and token ids are dictionary indices.
 
 Without ``--checkpoint`` the CLI exports a freshly built reference module, with
 ``--randomize`` drawing the fixtures' non-trivial weights.
@@ -218,6 +209,25 @@ def _load_checkpoint(path, key=None):
     return ckpt, cfg
 
 
+FAIRSEQ_PREFIX = "decoder.model."   # TransformerLS.decoder -> TransformerLSDecoder.model
+
+
+def checkpoint_prefix(state_dict, prefix, kind, layer=None):
+    """The prefix to strip: ``prefix`` unless 'auto'; 'auto' is decoder.model. when the
+    state_dict is a fairseq one of the published model, else ''. ``layer`` appends
+    ``layers.N.attn.`` (kind 'layer' only)."""
+    if layer is not None and kind != "layer":
+        raise SystemExit("--layer applies to the 'layer' kind only")
+    if prefix == "auto":
+        prefix = FAIRSEQ_PREFIX if (FAIRSEQ_PREFIX + "in_emb.weight") in state_dict else ""
+        if kind == "layer" and layer is None and not (prefix + "proj_query.weight") in state_dict \
+                and (prefix + "layers.0.attn.proj_query.weight") in state_dict:
+            raise SystemExit("this is a model checkpoint: give --layer N for one attention layer")
+    if layer is not None:
+        prefix += f"layers.{layer}.attn."
+    return prefix
+
+
 def _infer(sd, kind, n_head):
     """Hyperparameters readable from tensor shapes."""
     inf = {}
@@ -242,9 +252,12 @@ def main(argv=None):
     ap.add_argument("--checkpoint-key", default=None,
                     help="entry of the checkpoint dict holding the state_dict (default: auto, "
                          "'model' for fairseq)")
-    ap.add_argument("--checkpoint-prefix", default="",
-                    help="prefix to strip from the checkpoint keys, e.g. decoder. or "
-                         "decoder.layers.0.attn. (check with print(state_dict.keys()))")
+    ap.add_argument("--checkpoint-prefix", default="auto",
+                    help="prefix to strip from the checkpoint keys; 'auto' (default): "
+                         "decoder.model. for a fairseq checkpoint of the published model, "
+                         "else none; with --layer N, followed by layers.N.attn.")
+    ap.add_argument("--layer", type=int, default=None,
+                    help="layer: export the attention of layer N of a model checkpoint")
     ap.add_argument("--prefix", default="", help="prefix for the exported key names "
                                                  "(then pass --prefix to lsattn)")
     for k in MODEL_KEYS:
@@ -258,13 +271,16 @@ def main(argv=None):
 
     if args.checkpoint:
         ckpt, ckpt_cfg = _load_checkpoint(args.checkpoint, args.checkpoint_key)
-        pre = args.checkpoint_prefix
+        pre = checkpoint_prefix(ckpt, args.checkpoint_prefix, args.kind, args.layer)
         sd = {k[len(pre):]: v for k, v in ckpt.items() if k.startswith(pre)}
         if not sd:
             raise SystemExit(f"no key starts with {pre!r}; keys are e.g. {list(ckpt)[:20]}")
         dropped = sorted(k for k in sd if _is_extra(k))
         sd = {k: v for k, v in sd.items() if not _is_extra(k)}
-        config = {k: ckpt_cfg[k] for k in keys if k in ckpt_cfg}
+        # cfg["model"]["vocab_size"] is TransformerLSConfig's unused default (50): the
+        # published decoder sizes the embedding by len(task.target_dictionary) instead, so
+        # the vocabulary comes from in_emb.weight only.
+        config = {k: ckpt_cfg[k] for k in keys if k in ckpt_cfg and k != "vocab_size"}
         config.update(given)
         for k, v in _infer(sd, args.kind, config.get("n_head")).items():
             if k in config and str(config[k]).lower() != str(v).lower() and \

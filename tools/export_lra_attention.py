@@ -24,39 +24,41 @@ Library use::
 
 Exporting one layer of a trained LRA checkpoint (``lra/model.py``'s ``Model``).
 ``lra/run_tasks.py`` saves the best model as ``<chk_path>/<expname>_output.model``
-containing ``{"model_state_dict": ModelForSC.state_dict()}``; ``ModelForSC`` holds the
-``Model`` as ``self.model``, so all its keys start with ``model.``. Per the spec
-(section 1.5) every transformer layer of ``Model`` holds the attention as ``mha``, so
-the attention's parameters sit under ``model.<layer>.mha.``, presumably
-``model.transformer_0.mha.`` for the first layer (``lra/model.py`` was not available
-to confirm the layer attribute name), so **check the prefix first with**
-``print(state_dict.keys())``::
+containing ``{"model_state_dict": model.module.state_dict()}`` (``model`` is the
+``nn.DataParallel`` around ``ModelForSC``, or ``ModelForSCDual`` for retrieval, so
+``.module`` strips DataParallel's prefix). ``ModelForSC`` holds the ``Model`` as
+``.model``; ``Model`` holds its layers as ``transformer_0``, ``transformer_1``, ... (or one
+shared ``transformer`` with ``--tied_weights``) and each layer its attention as ``mha``.
+So layer N's attention sits under **``model.transformer_N.mha.``** (checked against the
+published ``lra/model.py`` and ``lra/model_wrapper.py``, commit 1527c5c)::
+
+    python3 tools/export_lra_attention.py --checkpoint LRA_chks/listops_output.model \
+        --layer 0 --num-head 2 --head-dim 32 --window-size 8 \
+        --out weights.safetensors [--published-repo /path/to/transformer-ls]
+
+(``--layer N`` is ``--checkpoint-prefix model.transformer_N.mha.``; ``--tied`` selects
+``model.transformer.mha.``.) The checkpoint holds no hyperparameters: ``transformer_dim``
+is read from ``W_q.weight`` and ``num_landmarks`` from ``dconv_fc.weight`` (its rows are
+``num_head * num_landmarks``, zero for r = 0), and both are checked against any flag given;
+``num_head``, ``head_dim`` (the published scripts: 2 x 32), ``window_size`` and
+``pooling_mode`` must be given. The layer is loaded strictly into a module first, so a
+wrong prefix or config is caught. From Python::
 
     import torch
-    ckpt = torch.load("LRA_chks/listops_output.model", map_location="cpu")
-    state_dict = ckpt["model_state_dict"]
-    print(state_dict.keys())                          # find the '...mha.' prefix
-
-    # keep one layer's attention, strip its prefix, export without prefix:
-    prefix = "model.transformer_0.mha."               # <- check against the keys above!
+    state_dict = torch.load("LRA_chks/listops_output.model", map_location="cpu")["model_state_dict"]
+    prefix = "model.transformer_0.mha."
     layer = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
     from export_lra_attention import export_state_dict
     export_state_dict(layer, {"num_head": 2, "head_dim": 32, "transformer_dim": 64,
                               "window_size": 8, "num_landmarks": 32,
                               "pooling_mode": "MEAN"}, "weights.safetensors")
 
-or from the command line (loads the layer into a module first, strictly, so a
-wrong prefix or config is caught)::
-
-    python3 tools/export_lra_attention.py --checkpoint LRA_chks/listops_output.model \\
-        --checkpoint-prefix model.transformer_0.mha. \\
-        --num-head 2 --head-dim 32 --window-size 8 --num-landmarks 32 \\
-        --out weights.safetensors [--published-repo /path/to/transformer-ls]
-
-With ``--cls_last_layer`` (all LRA scripts) the last layer also receives the
-model's learned ``cls_embed`` parameter (shape (1, 1, D), not LayerNormed); it is
-not part of the attention's state_dict: pass it to lsattn as the input
-``input.cls_embed`` (expanded over the batch).
+With ``--cls_last_layer`` (all published LRA scripts) the **last** layer also receives the
+model's learned ``model.cls_embed`` parameter (shape (1, 1, D), not LayerNormed, expanded
+over the batch) as its ``cls_embed`` argument; it is not part of the attention's
+state_dict: pass it to lsattn as the input ``input.cls_embed`` (B, 1, D).
+``--cls-embed-out PATH`` writes it (as ``input.cls_embed``, shape (1, 1, D)) next to the
+weights. The attention's input is the layer's ``norm1(X)``.
 
 Without ``--checkpoint`` the CLI exports a freshly initialised module
 (``--seed``; ``--randomize`` draws non-trivial weights, as the fixtures do).
@@ -198,6 +200,54 @@ def randomize_(module, generator=None):
     return module
 
 
+def load_checkpoint_state_dict(path, key=None):
+    """The state_dict in a torch checkpoint: ``ckpt[key]``, else the published LRA entry
+    ``model_state_dict`` (or ``state_dict`` / ``model``), else the checkpoint itself."""
+    ckpt = torch.load(path, map_location="cpu")
+    if key:
+        return ckpt[key]
+    if isinstance(ckpt, dict) and not any(torch.is_tensor(v) for v in ckpt.values()):
+        for k in ("model_state_dict", "state_dict", "model"):
+            if k in ckpt:
+                return ckpt[k]
+    return ckpt
+
+
+def checkpoint_prefix(args):
+    """--checkpoint-prefix, or the published prefix of --layer N / --tied."""
+    chosen = [x for x in (args.checkpoint_prefix is not None, args.layer is not None, args.tied) if x]
+    if len(chosen) > 1:
+        raise SystemExit("give one of --checkpoint-prefix, --layer, --tied")
+    if args.layer is not None:
+        return f"model.transformer_{args.layer}.mha."
+    if args.tied:
+        return "model.transformer.mha."
+    return args.checkpoint_prefix or ""
+
+
+def infer_config(layer, args):
+    """The config of a checkpoint layer: flags, with transformer_dim and num_landmarks read
+    from the tensor shapes (and checked against the flags given)."""
+    dim = int(layer["W_q.weight"].shape[1])
+    if args.transformer_dim is not None and args.transformer_dim != dim:
+        raise SystemExit(f"--transformer-dim {args.transformer_dim}, but W_q.weight says {dim}")
+    if args.num_head * args.head_dim != dim:
+        raise SystemExit(f"--num-head {args.num_head} x --head-dim {args.head_dim} != "
+                         f"transformer_dim {dim} (from W_q.weight)")
+    if "dconv_fc.weight" not in layer:
+        raise SystemExit("the layer has no dconv_fc.weight (the published AttentionLS always "
+                         "has one, zero-size for r = 0): is the prefix right?")
+    rows = int(layer["dconv_fc.weight"].shape[0])
+    if rows % args.num_head:
+        raise SystemExit(f"dconv_fc.weight has {rows} rows, not a multiple of num_head {args.num_head}")
+    r = rows // args.num_head
+    if args.num_landmarks is not None and args.num_landmarks != r:
+        raise SystemExit(f"--num-landmarks {args.num_landmarks}, but dconv_fc.weight says {r}")
+    return {"num_head": args.num_head, "head_dim": args.head_dim, "transformer_dim": dim,
+            "window_size": args.window_size, "num_landmarks": r,
+            "pooling_mode": args.pooling_mode}
+
+
 def _parse_value(v):
     for cast in (int, float):
         try:
@@ -214,14 +264,21 @@ def main(argv=None):
     ap.add_argument("--checkpoint", help="torch checkpoint of an LRA model to take weights from")
     ap.add_argument("--checkpoint-key", default=None,
                     help="key of the state_dict inside the checkpoint dict (default: auto)")
-    ap.add_argument("--checkpoint-prefix", default="",
+    ap.add_argument("--checkpoint-prefix", default=None,
                     help="prefix of the attention's keys in the checkpoint, e.g. model.transformer_0.mha.")
+    ap.add_argument("--layer", type=int, default=None,
+                    help="layer N of a published LRA checkpoint: prefix model.transformer_N.mha.")
+    ap.add_argument("--tied", action="store_true",
+                    help="the checkpoint was trained with --tied_weights: prefix model.transformer.mha.")
+    ap.add_argument("--cls-embed-out", default=None,
+                    help="also write the checkpoint's model.cls_embed as input.cls_embed to this file")
     ap.add_argument("--prefix", default="", help="prefix for the exported key names")
     ap.add_argument("--num-head", type=int, default=2)
     ap.add_argument("--head-dim", type=int, default=32)
     ap.add_argument("--transformer-dim", type=int, default=None, help="default num_head*head_dim")
     ap.add_argument("--window-size", type=int, default=8)
-    ap.add_argument("--num-landmarks", type=int, default=32)
+    ap.add_argument("--num-landmarks", type=int, default=None,
+                    help="r (default: from dconv_fc.weight with --checkpoint, else 32)")
     ap.add_argument("--pooling-mode", default="MEAN")
     ap.add_argument("--extra", action="append", default=[], metavar="NAME=VALUE",
                     help="extra config field for the published constructor")
@@ -230,31 +287,35 @@ def main(argv=None):
                     help="draw non-trivial random weights instead of the default init")
     args = ap.parse_args(argv)
 
-    config = {"num_head": args.num_head, "head_dim": args.head_dim,
-              "transformer_dim": args.transformer_dim or args.num_head * args.head_dim,
-              "window_size": args.window_size, "num_landmarks": args.num_landmarks,
-              "pooling_mode": args.pooling_mode,
-              "extra": dict((kv.split("=", 1)[0], _parse_value(kv.split("=", 1)[1]))
-                            for kv in args.extra)}
-    torch.manual_seed(args.seed)
-    module = build_module(config, args.published_repo)
-
+    extra = dict((kv.split("=", 1)[0], _parse_value(kv.split("=", 1)[1])) for kv in args.extra)
     if args.checkpoint:
-        ckpt = torch.load(args.checkpoint, map_location="cpu")
-        if args.checkpoint_key:
-            ckpt = ckpt[args.checkpoint_key]
-        elif isinstance(ckpt, dict) and not any(torch.is_tensor(v) for v in ckpt.values()):
-            for key in ("model_state_dict", "state_dict", "model"):
-                if key in ckpt:
-                    ckpt = ckpt[key]
-                    break
-        pre = args.checkpoint_prefix
+        ckpt = load_checkpoint_state_dict(args.checkpoint, args.checkpoint_key)
+        pre = checkpoint_prefix(args)
         layer = {k[len(pre):]: v for k, v in ckpt.items() if k.startswith(pre)}
         if not layer:
             raise SystemExit(f"no key starts with {pre!r}; keys are e.g. {list(ckpt)[:20]}")
+        config = infer_config(layer, args)
+        config["extra"] = extra
+        module = build_module(config, args.published_repo)
         module.load_state_dict(layer, strict=True)
-    elif args.randomize:
-        randomize_(module, torch.Generator().manual_seed(args.seed))
+        if args.cls_embed_out:
+            if "model.cls_embed" not in ckpt:
+                raise SystemExit("--cls-embed-out: the checkpoint has no model.cls_embed "
+                                 "(trained without --cls_token / --cls_last_layer)")
+            from safetensors.torch import save_file
+            save_file({"input.cls_embed": ckpt["model.cls_embed"].detach().float().contiguous()},
+                      args.cls_embed_out)
+            canonicalize_header(args.cls_embed_out)
+    else:
+        config = {"num_head": args.num_head, "head_dim": args.head_dim,
+                  "transformer_dim": args.transformer_dim or args.num_head * args.head_dim,
+                  "window_size": args.window_size,
+                  "num_landmarks": 32 if args.num_landmarks is None else args.num_landmarks,
+                  "pooling_mode": args.pooling_mode, "extra": extra}
+        torch.manual_seed(args.seed)
+        module = build_module(config, args.published_repo)
+        if args.randomize:
+            randomize_(module, torch.Generator().manual_seed(args.seed))
 
     export_attention(module, config, args.out, args.prefix)
     print(f"wrote {args.out}: {len(module.state_dict())} tensors, prefix {args.prefix!r}")

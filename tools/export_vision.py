@@ -27,29 +27,27 @@ Library use::
                               "dp_rank": 8, "nglo": 1, "rpe": True, "qkv_bias": True},
                      "weights.safetensors")
 
-Exporting one stage's attention from a trained MsViT (ViL-LS) checkpoint
+Exporting one block's attention from a trained MsViT (ViL-LS) checkpoint
 -------------------------------------------------------------------------
 
-Presumably each stage of ``imagenet/models/msvit.py`` is a module ``layer1``, ``layer2``, ...
-whose blocks hold the attention as ``attn``, so one attention's parameters sit under a
-prefix like ``layer1.0.attn.`` (first block of stage 1). **This naming is unconfirmed**: the
-published msvit.py was not available when this tool was written; if the stage's module
-list starts with its patch embedding, the first block is ``layer1.1.attn.``, and a
-checkpoint saved from a DistributedDataParallel model has an extra ``module.`` in front.
-The checkpoint may also wrap the state_dict (``"model"``, ``"state_dict"``...). **Print
-the keys first**::
+Checked against the published ``imagenet/models/msvit.py`` and ``imagenet/utils/checkpoint.py``
+(commit 1527c5c): the ``Checkpointer`` saves ``{"net": net.state_dict(), "arch": ...,
+"epoch": ..., "best_acc": ..., "optimizer": ..., "scheduler": ...}`` where ``net`` is the
+``DistributedDataParallel`` (or ``DataParallel``) wrapper, so the keys start with
+``module.``. Stage S of ``MsViT`` is ``layerS``, an ``nn.Sequential`` of
+``[PatchEmbed, AttnBlock, MlpBlock, AttnBlock, MlpBlock, ...]``, and an ``AttnBlock`` holds
+its attention as ``attn``: block K (0-based) of stage S is at
+**``module.layerS.<2K+1>.attn.``** (``module.layer1.1.attn.`` for the first block of stage 1).
+``--stage S --block K`` builds that prefix (``module.`` only if the checkpoint has it)::
 
-    import torch
-    ckpt = torch.load("model_best.pth", map_location="cpu")
-    print(ckpt.keys() if isinstance(ckpt, dict) else type(ckpt))
-    sd = ckpt.get("model", ckpt.get("state_dict", ckpt))      # whichever holds tensors
-    print([k for k in sd if k.endswith("attn.qkv.weight")])   # one entry per block
+    python3 tools/export_vision.py --checkpoint model_best.pth --stage 1 --block 0 \
+        --num-heads 3 --nglo 1 --nx 56 --ny 56 --out stage1_block0.safetensors
 
-then export with the prefix you found::
-
-    python3 tools/export_vision.py --checkpoint model_best.pth \\
-        --checkpoint-prefix layer1.0.attn. \\
-        --num-heads 3 --w 7 --nglo 1 --nx 56 --ny 56 --out stage1_block0.safetensors
+In the arch string (``l1,h3,d96,n1,s1,g1,p4,f7,a0,r8_...``) ``h`` is num_heads, ``d`` dim,
+``g`` nglo, ``f`` the window w, ``r`` dp_rank, ``a0`` means rpe (``rpe = not ape``), and
+``s0`` a stage of full attention (no LS attention to export). ``nx = ny`` is the image size
+divided by the product of the patch sizes ``p`` up to the stage (224 px: 56 for stage 1 with
+p4, 28 for stage 2). ``--checkpoint-prefix`` gives any other prefix.
 
 ``dim``, ``qkv_bias``, ``rpe``, ``dp_rank`` (needs ``num_heads``) and, with rpe, ``w`` (from
 the table's and the index's rows) and ``num_heads`` are read from the tensor shapes and
@@ -142,10 +140,31 @@ def _load_checkpoint(path, key=None):
     if key:
         return ckpt[key]
     if isinstance(ckpt, dict) and not any(torch.is_tensor(v) for v in ckpt.values()):
-        for k in ("model", "state_dict", "model_state_dict", "module"):
+        # "net": the published MsViT Checkpointer (imagenet/utils/checkpoint.py).
+        for k in ("net", "model", "state_dict", "model_state_dict", "module"):
             if k in ckpt and isinstance(ckpt[k], dict):
                 return ckpt[k]
     return ckpt
+
+
+def msvit_prefix(state_dict, stage, block):
+    """Prefix of block ``block`` (0-based) of stage ``stage`` in a published MsViT state_dict:
+    layerS.<2K+1>.attn. (index 0 is the PatchEmbed, then AttnBlock/MlpBlock pairs), behind
+    the ``module.`` of a (Distributed)DataParallel wrapper when the keys have it."""
+    if stage < 1 or block < 0:
+        raise SystemExit("--stage is 1-based (1..4), --block 0-based")
+    wrapper = "module." if any(k.startswith("module.") for k in state_dict) else ""
+    return f"{wrapper}layer{stage}.{2 * block + 1}.attn."
+
+
+def checkpoint_prefix(state_dict, args):
+    if (args.stage is None) != (args.block is None):
+        raise SystemExit("--stage and --block go together")
+    if args.stage is not None:
+        if args.checkpoint_prefix is not None:
+            raise SystemExit("give --checkpoint-prefix or --stage/--block, not both")
+        return msvit_prefix(state_dict, args.stage, args.block)
+    return args.checkpoint_prefix or ""
 
 
 def infer_config(sd, config):
@@ -197,9 +216,11 @@ def main(argv=None):
     ap.add_argument("--checkpoint", help="torch checkpoint (MsViT or a bare state_dict)")
     ap.add_argument("--checkpoint-key", default=None,
                     help="key of the state_dict inside the checkpoint dict (default: auto)")
-    ap.add_argument("--checkpoint-prefix", default="",
-                    help="prefix of the attention's keys in the checkpoint, e.g. layer1.0.attn. "
-                         "(unconfirmed: print the keys)")
+    ap.add_argument("--checkpoint-prefix", default=None,
+                    help="prefix of the attention's keys in the checkpoint, e.g. module.layer1.1.attn.")
+    ap.add_argument("--stage", type=int, default=None,
+                    help="MsViT stage S (1-4): with --block K, prefix [module.]layerS.<2K+1>.attn.")
+    ap.add_argument("--block", type=int, default=None, help="block K (0-based) of --stage")
     ap.add_argument("--prefix", default="", help="prefix for the exported key names")
     ap.add_argument("--num-heads", type=int)
     ap.add_argument("--dim", type=int)
@@ -222,7 +243,7 @@ def main(argv=None):
 
     if args.checkpoint:
         ckpt = _load_checkpoint(args.checkpoint, args.checkpoint_key)
-        pre = args.checkpoint_prefix
+        pre = checkpoint_prefix(ckpt, args)
         layer = {k[len(pre):]: v for k, v in ckpt.items() if k.startswith(pre)}
         if not layer:
             raise SystemExit(f"no key starts with {pre!r}; keys are e.g. {list(ckpt)[:20]}")
