@@ -41,6 +41,8 @@ using lsattn::Tensor;
 using lsattn::fuzz::Cost;
 using lsattn::fuzz::deterministic;
 using lsattn::fuzz::finding;
+using lsattn::fuzz::plus;
+using lsattn::fuzz::times;
 using lsattn::fuzz::require_identical;
 using lsattn::io::Hyperparameters;
 using lsattn::io::SafeTensorsFile;
@@ -110,8 +112,9 @@ void run_lra(const SafeTensorsFile& file, const Hyperparameters& values, const R
 void add_layer_cost(Cost& cost, const causal::Config& config, index_t batch, index_t length, index_t cache) {
   const index_t d = config.d_model, l = config.chunk_size, r = config.chunk_rank, w = config.window_len;
   cost.add({6, d, d}).add({w, d, d}).add({r, config.n_head, d});  // parameters and the position table
-  cost.add({batch, length + cache, 6, d, d}).add({batch, length, w + l + 1, d, 2});
-  cost.add({batch, length + cache, r, config.n_head, d}).add({batch, length, length + cache, d});
+  const index_t keys = plus({length, cache});
+  cost.add({batch, keys, 6, d, d}).add({batch, length, plus({w, l, 1}), d, 2});
+  cost.add({batch, keys, r, config.n_head, d}).add({batch, length, keys, d});
 }
 
 void run_causal(const SafeTensorsFile& file, const Hyperparameters& values, const Run& run) {
@@ -141,9 +144,11 @@ void run_lm(const SafeTensorsFile& file, const Hyperparameters& values, const Ru
   const index_t d = config.d_model, l = config.chunk_size, w = config.window_len;
   Cost cost;
   cost.add({config.vocab_size, d, 2}).add({config.n_layer, config.d_inner, d, 2 * run.batch * run.length});
-  cost.add({run.batch, run.length + l * w, config.vocab_size, d});
+  const index_t padded = plus({run.length, times(l, w)});
+  if (padded > lsattn::fuzz::work_budget) return note(family, "skipped: too much work");
+  cost.add({run.batch, padded, config.vocab_size, d});
   for (index_t layer = 0; layer < config.n_layer && cost.affordable(); ++layer)
-    add_layer_cost(cost, config.layer(), run.batch, run.length + l * w, config.mem_len);
+    add_layer_cost(cost, config.layer(), run.batch, padded, config.mem_len);
   if (!cost.affordable()) return note(family, "skipped: too much work");
   const causal::TransformerLSModel<cpu, float> model(config, causal::load_lm_weights(file, config));
   Tensor<std::int64_t, 2> tokens(Shape<2>{run.batch, run.length});
@@ -168,11 +173,12 @@ void run_vision(const SafeTensorsFile& file, const Hyperparameters& values, cons
   config.threads = 1;
   const index_t nx = values.integer("nx").value_or(4), ny = values.integer("ny").value_or(nx);
   if (nx < 1 || nx > 64 || ny < 1 || ny > 64) return note(family, "skipped: grid outside 1..64");
-  const index_t c = config.dim, w = config.w, tile = 2 * w, tokens = config.nglo + nx * ny;
+  const index_t c = config.dim, w = config.w, tile = times(2, w), tokens = plus({config.nglo, nx * ny});
+  if (tokens > lsattn::fuzz::work_budget) return note(family, "skipped: too much work");
   Cost cost;
   cost.add({3, c, c}).add({config.num_heads, config.dp_rank, c}).add({config.num_heads, w, w, tile, tile});
   cost.add({run.batch, tokens, 4, c, c}).add({run.batch, tokens, c, tile, tile, 2});
-  cost.add({run.batch, tokens, c, config.dp_rank + config.nglo, 2}).add({run.batch, config.nglo, tokens, c, 2});
+  cost.add({run.batch, tokens, c, plus({config.dp_rank, config.nglo}), 2}).add({run.batch, config.nglo, tokens, c, 2});
   if (!cost.affordable()) return note(family, "skipped: too much work");
   const vision::AttentionLS2D<cpu, float> layer(config, vision::load_weights(file, config));
   const auto x = deterministic(Shape<3>{run.batch, tokens, c}, 5);
@@ -254,7 +260,7 @@ std::size_t mutate_structure(std::uint8_t* data, std::size_t size, std::size_t m
           !offsets[1].is_number_unsigned())
         continue;
       const std::uint64_t begin = offsets[0], end = offsets[1];
-      if (begin + 4 <= end && end <= size - data_offset) spans.emplace_back(begin, end);
+      if (end >= 4 && begin <= end - 4 && end <= size - data_offset) spans.emplace_back(begin, end);
     }
     if (spans.empty()) return 0;
     const auto [begin, end] = spans[random() % spans.size()];

@@ -44,6 +44,21 @@ class Cost {
   bool over_ = false;
 };
 
+// a + b + ..., saturating at the largest int64 (which no budget affords) instead of wrapping.
+inline std::int64_t plus(std::initializer_list<std::int64_t> terms) {
+  std::int64_t sum = 0;
+  for (std::int64_t term : terms) {
+    if (__builtin_add_overflow(sum, term, &sum)) return INT64_MAX;
+  }
+  return sum;
+}
+
+// a * b, saturating likewise (both >= 0).
+inline std::int64_t times(std::int64_t a, std::int64_t b) {
+  std::int64_t product = 0;
+  return __builtin_mul_overflow(a, b, &product) ? INT64_MAX : product;
+}
+
 // A deterministic tensor of values in [-1, 1) from a small linear congruential generator.
 template <std::size_t Rank>
 Tensor<float, Rank> deterministic(const Shape<Rank>& shape, std::uint32_t seed) {
