@@ -2,10 +2,11 @@
 
 This is an *independent re-implementation written from the project spec*
 (``shared/spec/transformer-ls.md``, sections 3.1-3.6, 4, 6, 7), NOT the published
-NVIDIA code (``imagenet/models/layers/transformer_ls.py::AttentionLS``), which was not
-reachable when this file was written. Parameter names, shapes and the
-``relative_position_index`` buffer follow the published state_dict (spec 3.2, 3.5) so
-that weights can be exchanged with a real checkpoint.
+NVIDIA code (``imagenet/models/layers/transformer_ls.py::AttentionLS``). Parameter
+names, shapes and the ``relative_position_index`` buffer follow the published state_dict
+(spec 3.2, 3.5) so that weights can be exchanged with a real checkpoint. In the published
+mode it is bit-identical to the published module on every published-mode fixture case
+(``make_vision_fixtures.py --published-repo``).
 
 Token layout: ``x`` is ``(B, nglo + nx*ny, C)``: the ``nglo`` global tokens first, then
 the patches in row-major order, patch ``(row, col)`` at ``nglo + row*ny + col``. So
