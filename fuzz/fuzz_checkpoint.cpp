@@ -8,9 +8,10 @@
 // (the causal cache length M, default one chunk), fuzz_mask and fuzz_cls (booleans, default false).
 //
 // lsattn::error is the only acceptable way to refuse an input; any other exception, a crash, a
-// sanitizer report, an output of the wrong shape or two runs that differ are findings. Loading
-// and the forward run are skipped (the input is simply uninteresting) when the config implies
-// more than a small amount of work, estimated with the harness's own checked arithmetic.
+// sanitizer report, an output of the wrong shape or with a NaN or an infinity, or two runs
+// that differ are findings. Loading and the forward run are skipped (the input is simply
+// uninteresting) when the config implies more than a small amount of work, estimated with the
+// harness's own checked arithmetic.
 // LSATTN_FUZZ_VERBOSE=1 in the environment prints what became of each input.
 //
 // Byte mutations rarely keep a safetensors file valid, so half of the mutations are made by a
@@ -83,6 +84,7 @@ void note(const std::string& family, const char* outcome, const char* detail = "
 template <class T, std::size_t Rank>
 void require_shape(const Tensor<T, Rank>& output, const Shape<Rank>& expected) {
   if (output.shape() != expected) finding("a forward run returned an output of the wrong shape");
+  lsattn::fuzz::require_finite(output, "a forward run returned a non-finite value without an error");
 }
 
 void run_lra(const SafeTensorsFile& file, const Hyperparameters& values, const Run& run) {

@@ -1,6 +1,7 @@
 #pragma once
 // Helpers shared by the fuzz targets: checked cost estimates, deterministic inputs, and the
 // checks that turn a silent misbehaviour into a crash libFuzzer reports.
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -86,6 +87,14 @@ void require_identical(const Tensor<T, Rank>& first, const Tensor<T, Rank>& seco
   if (!first.values().empty() &&
       std::memcmp(first.values().data(), second.values().data(), first.values().size() * sizeof(T)) != 0) {
     finding(what);
+  }
+}
+
+// The layers promise finite outputs or an lsattn::error (issue 10: no silent NaN).
+template <class T, std::size_t Rank>
+void require_finite(const Tensor<T, Rank>& output, const char* what) {
+  for (const T& value : output.values()) {
+    if (!std::isfinite(value)) finding(what);
   }
 }
 
