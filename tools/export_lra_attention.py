@@ -58,7 +58,7 @@ model's learned ``model.cls_embed`` parameter (shape (1, 1, D), not LayerNormed,
 over the batch) as its ``cls_embed`` argument; it is not part of the attention's
 state_dict: pass it to lsattn as the input ``input.cls_embed`` (B, 1, D).
 ``--cls-embed-out PATH`` writes it (as ``input.cls_embed``, shape (1, 1, D)) next to the
-weights. The attention's input is the layer's ``norm1(X)``.
+weights; lsattn wants (B, 1, D): repeat it B times along the first axis for a batch of B. The attention's input is the layer's ``norm1(X)``.
 
 Without ``--checkpoint`` the CLI exports a freshly initialised module
 (``--seed``; ``--randomize`` draws non-trivial weights, as the fixtures do).
