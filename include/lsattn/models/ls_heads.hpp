@@ -64,9 +64,11 @@ class LsHeadsAttention {
         valid.assign(static_cast<std::size_t>(length), 1);
         for (index_t t = 0; t < length; ++t) valid[t] = mask(b, t) != T(0);
       }
-      cpu_detail::flash_attention(q.data() + offset, k.data() + offset, v.data() + offset, valid, length, heads,
-                                  config_.head_dim(), visibility_of, context.data() + offset,
-                                  max_logits ? batch_largest.data() : nullptr, config_.threads);
+      detail::overflow_checked("ls_heads::LsHeadsAttention", [&] {
+        cpu_detail::flash_attention(q.data() + offset, k.data() + offset, v.data() + offset, valid, length, heads,
+                                    config_.head_dim(), visibility_of, context.data() + offset,
+                                    max_logits ? batch_largest.data() : nullptr, config_.threads);
+      });
       for (index_t h = 0; h < heads; ++h) largest[h] = std::max(largest[h], batch_largest[h]);
       for (index_t t = 0; t < length; ++t)  // padded query rows: zero context, hence W_o.bias
         if (!valid.empty() && !valid[t]) std::fill_n(context.data() + offset + t * d, d, T(0));

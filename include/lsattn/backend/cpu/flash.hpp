@@ -4,12 +4,14 @@
 // 64 × 256 exists. Which keys a query sees comes from a visibility policy (full, causal, or a
 // sliding window), which also bounds the key blocks a query block needs to visit.
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <limits>
 #include <vector>
 
 #include "lsattn/backend/cpu/eigen.hpp"
 #include "lsattn/backend/cpu/parallel.hpp"
+#include "lsattn/core/error.hpp"
 #include "lsattn/core/tensor.hpp"
 #include "lsattn/policy/window.hpp"
 
@@ -31,6 +33,10 @@ void flash_attention(const T* q, const T* k, const T* v, const std::vector<char>
   const index_t width = heads * head_dim, blocks = (length + flash_query_block - 1) / flash_query_block;
   const T scale = T(1) / std::sqrt(static_cast<T>(head_dim));
   std::vector<T> block_max(static_cast<std::size_t>(blocks * heads), minus_infinity);
+  // Scores from finite q and k that are not finite overflowed float; masked as -inf they would
+  // pass for "no visible key" and give a silently wrong zero context. Flagged, thrown after the
+  // parallel loop (an exception must not leave an OpenMP region).
+  std::atomic<bool> overflowed{false};
   parallel_for(blocks * heads, threads, [&](index_t task) {
     const index_t h = task % heads, block = task / heads, column = h * head_dim;
     const auto visibility = visibility_of(h);
@@ -46,6 +52,10 @@ void flash_attention(const T* q, const T* k, const T* v, const std::vector<char>
     for (index_t key_first = keys.begin; key_first < keys.end; key_first += flash_key_block) {
       const index_t key_count = std::min(flash_key_block, keys.end - key_first);
       scores.noalias() = queries * matrix(k + key_first * width + column, key_count, head_dim, width).transpose();
+      if (!scores.allFinite()) {
+        overflowed = true;
+        return;
+      }
       for (index_t i = 0; i < count; ++i) {
         auto row = scores.row(i);
         // The visible keys of a query are one contiguous range: mask the two ends as runs.
@@ -77,6 +87,9 @@ void flash_attention(const T* q, const T* k, const T* v, const std::vector<char>
     matrix(context + first * width + column, count, head_dim, width) = accumulator;
     block_max[static_cast<std::size_t>(task)] = largest;
   });
+  if (overflowed) {
+    throw non_finite("lsattn: attention scores q·k/√dh: non-finite values from finite queries and keys (float overflow)");
+  }
   if (max_logit != nullptr) {
     for (index_t h = 0; h < heads; ++h) {
       T largest = minus_infinity;
