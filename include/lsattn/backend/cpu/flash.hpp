@@ -33,9 +33,11 @@ void flash_attention(const T* q, const T* k, const T* v, const std::vector<char>
   const index_t width = heads * head_dim, blocks = (length + flash_query_block - 1) / flash_query_block;
   const T scale = T(1) / std::sqrt(static_cast<T>(head_dim));
   std::vector<T> block_max(static_cast<std::size_t>(blocks * heads), minus_infinity);
-  // Scores from finite q and k that are not finite overflowed float; masked as -inf they would
-  // pass for "no visible key" and give a silently wrong zero context. Flagged, thrown after the
-  // parallel loop (an exception must not leave an OpenMP region).
+  // Scores from finite q and k overflow float when a row's largest visible score is +inf, or
+  // when every visible key scores -inf (which would pass for "no visible key" and give a
+  // silently wrong zero context); -inf beside a finite maximum is exact (probability 0). Both
+  // are seen from the row maximum, computed anyway. Flagged, thrown after the parallel loop
+  // (an exception must not leave an OpenMP region).
   std::atomic<bool> overflowed{false};
   parallel_for(blocks * heads, threads, [&](index_t task) {
     const index_t h = task % heads, block = task / heads, column = h * head_dim;
@@ -52,10 +54,6 @@ void flash_attention(const T* q, const T* k, const T* v, const std::vector<char>
     for (index_t key_first = keys.begin; key_first < keys.end; key_first += flash_key_block) {
       const index_t key_count = std::min(flash_key_block, keys.end - key_first);
       scores.noalias() = queries * matrix(k + key_first * width + column, key_count, head_dim, width).transpose();
-      if (!scores.allFinite()) {
-        overflowed = true;
-        return;
-      }
       for (index_t i = 0; i < count; ++i) {
         auto row = scores.row(i);
         // The visible keys of a query are one contiguous range: mask the two ends as runs.
@@ -64,10 +62,19 @@ void flash_attention(const T* q, const T* k, const T* v, const std::vector<char>
         const index_t end = std::clamp(seen.end - key_first, begin, key_count);
         row.head(begin).setConstant(minus_infinity);
         row.tail(key_count - end).setConstant(minus_infinity);
-        if (!valid.empty())
-          for (index_t j = begin; j < end; ++j)
-            if (!valid[key_first + j]) row(j) = minus_infinity;
+        bool any_visible = end > begin;
+        if (!valid.empty()) {
+          any_visible = false;
+          for (index_t j = begin; j < end; ++j) {
+            if (valid[key_first + j]) any_visible = true;
+            else row(j) = minus_infinity;
+          }
+        }
         const T row_max = row.maxCoeff();
+        if (row_max == -minus_infinity || (any_visible && row_max == minus_infinity)) {
+          overflowed = true;
+          return;
+        }
         if (valid.empty() || valid[first + i]) largest = std::max(largest, row_max);  // padded queries do not count
         const T new_max = std::max(running_max(i), row_max);
         if (new_max == minus_infinity) {  // nothing visible yet
