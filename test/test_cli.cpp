@@ -14,8 +14,11 @@
 #include <stdexcept>
 
 #include "cli.hpp"
+#include "test_helpers.hpp"
 
 namespace {
+
+using test_helpers::relative_difference;
 
 namespace fs = std::filesystem;
 using Catch::Matchers::Contains;
@@ -443,18 +446,6 @@ TEST_CASE("eval-bpc maps bytes through a fairseq dictionary", "[cli][lm][bpc]") 
              Contains("protocol published: 3 tokens from 3 bytes"));
 }
 
-namespace {
-
-double relative_difference(const Tensor<float, 3>& got, const Tensor<float, 3>& want) {
-  REQUIRE(got.shape() == want.shape());
-  double scale = 1e-6, worst = 0;
-  for (float v : want.values()) scale = std::max(scale, static_cast<double>(std::abs(v)));
-  for (index_t i = 0; i < got.size(); ++i)
-    worst = std::max(worst, static_cast<double>(std::abs(got.values()[i] - want.values()[i])));
-  return worst / scale;
-}
-
-}  // namespace
 
 TEST_CASE("the CLI reproduces the PyTorch causal layer and model references", "[cli][golden][causal]") {
   for (const char* name : {"basic", "bias_clamp", "short_segment", "rank2_big_cache"}) {

@@ -1,6 +1,10 @@
 #pragma once
 // Conversions shared by the tests: library tensors to the oracles' float64 containers, and a
 // Weights<float> to another element type.
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <cmath>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -36,6 +40,16 @@ Weights<T> cast_weights(const Weights<float>& weights, const Config& config) {
     tensor = std::remove_reference_t<decltype(tensor)>(shape, values[i++]);
   });
   return out;
+}
+
+// The largest absolute difference relative to the largest |want| (at least 1e-6).
+inline double relative_difference(const lsattn::Tensor<float, 3>& got, const lsattn::Tensor<float, 3>& want) {
+  REQUIRE(got.shape() == want.shape());
+  double scale = 1e-6, worst = 0;
+  for (float v : want.values()) scale = std::max(scale, static_cast<double>(std::abs(v)));
+  for (lsattn::index_t i = 0; i < got.size(); ++i)
+    worst = std::max(worst, static_cast<double>(std::abs(got.values()[i] - want.values()[i])));
+  return worst / scale;
 }
 
 }  // namespace test_helpers

@@ -13,8 +13,11 @@
 #include <vector>
 
 #include "cli.hpp"
+#include "test_helpers.hpp"
 
 namespace {
+
+using test_helpers::relative_difference;
 
 namespace fs = std::filesystem;
 using lsattn::index_t;
@@ -32,15 +35,6 @@ std::vector<std::string> split(const std::string& command) {
   std::vector<std::string> out;
   for (std::string word; words >> word;) out.push_back(word);
   return out;
-}
-
-double relative_difference(const Tensor<float, 3>& got, const Tensor<float, 3>& want) {
-  REQUIRE(got.shape() == want.shape());
-  double scale = 1e-6, worst = 0;
-  for (float v : want.values()) scale = std::max(scale, static_cast<double>(std::abs(v)));
-  for (index_t i = 0; i < got.size(); ++i)
-    worst = std::max(worst, static_cast<double>(std::abs(got.values()[i] - want.values()[i])));
-  return worst / scale;
 }
 
 // Runs the command stored in the case's expected.safetensors (OUT.safetensors replaced by a
