@@ -271,6 +271,35 @@ def gpu_section(baselines, cuda_run, baselines_path, cuda_path):
     return out
 
 
+PEER_WORKS = {"ls_layer": "LS layer (D = 512, 8 heads, w = 128, r = 64) vs the published AttentionLS",
+              "full_attention_layer": "full attention layer (4 Linear + attention, D = 512, 8 heads) vs Linear + SDPA"}
+
+
+def peers_section(peers, path):
+    """The 'lsattn vs PyTorch' table from bench/peers.py: speed-up = PyTorch time / lsattn time."""
+    lines = ["", "## lsattn vs PyTorch (same shapes, same machine, one run)", "",
+             f"`{peers['command']}` (commit {peers['commit']}, {peers['date']}; raw rows: `{path}`). "
+             f"PyTorch {peers['torch']} from PyPI; CPU {peers['cpu']} with {', '.join(peers['cpu_flags'])}; "
+             f"all threads = {peers['threads_all']}. Speed-up = PyTorch ms / lsattn ms (> 1: lsattn faster; "
+             "issue 12's goal is ≥ 1.25 everywhere). bf16: PyTorch under `torch.autocast('cpu', torch.bfloat16)`; "
+             "lsattn has no bf16 CPU path yet, so its bf16 cells are empty and the figure beside them is PyTorch's "
+             "bf16 against lsattn's fp32.", "",
+             "| work | L | threads | lsattn fp32 ms | PyTorch fp32 ms | speed-up fp32 | PyTorch bf16 ms | lsattn fp32 vs PyTorch bf16 |",
+             "|---|---|---|---|---|---|---|---|"]
+    cells = {(r["work"], r["L"], r["threads"], r["dtype"]): r for r in peers["rows"]}
+    for work, title in PEER_WORKS.items():
+        for (w, length, threads, dtype), row in sorted(cells.items()):
+            if w != work or dtype != "fp32":
+                continue
+            bf16 = cells.get((w, length, threads, "bf16"), {})
+            lsattn, torch_fp32, torch_bf16 = row["lsattn_ms"], row["torch_ms"], bf16.get("torch_ms")
+            lines.append(f"| {work} | {length} | {threads} | {lsattn:.1f} | {torch_fp32:.1f} | "
+                         f"{torch_fp32 / lsattn:.2f} | " + (f"{torch_bf16:.1f} | {torch_bf16 / lsattn:.2f} |"
+                                                             if torch_bf16 else "– | – |"))
+    lines += ["", "Works: " + "; ".join(f"`{w}`: {t}" for w, t in PEER_WORKS.items()) + "."]
+    return lines
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("json")
@@ -278,6 +307,8 @@ def main():
     ap.add_argument("--notes", default="docs/performance-notes.md")
     ap.add_argument("--published", default="docs/results/published.json",
                     help="optional output of bench/time_published.py")
+    ap.add_argument("--peers", default="docs/results/peers-cpu.json",
+                    help="optional output of bench/peers.py (lsattn vs PyTorch)")
     ap.add_argument("--gpu-baselines", default="docs/results/gpu-baselines.json",
                     help="optional output of bench/gpu_baselines.py")
     ap.add_argument("--bench-cuda", default="docs/results/bench-cuda.json",
@@ -364,6 +395,10 @@ def main():
             b = ls.get(r["length"])
             out.append(f"| {r['length']} | {r['ms']:.1f} | {ms(b) if b else '–'} | "
                        + (f"{r['ms'] / b['real_time']:.1f}× |" if b else "– |"))
+
+    peers = load_json(args.peers)
+    if peers:
+        out += peers_section(peers, args.peers)
 
     if gpu_baselines or bench_cuda:
         out += gpu_section(gpu_baselines, bench_cuda, args.gpu_baselines, args.bench_cuda)

@@ -1,0 +1,167 @@
+#!/usr/bin/env python3
+"""lsattn against PyTorch on the same shapes, same precision, same machine, in one run.
+
+usage: build/peers-venv/bin/python bench/peers.py --published-repo /path/to/transformer-ls \\
+           [--lsattn-bench build/bench/lsattn_bench] [--lengths 1024 4096 16384] \\
+           [--out docs/results/peers-cpu.json]
+
+The virtual environment with PyTorch from PyPI comes from bench/peers_venv.sh. The published
+modules come from a checkout of github.com/NVIDIA/transformer-ls given by path: they are read
+and run, never copied. Every work is timed with one thread and with all of the machine's
+threads, in fp32 and in bf16 (torch.autocast("cpu", torch.bfloat16)); lsattn is timed by its
+Google Benchmark binary with OMP_NUM_THREADS set. lsattn has no bf16 CPU path yet, so its bf16
+cells are null.
+
+Works so far (issue 12 lists more):
+  ls_layer              the bidirectional Transformer-LS layer, D = 512, 8 heads, w = 128, r = 64,
+                        batch 1: lsattn_bench BM_LongShortLayer vs the published AttentionLS
+  full_attention_layer  four Linear(512, 512) and softmax attention, 8 heads, batch 1:
+                        lsattn_bench BM_FullAttentionLayer vs the same Linears + SDPA
+
+Output: JSON {"torch", "cpu", "cpu_flags", "command", "commit", "date", "rows": [{"work", "L",
+"batch", "threads", "dtype", "lsattn_ms", "torch_ms"}]}; bench/report.py renders it in
+docs/performance.md. Each PyTorch time is the median of at least 3 calls (and 1 s) after a
+warm-up; lsattn's is Google Benchmark's mean real time.
+"""
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.join(HERE, "..")
+sys.path.insert(0, os.path.join(ROOT, "tools"))
+from export_lra_attention import build_module, randomize_  # noqa: E402
+
+LS_CONFIG = {"num_head": 8, "head_dim": 64, "transformer_dim": 512, "window_size": 128, "num_landmarks": 64,
+             "pooling_mode": "MEAN"}
+WORKS = {"ls_layer": "BM_LongShortLayer", "full_attention_layer": "BM_FullAttentionLayer"}
+
+
+class FullAttentionLayer(torch.nn.Module):
+    """Four Linear(D, D) and multi-head softmax attention through SDPA: lsattn's full layer."""
+
+    def __init__(self, dim=512, heads=8):
+        super().__init__()
+        self.heads = heads
+        self.q, self.k, self.v, self.o = (torch.nn.Linear(dim, dim) for _ in range(4))
+
+    def forward(self, x):
+        batch, length, dim = x.shape
+
+        def split(t):
+            return t.view(batch, length, self.heads, dim // self.heads).transpose(1, 2)
+
+        context = F.scaled_dot_product_attention(split(self.q(x)), split(self.k(x)), split(self.v(x)))
+        return self.o(context.transpose(1, 2).reshape(batch, length, dim))
+
+
+def torch_time(call):
+    """Median milliseconds of call() over >= 3 calls and >= 1 s, after one warm-up."""
+    call()
+    times, started = [], time.perf_counter()
+    while len(times) < 3 or time.perf_counter() - started < 1.0:
+        start = time.perf_counter()
+        call()
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
+
+def torch_modules(published_repo):
+    generator = torch.Generator().manual_seed(0)
+    ls = randomize_(build_module(LS_CONFIG, published_repo), generator).eval()
+    full = FullAttentionLayer().eval()
+    return {"ls_layer": lambda x: ls(x, torch.ones(x.shape[0], x.shape[1])), "full_attention_layer": full}
+
+
+def time_torch(modules, work, length, threads, dtype):
+    torch.set_num_threads(threads)
+    x = torch.randn(1, length, 512, generator=torch.Generator().manual_seed(1))
+    module = modules[work]
+
+    def call():
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == "bf16"):
+            module(x)
+
+    return torch_time(call)
+
+
+def time_lsattn(binary, lengths, threads):
+    """{(work, L): ms} from one run of the benchmark binary with OMP_NUM_THREADS = threads."""
+    names = "|".join(WORKS.values())
+    pattern = f"^({names})/1/({'|'.join(str(n) for n in lengths)})(/|$)"  # names end in /real_time
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+    result = subprocess.run([binary, f"--benchmark_filter={pattern}", "--benchmark_format=json",
+                             "--benchmark_min_time=1"], env=env, capture_output=True, text=True, check=True)
+    times = {}
+    for bench in json.loads(result.stdout)["benchmarks"]:
+        name, batch, length = bench["run_name"].split("/")[:3]
+        work = next(w for w, n in WORKS.items() if n == name)
+        unit = {"ms": 1.0, "us": 1e-3, "ns": 1e-6, "s": 1e3}[bench["time_unit"]]
+        times[(work, int(length))] = bench["real_time"] * unit
+    return times
+
+
+def cpu_description():
+    model, flags = platform.processor(), set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                elif line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    wanted = ["avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_int8",
+              "amx_tile"]
+    return model, [f for f in wanted if f in flags]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--published-repo", required=True, help="checkout of NVIDIA/transformer-ls")
+    ap.add_argument("--lsattn-bench", default=os.path.join(ROOT, "build", "bench", "lsattn_bench"))
+    ap.add_argument("--lengths", type=int, nargs="+", default=[1024, 4096, 16384])
+    ap.add_argument("--out", default=os.path.join(ROOT, "docs", "results", "peers-cpu.json"))
+    args = ap.parse_args()
+    if not os.access(args.lsattn_bench, os.X_OK):
+        raise SystemExit(f"--lsattn-bench: {args.lsattn_bench} is not an executable (build the lsattn_bench target)")
+
+    modules = torch_modules(args.published_repo)
+    all_threads = os.cpu_count() or 1
+    rows = []
+    for threads in sorted({1, all_threads}):
+        lsattn = time_lsattn(args.lsattn_bench, args.lengths, threads)
+        for work in WORKS:
+            for length in args.lengths:
+                for dtype in ("fp32", "bf16"):
+                    torch_ms = time_torch(modules, work, length, threads, dtype)
+                    lsattn_ms = lsattn.get((work, length)) if dtype == "fp32" else None
+                    rows.append({"work": work, "L": length, "batch": 1, "threads": threads, "dtype": dtype,
+                                 "lsattn_ms": lsattn_ms, "torch_ms": torch_ms})
+                    shown = f"{lsattn_ms:9.1f}" if lsattn_ms is not None else "        –"
+                    print(f"{work:22s} L={length:6d} threads={threads} {dtype}: lsattn {shown} ms, "
+                          f"torch {torch_ms:9.1f} ms", flush=True)
+
+    model, flags = cpu_description()
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    record = {"torch": torch.__version__, "cpu": model, "cpu_flags": flags, "threads_all": all_threads,
+              "command": " ".join([os.path.relpath(sys.executable, ROOT) if sys.executable.startswith(ROOT) else "python",
+                                   "bench/peers.py"] + sys.argv[1:]),
+              "commit": commit, "date": datetime.date.today().isoformat(), "rows": rows}
+    with open(args.out, "w") as f:
+        json.dump(record, f, indent=1)
+    print("wrote", args.out)
+
+
+if __name__ == "__main__":
+    main()
