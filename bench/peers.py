@@ -12,11 +12,19 @@ threads, in fp32 and in bf16 (torch.autocast("cpu", torch.bfloat16)); lsattn is 
 Google Benchmark binary with OMP_NUM_THREADS set. lsattn has no bf16 CPU path yet, so its bf16
 cells are null.
 
-Works so far (issue 12 lists more):
-  ls_layer              the bidirectional Transformer-LS layer, D = 512, 8 heads, w = 128, r = 64,
-                        batch 1: lsattn_bench BM_LongShortLayer vs the published AttentionLS
-  full_attention_layer  four Linear(512, 512) and softmax attention, 8 heads, batch 1:
-                        lsattn_bench BM_FullAttentionLayer vs the same Linears + SDPA
+Works so far (issue 12 lists more; batch 1, fp32 weights):
+  ls_layer               bidirectional Transformer-LS layer, D = 512, 8 heads, w = 128, r = 64:
+                         BM_LongShortLayer vs the published LRA AttentionLS
+  full_attention_layer   four Linear(512, 512) + softmax attention, 8 heads:
+                         BM_FullAttentionLayer vs the same Linears + SDPA
+  causal_layer           the published enwik8 layer, D = 512, 8 heads, l = 16, r = 1, w = 512,
+                         memory 2048: BM_CausalLayer vs the published ChunkedLSAttention (its
+                         position inputs, the model's job, made once outside the timing)
+  causal_full_attention  four Linear + causal attention, 8 heads: BM_FullMhaCausal vs the same
+                         Linears + SDPA(is_causal=True)
+  vision_stage1          ViL-LS stage 1, C = 96, 3 heads, w = 7, r = 8, one global token, RPE,
+                         56 x 56 patches (L = 3137 tokens): BM_VisionLayer vs the published 2D
+                         AttentionLS
 
 Output: JSON {"torch", "cpu", "cpu_flags", "command", "commit", "date", "rows": [{"work", "L",
 "batch", "threads", "dtype", "lsattn_ms", "torch_ms"}]}; bench/report.py renders it in
@@ -39,19 +47,33 @@ import torch.nn.functional as F
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.join(HERE, "..")
 sys.path.insert(0, os.path.join(ROOT, "tools"))
+sys.path.insert(0, os.path.join(ROOT, "tools", "reference"))
 from export_lra_attention import build_module, randomize_  # noqa: E402
+import published  # noqa: E402  (imports the published modules from a checkout, unchanged)
 
 LS_CONFIG = {"num_head": 8, "head_dim": 64, "transformer_dim": 512, "window_size": 128, "num_landmarks": 64,
              "pooling_mode": "MEAN"}
-WORKS = {"ls_layer": "BM_LongShortLayer", "full_attention_layer": "BM_FullAttentionLayer"}
+CAUSAL = {"d_model": 512, "n_head": 8, "chunk_size": 16, "chunk_rank": 1, "window_len": 512, "cache": 2048}
+VISION_SIDE = 56
+
+
+def work_table(lengths):
+    """work -> (lsattn benchmark prefix, [(L, the benchmark's arguments after the batch)])."""
+    return {
+        "ls_layer": ("BM_LongShortLayer", [(n, n) for n in lengths]),
+        "full_attention_layer": ("BM_FullAttentionLayer", [(n, n) for n in lengths]),
+        "causal_layer": ("BM_CausalLayer", [(n, n) for n in lengths]),
+        "causal_full_attention": ("BM_FullMhaCausal", [(n, n) for n in lengths if n >= 4096]),
+        "vision_stage1": ("BM_VisionLayer", [(1 + VISION_SIDE * VISION_SIDE, VISION_SIDE)]),
+    }
 
 
 class FullAttentionLayer(torch.nn.Module):
     """Four Linear(D, D) and multi-head softmax attention through SDPA: lsattn's full layer."""
 
-    def __init__(self, dim=512, heads=8):
+    def __init__(self, dim=512, heads=8, causal=False):
         super().__init__()
-        self.heads = heads
+        self.heads, self.causal = heads, causal
         self.q, self.k, self.v, self.o = (torch.nn.Linear(dim, dim) for _ in range(4))
 
     def forward(self, x):
@@ -60,7 +82,8 @@ class FullAttentionLayer(torch.nn.Module):
         def split(t):
             return t.view(batch, length, self.heads, dim // self.heads).transpose(1, 2)
 
-        context = F.scaled_dot_product_attention(split(self.q(x)), split(self.k(x)), split(self.v(x)))
+        context = F.scaled_dot_product_attention(split(self.q(x)), split(self.k(x)), split(self.v(x)),
+                                                 is_causal=self.causal)
         return self.o(context.transpose(1, 2).reshape(batch, length, dim))
 
 
@@ -75,38 +98,61 @@ def torch_time(call):
     return statistics.median(times)
 
 
-def torch_modules(published_repo):
+def torch_works(repo):
+    """work -> function(L) returning a call() that runs PyTorch's module once on fresh inputs."""
     generator = torch.Generator().manual_seed(0)
-    ls = randomize_(build_module(LS_CONFIG, published_repo), generator).eval()
-    full = FullAttentionLayer().eval()
-    return {"ls_layer": lambda x: ls(x, torch.ones(x.shape[0], x.shape[1])), "full_attention_layer": full}
+    ls = randomize_(build_module(LS_CONFIG, repo), generator).eval()
+    full, causal_full = FullAttentionLayer().eval(), FullAttentionLayer(causal=True).eval()
+    layer_module, model_module, _ = published.autoregressive(repo)
+    c = CAUSAL
+    causal = layer_module.ChunkedLSAttention(d_model=c["d_model"], n_head=c["n_head"], chunk_size=c["chunk_size"],
+                                             chunk_rank=c["chunk_rank"], window_len=c["window_len"], dropout=0.0,
+                                             use_bias=False).eval()
+    transformer_ls_2d, _ = published.imagenet(repo)
+    vision = transformer_ls_2d.AttentionLS(96, num_heads=3, qkv_bias=True, rpe=True, nglo=1, dp_rank=8, w=7).eval()
+
+    def tokens(length, dim=512):
+        return torch.randn(1, length, dim, generator=torch.Generator().manual_seed(1))
+
+    def causal_call(length):
+        h, cache = tokens(length), tokens(c["cache"])
+        key_pe, window_pe, mask = published.positional_inputs(model_module, c["d_model"], c["cache"], length,
+                                                              c["chunk_size"], c["chunk_rank"], c["window_len"])
+        return lambda: causal(h, cache, key_pe, window_pe, mask)
+
+    return {
+        "ls_layer": lambda n: (lambda x: lambda: ls(x, torch.ones(1, n)))(tokens(n)),
+        "full_attention_layer": lambda n: (lambda x: lambda: full(x))(tokens(n)),
+        "causal_layer": causal_call,
+        "causal_full_attention": lambda n: (lambda x: lambda: causal_full(x))(tokens(n)),
+        "vision_stage1": lambda n: (lambda x: lambda: vision(x, VISION_SIDE, VISION_SIDE))(tokens(n, 96)),
+    }
 
 
-def time_torch(modules, work, length, threads, dtype):
+def time_torch(works, work, length, threads, dtype):
     torch.set_num_threads(threads)
-    x = torch.randn(1, length, 512, generator=torch.Generator().manual_seed(1))
-    module = modules[work]
+    run = works[work](length)
 
     def call():
         with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == "bf16"):
-            module(x)
+            run()
 
     return torch_time(call)
 
 
-def time_lsattn(binary, lengths, threads):
+def time_lsattn(binary, table, threads):
     """{(work, L): ms} from one run of the benchmark binary with OMP_NUM_THREADS = threads."""
-    names = "|".join(WORKS.values())
-    pattern = f"^({names})/1/({'|'.join(str(n) for n in lengths)})(/|$)"  # names end in /real_time
+    wanted = {f"{bench}/1/{arguments}": (work, length)
+              for work, (bench, sizes) in table.items() for length, arguments in sizes}
+    pattern = "^(" + "|".join(wanted) + ")(/|$)"  # the names end in /real_time
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
     result = subprocess.run([binary, f"--benchmark_filter={pattern}", "--benchmark_format=json",
                              "--benchmark_min_time=1"], env=env, capture_output=True, text=True, check=True)
     times = {}
     for bench in json.loads(result.stdout)["benchmarks"]:
-        name, batch, length = bench["run_name"].split("/")[:3]
-        work = next(w for w, n in WORKS.items() if n == name)
+        key = "/".join(bench["run_name"].split("/")[:3])
         unit = {"ms": 1.0, "us": 1e-3, "ns": 1e-6, "s": 1e3}[bench["time_unit"]]
-        times[(work, int(length))] = bench["real_time"] * unit
+        times[wanted[key]] = bench["real_time"] * unit
     return times
 
 
@@ -136,15 +182,16 @@ def main():
     if not os.access(args.lsattn_bench, os.X_OK):
         raise SystemExit(f"--lsattn-bench: {args.lsattn_bench} is not an executable (build the lsattn_bench target)")
 
-    modules = torch_modules(args.published_repo)
+    works = torch_works(args.published_repo)
+    table = work_table(args.lengths)
     all_threads = os.cpu_count() or 1
     rows = []
     for threads in sorted({1, all_threads}):
-        lsattn = time_lsattn(args.lsattn_bench, args.lengths, threads)
-        for work in WORKS:
-            for length in args.lengths:
+        lsattn = time_lsattn(args.lsattn_bench, table, threads)
+        for work, (_, sizes) in table.items():
+            for length, _ in sizes:
                 for dtype in ("fp32", "bf16"):
-                    torch_ms = time_torch(modules, work, length, threads, dtype)
+                    torch_ms = time_torch(works, work, length, threads, dtype)
                     lsattn_ms = lsattn.get((work, length)) if dtype == "fp32" else None
                     rows.append({"work": work, "L": length, "batch": 1, "threads": threads, "dtype": dtype,
                                  "lsattn_ms": lsattn_ms, "torch_ms": torch_ms})

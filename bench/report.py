@@ -271,8 +271,15 @@ def gpu_section(baselines, cuda_run, baselines_path, cuda_path):
     return out
 
 
-PEER_WORKS = {"ls_layer": "LS layer (D = 512, 8 heads, w = 128, r = 64) vs the published AttentionLS",
-              "full_attention_layer": "full attention layer (4 Linear + attention, D = 512, 8 heads) vs Linear + SDPA"}
+PEER_WORKS = {
+    "ls_layer": "LS layer (D = 512, 8 heads, w = 128, r = 64) vs the published LRA AttentionLS",
+    "full_attention_layer": "full attention layer (4 Linear + attention, D = 512, 8 heads) vs Linear + SDPA",
+    "causal_layer": "the published enwik8 causal layer (D = 512, 8 heads, l = 16, r = 1, w = 512, memory 2048) vs the "
+                    "published ChunkedLSAttention",
+    "causal_full_attention": "4 Linear + causal attention (D = 512, 8 heads) vs Linear + SDPA(is_causal=True)",
+    "vision_stage1": "ViL-LS stage 1 (C = 96, 3 heads, w = 7, r = 8, one global token, RPE, 56 × 56 patches, L = "
+                     "3137 tokens) vs the published 2D AttentionLS",
+}
 
 
 def peers_section(peers, path):
