@@ -41,12 +41,12 @@ void report(benchmark::State& state, double flops_per_call, index_t tokens, std:
   state.counters["peak_MiB"] = static_cast<double>(lsattn_bench::peak_heap_bytes() - heap_before) / (1 << 20);
 }
 
-void BM_LongShortLayer(benchmark::State& state) {
+void long_short_layer(benchmark::State& state, const lra::Config& config) {
   const index_t batch = state.range(0), length = state.range(1);
-  const double d = kConfig.transformer_dim, r = kConfig.num_landmarks, nh = kConfig.num_head;
-  const double keys = r + lsattn::BidirectionalWindow::segments(kConfig.window_size).span();
-  const lra::AttentionLS<lsattn::cpu, float> layer(kConfig, lra::Weights<float>::random(kConfig, 1));
-  const auto x = random_tensor(Shape<3>{batch, length, kConfig.transformer_dim}, 2);
+  const double d = config.transformer_dim, r = config.num_landmarks, nh = config.num_head;
+  const double keys = r + lsattn::BidirectionalWindow::segments(config.window_size).span();
+  const lra::AttentionLS<lsattn::cpu, float> layer(config, lra::Weights<float>::random(config, 1));
+  const auto x = random_tensor(Shape<3>{batch, length, config.transformer_dim}, 2);
   const std::size_t before = lsattn_bench::current_heap_bytes();
   lsattn_bench::reset_peak_heap();
   for (auto _ : state) benchmark::DoNotOptimize(layer.forward(x.view()));
@@ -54,6 +54,9 @@ void BM_LongShortLayer(benchmark::State& state) {
   const double flops = tokens * (2 * d * (4 * d + nh * r) + 4 * r * d + 4 * d * keys);
   report(state, flops, batch * length, before);
 }
+void BM_LongShortLayer(benchmark::State& state) { long_short_layer(state, kConfig); }
+// The paper's LRA text setting: D = 64, 2 heads of 32, w = 8, r = 32 (thousands of 8-query blocks).
+void BM_LraTextLayer(benchmark::State& state) { long_short_layer(state, lra::Config{2, 32, 64, 8, 32, false, 0}); }
 
 // The attention proper alone (LongShortAttention on precomputed Q, K, V and logits): the local
 // LN, the dynamic projection and the joint softmax attention, no linear layers.
@@ -171,6 +174,21 @@ void ls_heads_benchmark(benchmark::State& state, bool split) {
   report(state, static_cast<double>(batch) * (8 * l * 512 * 512 + 4 * 64 * keys), batch * length, before);
 }
 void BM_LsHeadsCausal(benchmark::State& state) { ls_heads_benchmark(state, true); }
+
+// The LS-attention author's current GPT setting: D = 768, 12 heads of 64, heads 0-10 local
+// with a window of 100 keys (t - 99 ... t), head 11 global, causal, batch 1.
+void BM_LsGptCausal(benchmark::State& state) {
+  const index_t length = state.range(0);
+  lsattn::models::ls_heads::Config config{768, 12, {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10}, 100, true, 0};
+  const lsattn::models::ls_heads::LsHeadsAttention<lsattn::cpu, float> layer(
+      config, lsattn::models::ls_heads::Weights<float>::random(config, 1));
+  const auto x = random_tensor(Shape<3>{1, length, 768}, 2);
+  const std::size_t before = lsattn_bench::current_heap_bytes();
+  lsattn_bench::reset_peak_heap();
+  for (auto _ : state) benchmark::DoNotOptimize(layer.forward(x.view()));
+  const double l = static_cast<double>(length), keys = l * (l + 1) / 2 + 11 * (100.0 * l - 100.0 * 99.0 / 2);
+  report(state, 8 * l * 768 * 768 + 4 * 64 * keys, length, before);
+}
 void BM_FullMhaCausal(benchmark::State& state) { ls_heads_benchmark(state, false); }
 
 void lengths(benchmark::internal::Benchmark* b, index_t max_length, index_t max_tokens) {
@@ -183,6 +201,7 @@ void lengths(benchmark::internal::Benchmark* b, index_t max_length, index_t max_
 
 BENCHMARK(BM_Gemm)->Arg(16384)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_LongShortLayer)->Apply([](auto* b) { lengths(b, 65536, 131072); })->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_LraTextLayer)->Args({1, 1024})->Args({1, 4096})->Args({32, 4096})->Args({1, 16384})->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_LongShortAttentionOnly)->RangeMultiplier(4)->Range(4096, 65536)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_FullAttentionLayer)->Apply([](auto* b) { lengths(b, 16384, 16384); })->Unit(benchmark::kMillisecond)->UseRealTime();
 
@@ -191,6 +210,7 @@ BENCHMARK(BM_CausalLayer)->Apply([](auto* b) { lengths(b, 16384, 32768); })->Uni
 BENCHMARK(BM_VisionLayer)->Args({1, 28})->Args({1, 56})->Args({1, 112})->Args({1, 128})->Args({8, 28})->Args({8, 56})->Unit(benchmark::kMillisecond)->UseRealTime();
 
 BENCHMARK(BM_LsHeadsCausal)->Args({1, 4096})->Args({1, 8192})->Args({1, 16384})->Args({8, 4096})->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_LsGptCausal)->Arg(8192)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_FullMhaCausal)->Args({1, 4096})->Args({1, 8192})->Args({1, 16384})->Args({8, 4096})->Unit(benchmark::kMillisecond)->UseRealTime();
 
 BENCHMARK_MAIN();

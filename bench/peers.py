@@ -25,6 +25,15 @@ Works so far (issue 12 lists more; batch 1, fp32 weights):
   vision_stage1          ViL-LS stage 1, C = 96, 3 heads, w = 7, r = 8, one global token, RPE,
                          56 x 56 patches (L = 3137 tokens): BM_VisionLayer vs the published 2D
                          AttentionLS
+  lra_text               the paper's LRA text setting, D = 64, 2 heads, w = 8, r = 32, L = 1K, 4K
+                         (batch 1 and 32), 16K: BM_LraTextLayer vs the published LRA AttentionLS
+  ls_heads_causal        LS-attention heads, D = 512, 8 heads: 4 local (w = 256 keys) + 4 global,
+                         causal, L = 16K: BM_LsHeadsCausal vs Linear + FlexAttention
+                         (torch.compile'd, sliding-window block mask) for the local heads + SDPA
+                         (is_causal) for the global ones
+  ls_gpt_causal          the LS-attention author's current GPT attention, D = 768, 12 heads of
+                         64: 11 local (w = 100 keys) + 1 global, causal, L = 8K: BM_LsGptCausal vs
+                         the same PyTorch composition
 
 Output: JSON {"torch", "cpu", "cpu_flags", "command", "commit", "date", "rows": [{"work", "L",
 "batch", "threads", "dtype", "lsattn_ms", "torch_ms"}]}; bench/report.py renders it in
@@ -58,13 +67,17 @@ VISION_SIDE = 56
 
 
 def work_table(lengths):
-    """work -> (lsattn benchmark prefix, [(L, the benchmark's arguments after the batch)])."""
+    """work -> [(batch, L, the lsattn benchmark's name without /real_time)]."""
     return {
-        "ls_layer": ("BM_LongShortLayer", [(n, n) for n in lengths]),
-        "full_attention_layer": ("BM_FullAttentionLayer", [(n, n) for n in lengths]),
-        "causal_layer": ("BM_CausalLayer", [(n, n) for n in lengths]),
-        "causal_full_attention": ("BM_FullMhaCausal", [(n, n) for n in lengths if n >= 4096]),
-        "vision_stage1": ("BM_VisionLayer", [(1 + VISION_SIDE * VISION_SIDE, VISION_SIDE)]),
+        "ls_layer": [(1, n, f"BM_LongShortLayer/1/{n}") for n in lengths],
+        "full_attention_layer": [(1, n, f"BM_FullAttentionLayer/1/{n}") for n in lengths],
+        "causal_layer": [(1, n, f"BM_CausalLayer/1/{n}") for n in lengths],
+        "causal_full_attention": [(1, n, f"BM_FullMhaCausal/1/{n}") for n in lengths if n >= 4096],
+        "vision_stage1": [(1, 1 + VISION_SIDE * VISION_SIDE, f"BM_VisionLayer/1/{VISION_SIDE}")],
+        "lra_text": [(1, 1024, "BM_LraTextLayer/1/1024"), (1, 4096, "BM_LraTextLayer/1/4096"),
+                     (32, 4096, "BM_LraTextLayer/32/4096"), (1, 16384, "BM_LraTextLayer/1/16384")],
+        "ls_heads_causal": [(1, 16384, "BM_LsHeadsCausal/1/16384")],
+        "ls_gpt_causal": [(1, 8192, "BM_LsGptCausal/8192")],
     }
 
 
@@ -84,6 +97,38 @@ class FullAttentionLayer(torch.nn.Module):
 
         context = F.scaled_dot_product_attention(split(self.q(x)), split(self.k(x)), split(self.v(x)),
                                                  is_causal=self.causal)
+        return self.o(context.transpose(1, 2).reshape(batch, length, dim))
+
+
+class LsHeadsTorch(torch.nn.Module):
+    """LS-attention heads in PyTorch: Linear projections, FlexAttention with a causal sliding
+    window of `window` keys for the first `local` heads, SDPA(is_causal) for the others."""
+
+    def __init__(self, dim, heads, local, window):
+        super().__init__()
+        from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+        self.heads, self.local, self.window = heads, local, window
+        self.q, self.k, self.v, self.o = (torch.nn.Linear(dim, dim) for _ in range(4))
+        self.flex = torch.compile(flex_attention, dynamic=False)
+        self.create_block_mask = create_block_mask
+        self.masks = {}
+
+    def block_mask(self, length):
+        if length not in self.masks:
+            window = self.window
+
+            def sliding(b, h, q, kv):
+                return (q >= kv) & (q - kv < window)
+
+            self.masks[length] = self.create_block_mask(sliding, None, None, length, length, device="cpu")
+        return self.masks[length]
+
+    def forward(self, x):
+        batch, length, dim = x.shape
+        split = [t.view(batch, length, self.heads, dim // self.heads).transpose(1, 2) for t in (self.q(x), self.k(x), self.v(x))]
+        local = self.flex(*(t[:, :self.local] for t in split), block_mask=self.block_mask(length))
+        rest = F.scaled_dot_product_attention(*(t[:, self.local:] for t in split), is_causal=True)
+        context = torch.cat([local, rest], dim=1)
         return self.o(context.transpose(1, 2).reshape(batch, length, dim))
 
 
@@ -108,11 +153,15 @@ def torch_works(repo):
     causal = layer_module.ChunkedLSAttention(d_model=c["d_model"], n_head=c["n_head"], chunk_size=c["chunk_size"],
                                              chunk_rank=c["chunk_rank"], window_len=c["window_len"], dropout=0.0,
                                              use_bias=False).eval()
+    text_config = dict(LS_CONFIG, num_head=2, head_dim=32, transformer_dim=64, window_size=8, num_landmarks=32)
+    lra_text = randomize_(build_module(text_config, repo), generator).eval()
+    ls_heads = LsHeadsTorch(512, 8, 4, 256).eval()
+    ls_gpt = LsHeadsTorch(768, 12, 11, 100).eval()
     transformer_ls_2d, _ = published.imagenet(repo)
     vision = transformer_ls_2d.AttentionLS(96, num_heads=3, qkv_bias=True, rpe=True, nglo=1, dp_rank=8, w=7).eval()
 
-    def tokens(length, dim=512):
-        return torch.randn(1, length, dim, generator=torch.Generator().manual_seed(1))
+    def tokens(length, dim=512, batch=1):
+        return torch.randn(batch, length, dim, generator=torch.Generator().manual_seed(1))
 
     def causal_call(length):
         h, cache = tokens(length), tokens(c["cache"])
@@ -121,17 +170,20 @@ def torch_works(repo):
         return lambda: causal(h, cache, key_pe, window_pe, mask)
 
     return {
-        "ls_layer": lambda n: (lambda x: lambda: ls(x, torch.ones(1, n)))(tokens(n)),
-        "full_attention_layer": lambda n: (lambda x: lambda: full(x))(tokens(n)),
-        "causal_layer": causal_call,
-        "causal_full_attention": lambda n: (lambda x: lambda: causal_full(x))(tokens(n)),
-        "vision_stage1": lambda n: (lambda x: lambda: vision(x, VISION_SIDE, VISION_SIDE))(tokens(n, 96)),
+        "ls_layer": lambda b, n: (lambda x: lambda: ls(x, torch.ones(b, n)))(tokens(n)),
+        "full_attention_layer": lambda b, n: (lambda x: lambda: full(x))(tokens(n)),
+        "causal_layer": lambda b, n: causal_call(n),
+        "causal_full_attention": lambda b, n: (lambda x: lambda: causal_full(x))(tokens(n)),
+        "vision_stage1": lambda b, n: (lambda x: lambda: vision(x, VISION_SIDE, VISION_SIDE))(tokens(n, 96)),
+        "lra_text": lambda b, n: (lambda x: lambda: lra_text(x, torch.ones(b, n)))(tokens(n, 64, b)),
+        "ls_heads_causal": lambda b, n: (lambda x: lambda: ls_heads(x))(tokens(n)),
+        "ls_gpt_causal": lambda b, n: (lambda x: lambda: ls_gpt(x))(tokens(n, 768)),
     }
 
 
-def time_torch(works, work, length, threads, dtype):
+def time_torch(works, work, batch, length, threads, dtype):
     torch.set_num_threads(threads)
-    run = works[work](length)
+    run = works[work](batch, length)
 
     def call():
         with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == "bf16"):
@@ -141,16 +193,15 @@ def time_torch(works, work, length, threads, dtype):
 
 
 def time_lsattn(binary, table, threads):
-    """{(work, L): ms} from one run of the benchmark binary with OMP_NUM_THREADS = threads."""
-    wanted = {f"{bench}/1/{arguments}": (work, length)
-              for work, (bench, sizes) in table.items() for length, arguments in sizes}
+    """{(work, batch, L): ms} from one run of the benchmark binary with OMP_NUM_THREADS = threads."""
+    wanted = {name: (work, batch, length) for work, sizes in table.items() for batch, length, name in sizes}
     pattern = "^(" + "|".join(wanted) + ")(/|$)"  # the names end in /real_time
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
     result = subprocess.run([binary, f"--benchmark_filter={pattern}", "--benchmark_format=json",
                              "--benchmark_min_time=1"], env=env, capture_output=True, text=True, check=True)
     times = {}
     for bench in json.loads(result.stdout)["benchmarks"]:
-        key = "/".join(bench["run_name"].split("/")[:3])
+        key = bench["run_name"].removesuffix("/real_time")
         unit = {"ms": 1.0, "us": 1e-3, "ns": 1e-6, "s": 1e3}[bench["time_unit"]]
         times[wanted[key]] = bench["real_time"] * unit
     return times
@@ -177,6 +228,7 @@ def main():
     ap.add_argument("--published-repo", required=True, help="checkout of NVIDIA/transformer-ls")
     ap.add_argument("--lsattn-bench", default=os.path.join(ROOT, "build", "bench", "lsattn_bench"))
     ap.add_argument("--lengths", type=int, nargs="+", default=[1024, 4096, 16384])
+    ap.add_argument("--works", nargs="+", help="only these works (default: all)")
     ap.add_argument("--out", default=os.path.join(ROOT, "docs", "results", "peers-cpu.json"))
     args = ap.parse_args()
     if not os.access(args.lsattn_bench, os.X_OK):
@@ -184,19 +236,24 @@ def main():
 
     works = torch_works(args.published_repo)
     table = work_table(args.lengths)
+    if args.works:
+        unknown = set(args.works) - set(table)
+        if unknown:
+            raise SystemExit(f"--works: unknown {sorted(unknown)}; known: {sorted(table)}")
+        table = {work: sizes for work, sizes in table.items() if work in args.works}
     all_threads = os.cpu_count() or 1
     rows = []
     for threads in sorted({1, all_threads}):
         lsattn = time_lsattn(args.lsattn_bench, table, threads)
-        for work, (_, sizes) in table.items():
-            for length, _ in sizes:
+        for work, sizes in table.items():
+            for batch, length, _ in sizes:
                 for dtype in ("fp32", "bf16"):
-                    torch_ms = time_torch(works, work, length, threads, dtype)
-                    lsattn_ms = lsattn.get((work, length)) if dtype == "fp32" else None
-                    rows.append({"work": work, "L": length, "batch": 1, "threads": threads, "dtype": dtype,
+                    torch_ms = time_torch(works, work, batch, length, threads, dtype)
+                    lsattn_ms = lsattn.get((work, batch, length)) if dtype == "fp32" else None
+                    rows.append({"work": work, "L": length, "batch": batch, "threads": threads, "dtype": dtype,
                                  "lsattn_ms": lsattn_ms, "torch_ms": torch_ms})
                     shown = f"{lsattn_ms:9.1f}" if lsattn_ms is not None else "        –"
-                    print(f"{work:22s} L={length:6d} threads={threads} {dtype}: lsattn {shown} ms, "
+                    print(f"{work:22s} B={batch:2d} L={length:6d} threads={threads} {dtype}: lsattn {shown} ms, "
                           f"torch {torch_ms:9.1f} ms", flush=True)
 
     model, flags = cpu_description()

@@ -279,6 +279,12 @@ PEER_WORKS = {
     "causal_full_attention": "4 Linear + causal attention (D = 512, 8 heads) vs Linear + SDPA(is_causal=True)",
     "vision_stage1": "ViL-LS stage 1 (C = 96, 3 heads, w = 7, r = 8, one global token, RPE, 56 × 56 patches, L = "
                      "3137 tokens) vs the published 2D AttentionLS",
+    "lra_text": "the paper's LRA text setting (D = 64, 2 heads, w = 8, r = 32) vs the published LRA AttentionLS",
+    "ls_heads_causal": "LS-attention heads (D = 512, 8 heads: 4 local with w = 256 keys, 4 global, causal) vs Linear + "
+                       "FlexAttention (compiled, sliding-window block mask) for the local heads + SDPA(is_causal) for "
+                       "the global ones",
+    "ls_gpt_causal": "the LS-attention author's current GPT attention (D = 768, 12 heads: 11 local with w = 100 keys, "
+                     "1 global, causal) vs the same PyTorch composition",
 }
 
 
@@ -291,16 +297,16 @@ def peers_section(peers, path):
              "issue 12's goal is ≥ 1.25 everywhere). bf16: PyTorch under `torch.autocast('cpu', torch.bfloat16)`; "
              "lsattn has no bf16 CPU path yet, so its bf16 cells are empty and the figure beside them is PyTorch's "
              "bf16 against lsattn's fp32.", "",
-             "| work | L | threads | lsattn fp32 ms | PyTorch fp32 ms | speed-up fp32 | PyTorch bf16 ms | lsattn fp32 vs PyTorch bf16 |",
-             "|---|---|---|---|---|---|---|---|"]
-    cells = {(r["work"], r["L"], r["threads"], r["dtype"]): r for r in peers["rows"]}
+             "| work | batch | L | threads | lsattn fp32 ms | PyTorch fp32 ms | speed-up fp32 | PyTorch bf16 ms | lsattn fp32 vs PyTorch bf16 |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    cells = {(r["work"], r.get("batch", 1), r["L"], r["threads"], r["dtype"]): r for r in peers["rows"]}
     for work, title in PEER_WORKS.items():
-        for (w, length, threads, dtype), row in sorted(cells.items()):
+        for (w, batch, length, threads, dtype), row in sorted(cells.items()):
             if w != work or dtype != "fp32":
                 continue
-            bf16 = cells.get((w, length, threads, "bf16"), {})
+            bf16 = cells.get((w, batch, length, threads, "bf16"), {})
             lsattn, torch_fp32, torch_bf16 = row["lsattn_ms"], row["torch_ms"], bf16.get("torch_ms")
-            lines.append(f"| {work} | {length} | {threads} | {lsattn:.1f} | {torch_fp32:.1f} | "
+            lines.append(f"| {work} | {batch} | {length} | {threads} | {lsattn:.1f} | {torch_fp32:.1f} | "
                          f"{torch_fp32 / lsattn:.2f} | " + (f"{torch_bf16:.1f} | {torch_bf16 / lsattn:.2f} |"
                                                              if torch_bf16 else "– | – |"))
     lines += ["", "Works: " + "; ".join(f"`{w}`: {t}" for w, t in PEER_WORKS.items()) + "."]
