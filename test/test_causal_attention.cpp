@@ -88,6 +88,16 @@ Case random_case(std::mt19937_64& rng) {
   return c;
 }
 
+// The float layer on random weights (seed) and random h, cache (drawn from rng in that order),
+// against the float64 oracle.
+double float_layer_error(const Case& c, std::uint64_t weight_seed, std::mt19937_64& rng) {
+  const auto weights = causal::Weights<float>::random(c.config, weight_seed);
+  const auto h = random_tensor(Shape<3>{c.batch, c.length, c.config.d_model}, rng);
+  const auto cache = random_tensor(Shape<3>{c.batch, c.cache, c.config.d_model}, rng);
+  const causal::ChunkedLSAttention<lsattn::cpu, float> layer(c.config, weights);
+  return relative_error(layer.forward(h.view(), cache.view()), c, weights, h, cache);
+}
+
 std::string describe(const Case& c) {
   std::ostringstream out;
   out << "nh=" << c.config.n_head << " D=" << c.config.d_model << " l=" << c.config.chunk_size
@@ -124,12 +134,8 @@ TEST_CASE("causal float layer matches the float64 oracle on random configuration
   std::mt19937_64 rng(424242);
   for (int trial = 0; trial < 120; ++trial) {
     const Case c = random_case(rng);
-    const auto weights = causal::Weights<float>::random(c.config, 300 + trial);
-    const auto h = random_tensor(Shape<3>{c.batch, c.length, c.config.d_model}, rng);
-    const auto cache = random_tensor(Shape<3>{c.batch, c.cache, c.config.d_model}, rng);
-    const causal::ChunkedLSAttention<lsattn::cpu, float> layer(c.config, weights);
     INFO("trial " << trial << ": " << describe(c));
-    CHECK(relative_error(layer.forward(h.view(), cache.view()), c, weights, h, cache) < 2e-5);
+    CHECK(float_layer_error(c, 300 + trial, rng) < 2e-5);
   }
 }
 
@@ -150,11 +156,7 @@ TEST_CASE("causal double layer matches the float64 oracle to rounding", "[causal
 TEST_CASE("causal layer with the published LM shapes and a long cache", "[causal][oracle]") {
   Case c{{4, 32, 4, 1, 16, false, -1, -1, 0}, 1, 70, 48};
   std::mt19937_64 rng(5);
-  const auto weights = causal::Weights<float>::random(c.config, 8);
-  const auto h = random_tensor(Shape<3>{1, c.length, 32}, rng);
-  const auto cache = random_tensor(Shape<3>{1, c.cache, 32}, rng);
-  const causal::ChunkedLSAttention<lsattn::cpu, float> layer(c.config, weights);
-  CHECK(relative_error(layer.forward(h.view(), cache.view()), c, weights, h, cache) < 2e-5);
+  CHECK(float_layer_error(c, 8, rng) < 2e-5);
 }
 
 TEST_CASE("causal runs longer than 64 queries with w of 16 and 64", "[causal][oracle]") {
@@ -177,12 +179,8 @@ TEST_CASE("causal runs longer than 64 queries with w of 16 and 64", "[causal][or
     c.batch = pick({1, 2});
     c.length = std::uniform_int_distribution<index_t>(65, 200)(rng);
     c.cache = c.config.chunk_size * pick({0, 1, 5, 12});
-    const auto weights = causal::Weights<float>::random(c.config, 900 + trial);
-    const auto h = random_tensor(Shape<3>{c.batch, c.length, c.config.d_model}, rng);
-    const auto cache = random_tensor(Shape<3>{c.batch, c.cache, c.config.d_model}, rng);
-    const causal::ChunkedLSAttention<lsattn::cpu, float> layer(c.config, weights);
     INFO("trial " << trial << ": " << describe(c));
-    CHECK(relative_error(layer.forward(h.view(), cache.view()), c, weights, h, cache) < 2e-5);
+    CHECK(float_layer_error(c, 900 + trial, rng) < 2e-5);
   }
 }
 

@@ -61,7 +61,7 @@ class TensorView {
     return *address(indices...);
   }
 
-  // The address of an element, or of where it would be: unlike view.address(i, j), it is defined for
+  // The address of an element, or of where it would be: unlike &view(i, j), it is defined for
   // an empty view (a row pointer into a cache of length 0 is null + 0, never a null reference).
   template <class... Indices>
     requires(sizeof...(Indices) == Rank)

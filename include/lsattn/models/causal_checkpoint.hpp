@@ -96,10 +96,10 @@ inline LmWeights<float> load_lm_weights(const io::SafeTensorsFile& file, const L
   const auto has_layer = [&](index_t layer) {
     return file.contains(prefix + "layers." + std::to_string(layer) + ".norm1.weight");
   };
-  require(has_layer(config.n_layer - 1) && !has_layer(config.n_layer), "weights ", file.source(), ": n_layer = ",
-          config.n_layer, " contradicts the file, which ", has_layer(config.n_layer) ? "has more layers (" : "lacks ",
-          prefix, "layers.", has_layer(config.n_layer) ? config.n_layer : config.n_layer - 1, ".norm1.weight",
-          has_layer(config.n_layer) ? ")" : "");
+  const bool has_last = has_layer(config.n_layer - 1), has_more = has_layer(config.n_layer);
+  require(has_last && !has_more, "weights ", file.source(), ": n_layer = ", config.n_layer,
+          " contradicts the file, which ", has_more ? "has more layers (" : "lacks ", prefix, "layers.",
+          has_more ? config.n_layer : config.n_layer - 1, ".norm1.weight", has_more ? ")" : "");
   for (index_t layer = 0; layer < config.n_layer; ++layer) {
     require_bias_matches(file, prefix + "layers." + std::to_string(layer) + ".attn.", config.use_bias);
   }

@@ -125,10 +125,10 @@ struct Executor<cpu, BidirectionalWindow, SequenceProjection> {
         auto block_context = matrix(context_rows + queries.begin * width + column, query_count, head_dim, width);
         if (global_count > 0) {
           block_context.noalias() = scores.leftCols(global_count) * global_value.middleCols(column, head_dim);
-          block_context.noalias() += scores.rightCols(key_count) * window_values;
         } else {
-          block_context.noalias() = scores.rightCols(key_count) * window_values;
+          block_context.setZero();  // 0 + x = x: the same values as assigning the window part
         }
+        block_context.noalias() += scores.rightCols(key_count) * window_values;
       });
 
       // Step 11: the cls query attends to its raw self key/value and to the tokens' contexts.

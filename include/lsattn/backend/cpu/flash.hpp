@@ -71,7 +71,7 @@ void flash_attention(const T* q, const T* k, const T* v, const std::vector<char>
           }
         }
         const T row_max = row.maxCoeff();
-        if (row_max == -minus_infinity || (any_visible && row_max == minus_infinity)) {
+        if (row_max == std::numeric_limits<T>::infinity() || (any_visible && row_max == minus_infinity)) {
           overflowed = true;
           return;
         }
