@@ -11,7 +11,8 @@ namespace lsattn::baseline {
 // query, key, value, context: (B, L, nh·dh); query unscaled; mask (B, L) optional (keys only).
 template <class T>
 void full_attention(index_t heads, HostView<const T, 3> query, HostView<const T, 3> key, HostView<const T, 3> value,
-                    HostView<const T, 2> mask, HostView<T, 3> context, int threads = 0, bool causal = false) {
+                    HostView<const T, 2> mask, HostView<T, 3> context, int threads = 0, bool causal = false,
+                    Precision precision = Precision::fp32) {
   const index_t batch = query.extent(0), length = query.extent(1), width = query.extent(2);
   require(heads >= 1 && width % heads == 0, "heads (", heads, ") must divide the feature size ", width);
   detail::require_shape(key, "key", query.shape());
@@ -27,7 +28,7 @@ void full_attention(index_t heads, HostView<const T, 3> query, HostView<const T,
     const index_t offset = b * length * width;
     cpu_detail::flash_attention(query.data() + offset, key.data() + offset, value.data() + offset, valid, length, heads,
                                 width / heads, [causal](index_t) { return FullVisibility{causal}; },
-                                context.data() + offset, static_cast<T*>(nullptr), threads);
+                                context.data() + offset, static_cast<T*>(nullptr), threads, precision);
   }
 }
 

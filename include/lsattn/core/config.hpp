@@ -6,6 +6,13 @@
 
 namespace lsattn {
 
+// The precision of the matrix products. fp32: float operands. bf16: operands rounded to
+// bfloat16, products accumulated in float; softmax, LayerNorm and every other step stay in
+// float (as under torch.autocast("cpu", torch.bfloat16)). CPU backend only.
+enum class Precision { fp32, bf16 };
+
+inline const char* precision_name(Precision precision) { return precision == Precision::bf16 ? "bf16" : "fp32"; }
+
 struct AttentionConfig {
   index_t heads = 1;        // nh
   index_t head_dim = 1;     // dh
@@ -16,6 +23,7 @@ struct AttentionConfig {
   index_t chunk_size = 0;       // l, tokens per compressed chunk
   index_t clamp_len = -1;       // caps window position values when > 0
   index_t cpos_clamp_len = -1;  // caps compressed-key position values when > 0
+  Precision precision = Precision::fp32;
 
   index_t width() const { return heads * head_dim; }
 
@@ -32,6 +40,8 @@ struct AttentionConfig {
     checked_size("chunk_size", chunk_size);
     checked_size("clamp_len", clamp_len, -max_size);
     checked_size("cpos_clamp_len", cpos_clamp_len, -max_size);
+    require(precision == Precision::fp32 || precision == Precision::bf16, "precision: unknown value ",
+            static_cast<int>(precision));
   }
 };
 

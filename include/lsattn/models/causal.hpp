@@ -28,6 +28,7 @@ struct Config {
   index_t clamp_len = -1;
   index_t cpos_clamp_len = -1;
   int threads = 0;
+  Precision precision = Precision::fp32;  // of the linear layers' products (bf16: CPU only)
 
   index_t head_dim() const { return n_head > 0 ? d_model / n_head : 0; }
 
@@ -157,7 +158,7 @@ class ChunkedLSAttention {
     const index_t cache_chunks = cache / l, segment_chunks = length / l, chunks = cache_chunks + segment_chunks;
     auto linear = [&](const T* x, index_t rows, const Tensor<T, 2>& w, const Tensor<T, 1>& bias, T* y) {
       detail::LinearOp<Backend>::run(x, rows, w.extent(1), w.data(), bias.size() ? bias.data() : nullptr, w.extent(0), y,
-                                     threads);
+                                     threads, config_.precision);
     };
 
     Tensor<T, 3> query(Shape<3>{batch, length, d});

@@ -34,9 +34,10 @@ struct LmConfig {
   index_t clamp_len = -1;
   index_t cpos_clamp_len = -1;
   int threads = 0;
+  Precision precision = Precision::fp32;  // of the linear layers' products (bf16: CPU only)
 
   Config layer() const {
-    return {n_head, d_model, chunk_size, chunk_rank, window_len, use_bias, clamp_len, cpos_clamp_len, threads};
+    return {n_head, d_model, chunk_size, chunk_rank, window_len, use_bias, clamp_len, cpos_clamp_len, threads, precision};
   }
   void validate() const {
     layer().validate();
@@ -198,7 +199,7 @@ class TransformerLSModel {
  private:
   void linear(const T* x, index_t rows, const Tensor<T, 2>& w, const Tensor<T, 1>& bias, T* y) const {
     detail::LinearOp<Backend>::run(x, rows, w.extent(1), w.data(), bias.size() ? bias.data() : nullptr, w.extent(0), y,
-                                   config_.threads);
+                                   config_.threads, config_.precision);
   }
 
   void layer_norm(Tensor<T, 3>& x, const Tensor<T, 1>& weight, const Tensor<T, 1>& bias) const {

@@ -24,6 +24,7 @@ struct Config {
   index_t num_landmarks = 32; // r; 0 disables the long-range part
   bool cls_pooling = false;   // pooling_mode 'cls': the first token of x is the cls token
   int threads = 0;            // CPU threads, 0 = default
+  Precision precision = Precision::fp32;  // of the matrix products (bf16: CPU only)
 
   index_t width() const { return num_head * head_dim; }
 
@@ -42,7 +43,11 @@ struct Config {
     require(threads >= 0, "threads: must be >= 0 (0 = default), got ", threads);
   }
 
-  AttentionConfig attention() const { return {num_head, head_dim, window_size, num_landmarks, threads}; }
+  AttentionConfig attention() const {
+    AttentionConfig config{num_head, head_dim, window_size, num_landmarks, threads};
+    config.precision = precision;
+    return config;
+  }
 };
 
 // Parameters under their state_dict names (spec §1.2); Linear weights are [out, in].
@@ -146,7 +151,8 @@ class AttentionLS {
     const int threads = config_.threads;
     auto project = [&](const T* input, index_t count, const Tensor<T, 2>& w, const Tensor<T, 1>& bias, index_t out_features) {
       Tensor<T, 3> result(Shape<3>{batch, count / batch, out_features});
-      detail::LinearOp<Backend>::run(input, count, d, w.data(), bias.data(), out_features, result.data(), threads);
+      detail::LinearOp<Backend>::run(input, count, d, w.data(), bias.data(), out_features, result.data(), threads,
+                                     config_.precision);
       return result;
     };
     const Tensor<T, 3> query = project(x.data(), rows, weights_.W_q_weight, weights_.W_q_bias, width);

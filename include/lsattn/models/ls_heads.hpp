@@ -47,7 +47,7 @@ class LsHeadsAttention {
     if (!mask.empty()) detail::require_binary_mask(mask, "mask");
     const index_t batch = x.extent(0), length = x.extent(1), rows = batch * length;
     auto linear = [&](const T* input, const Tensor<T, 2>& w, const Tensor<T, 1>& b, T* y) {
-      cpu_detail::linear(input, rows, d, w.data(), b.data(), d, y, config_.threads);
+      cpu_detail::linear(input, rows, d, w.data(), b.data(), d, y, config_.threads, config_.precision);
     };
     Tensor<T, 3> q(x.shape()), k(x.shape()), v(x.shape()), context(x.shape()), y(x.shape());
     linear(x.data(), weights_.W_q_weight, weights_.W_q_bias, q.data());
@@ -67,7 +67,7 @@ class LsHeadsAttention {
       detail::overflow_checked("ls_heads::LsHeadsAttention", [&] {
         cpu_detail::flash_attention(q.data() + offset, k.data() + offset, v.data() + offset, valid, length, heads,
                                     config_.head_dim(), visibility_of, context.data() + offset,
-                                    max_logits ? batch_largest.data() : nullptr, config_.threads);
+                                    max_logits ? batch_largest.data() : nullptr, config_.threads, config_.precision);
       });
       for (index_t h = 0; h < heads; ++h) largest[h] = std::max(largest[h], batch_largest[h]);
       for (index_t t = 0; t < length; ++t)  // padded query rows: zero context, hence W_o.bias

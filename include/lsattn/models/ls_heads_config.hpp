@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "lsattn/core/config.hpp"
 #include "lsattn/core/error.hpp"
 #include "lsattn/core/tensor.hpp"
 #include "lsattn/policy/window.hpp"
@@ -21,6 +22,7 @@ struct Config {
   index_t window = 256;              // w, keys per local query
   bool causal = false;
   int threads = 0;
+  Precision precision = Precision::fp32;  // of the matrix products (bf16: CPU only)
 
   index_t head_dim() const { return num_heads > 0 ? dim / num_heads : 0; }
   bool is_local(index_t head) const { return std::find(local_heads.begin(), local_heads.end(), head) != local_heads.end(); }

@@ -29,6 +29,7 @@ struct Config {
   bool rpe = true;         // relative position bias on the window scores
   bool qkv_bias = true;
   int threads = 0;
+  Precision precision = Precision::fp32;  // of the linear layers' products (bf16: CPU only)
 
   index_t head_dim() const { return num_heads > 0 ? dim / num_heads : 0; }
 
@@ -164,7 +165,7 @@ class AttentionLS2D {
     detail::require_finite(x, "x");
     const index_t batch = x.extent(0), rows = batch * tokens, patches = nx * ny;
     auto linear = [&](const T* input, index_t count, const T* weight, const T* bias, index_t out_features, T* y) {
-      detail::LinearOp<Backend>::run(input, count, c, weight, bias, out_features, y, config_.threads);
+      detail::LinearOp<Backend>::run(input, count, c, weight, bias, out_features, y, config_.threads, config_.precision);
     };
     // The fused qkv: rows [0, C) of its weight are q, [C, 2C) k, [2C, 3C) v.
     Tensor<T, 3> query(x.shape()), key(x.shape()), value(x.shape());
@@ -210,7 +211,8 @@ class AttentionLS2D {
             c, "), got ", to_string(x.shape()));
     auto project = [&](const T* input, index_t rows, const T* weight, const T* bias, index_t outputs) {
       Tensor<T, 2> result(Shape<2>{rows, outputs});
-      detail::LinearOp<Backend>::run(input, rows, c, weight, bias, outputs, result.data(), config_.threads);
+      detail::LinearOp<Backend>::run(input, rows, c, weight, bias, outputs, result.data(), config_.threads,
+                                     config_.precision);
       return result;
     };
     auto qkv_bias = [&](index_t part) { return config_.qkv_bias ? weights_.qkv_bias.data() + part * c : nullptr; };

@@ -7,10 +7,13 @@
 #include <atomic>
 #include <cmath>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "lsattn/backend/cpu/eigen.hpp"
+#include "lsattn/backend/cpu/matmul_bf16.hpp"
 #include "lsattn/backend/cpu/parallel.hpp"
+#include "lsattn/core/config.hpp"
 #include "lsattn/core/error.hpp"
 #include "lsattn/core/tensor.hpp"
 #include "lsattn/policy/window.hpp"
@@ -27,7 +30,8 @@ inline constexpr index_t flash_key_block = 256;
 // no visible key gets zeros. max_logit[h] (optional) receives the largest scaled score of head h.
 template <class T, class VisibilityOf>
 void flash_attention(const T* q, const T* k, const T* v, const std::vector<char>& valid, index_t length, index_t heads,
-                     index_t head_dim, const VisibilityOf& visibility_of, T* context, T* max_logit, int threads) {
+                     index_t head_dim, const VisibilityOf& visibility_of, T* context, T* max_logit, int threads,
+                     Precision precision = Precision::fp32) {
   using Matrix = RowMatrix<T>;
   constexpr T minus_infinity = -std::numeric_limits<T>::infinity();
   const index_t width = heads * head_dim, blocks = (length + flash_query_block - 1) / flash_query_block;
@@ -39,6 +43,20 @@ void flash_attention(const T* q, const T* k, const T* v, const std::vector<char>
   // are seen from the row maximum, computed anyway. Flagged, thrown after the parallel loop
   // (an exception must not leave an OpenMP region).
   std::atomic<bool> overflowed{false};
+  // bf16 products: each head's keys and values are packed once, and key blocks start on a
+  // packed panel boundary (the extra leading keys are masked like any invisible key).
+  const bool bf16 = precision == Precision::bf16;
+  if constexpr (!std::is_same_v<T, float>) require(!bf16, "precision bf16 needs float tensors");
+  std::vector<PackedB> packed_key(bf16 ? heads : 0), packed_value(bf16 ? heads : 0);
+  if constexpr (std::is_same_v<T, float>) {
+    if (bf16) {
+      parallel_for(2 * heads, threads, [&](index_t task) {
+        const index_t h = task / 2;
+        if (task % 2 == 0) pack_b(k + h * head_dim, width, head_dim, length, /*transposed=*/true, packed_key[h]);
+        else pack_b(v + h * head_dim, width, length, head_dim, /*transposed=*/false, packed_value[h]);
+      });
+    }
+  }
   parallel_for(blocks * heads, threads, [&](index_t task) {
     const index_t h = task % heads, block = task / heads, column = h * head_dim;
     const auto visibility = visibility_of(h);
@@ -51,9 +69,17 @@ void flash_attention(const T* q, const T* k, const T* v, const std::vector<char>
     running_max.setConstant(count, minus_infinity);
     running_sum.setZero(count);
     T largest = minus_infinity;
-    for (index_t key_first = keys.begin; key_first < keys.end; key_first += flash_key_block) {
+    const index_t keys_begin = bf16 ? keys.begin / bf16_panel * bf16_panel : keys.begin;
+    for (index_t key_first = keys_begin; key_first < keys.end; key_first += flash_key_block) {
       const index_t key_count = std::min(flash_key_block, keys.end - key_first);
-      scores.noalias() = queries * matrix(k + key_first * width + column, key_count, head_dim, width).transpose();
+      if constexpr (std::is_same_v<T, float>) {
+        if (bf16) {
+          scores.resize(count, key_count);
+          matmul_bf16(queries.data(), head_dim, count, slice(packed_key[h], 0, head_dim, key_first, key_count),
+                      scores.data(), key_count, false);
+        }
+      }
+      if (!bf16) scores.noalias() = queries * matrix(k + key_first * width + column, key_count, head_dim, width).transpose();
       for (index_t i = 0; i < count; ++i) {
         auto row = scores.row(i);
         // The visible keys of a query are one contiguous range: mask the two ends as runs.
@@ -86,6 +112,13 @@ void flash_attention(const T* q, const T* k, const T* v, const std::vector<char>
         running_sum(i) = running_sum(i) * correction + row.sum();
         accumulator.row(i) *= correction;
         running_max(i) = new_max;
+      }
+      if constexpr (std::is_same_v<T, float>) {
+        if (bf16) {
+          matmul_bf16(scores.data(), key_count, count, slice(packed_value[h], key_first, key_count, 0, head_dim),
+                      accumulator.data(), head_dim, true);
+          continue;
+        }
       }
       accumulator.noalias() += scores * matrix(v + key_first * width + column, key_count, head_dim, width);
     }

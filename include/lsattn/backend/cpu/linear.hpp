@@ -1,9 +1,12 @@
 #pragma once
 // y = x Wᵀ + b on the CPU, W row-major [out, in] as in a PyTorch state_dict.
 #include <algorithm>
+#include <type_traits>
 
 #include "lsattn/backend/cpu/eigen.hpp"
+#include "lsattn/backend/cpu/matmul_bf16.hpp"
 #include "lsattn/backend/cpu/parallel.hpp"
+#include "lsattn/core/config.hpp"
 #include "lsattn/core/tensor.hpp"
 #include "lsattn/detail/executor.hpp"
 
@@ -14,9 +17,25 @@ inline constexpr index_t linear_row_block = 128;
 
 template <class T>
 void linear(const T* x, index_t rows, index_t in_features, const T* weight, const T* bias, index_t out_features, T* y,
-            int threads) {
-  const auto w = matrix(weight, out_features, in_features, in_features);
+            int threads, Precision precision = Precision::fp32) {
   const index_t blocks = (rows + linear_row_block - 1) / linear_row_block;
+  if constexpr (std::is_same_v<T, float>) {
+    if (precision == Precision::bf16) {
+      PackedB packed;  // W packed once per call, shared read-only by every row block
+      pack_b(weight, in_features, in_features, out_features, /*transposed=*/true, packed);
+      parallel_for(blocks, threads, [&](index_t block) {
+        const index_t first = block * linear_row_block;
+        const index_t count = std::min(linear_row_block, rows - first);
+        float* out = y + first * out_features;
+        matmul_bf16(x + first * in_features, in_features, count, packed, out, out_features, false);
+        if (bias != nullptr) matrix(out, count, out_features, out_features).rowwise() +=
+            Eigen::Map<const Eigen::Matrix<float, 1, Eigen::Dynamic>>(bias, out_features);
+      });
+      return;
+    }
+  }
+  require(precision == Precision::fp32, "linear: precision bf16 needs float tensors");
+  const auto w = matrix(weight, out_features, in_features, in_features);
   parallel_for(blocks, threads, [&](index_t block) {
     const index_t first = block * linear_row_block;
     const index_t count = std::min(linear_row_block, rows - first);
@@ -34,8 +53,8 @@ template <>
 struct LinearOp<cpu> {
   template <class T>
   static void run(const T* x, index_t rows, index_t in_features, const T* weight, const T* bias, index_t out_features,
-                  T* y, int threads) {
-    cpu_detail::linear(x, rows, in_features, weight, bias, out_features, y, threads);
+                  T* y, int threads, Precision precision = Precision::fp32) {
+    cpu_detail::linear(x, rows, in_features, weight, bias, out_features, y, threads, precision);
   }
 };
 

@@ -1,0 +1,302 @@
+#pragma once
+// The CPU's reduced-precision matrix product: C (m × n, float) = A (m × k) · B (k × n) with both
+// operands rounded to bfloat16 (nearest, ties to even) and the products summed in float.
+// Two paths compute the same rounded operands; which one runs is chosen at run time:
+//  - avx512_bf16: AVX-512-BF16 dot products (vdpbf16ps: two bf16 products into one float lane),
+//    register-blocked 8 × 32; compiled for that instruction set with a target attribute, so
+//    one binary runs on any x86-64 and uses it only where CPUID reports it;
+//  - emulated: the rounded operands widened back to float and multiplied by Eigen; any CPU.
+// The environment variable LSATTN_BF16_PATH (emulated | avx512_bf16) or set_bf16_path()
+// forces a path, so tests exercise every path the machine can run.
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <cstdlib>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "lsattn/backend/cpu/eigen.hpp"
+#include "lsattn/core/error.hpp"
+#include "lsattn/core/half.hpp"
+#include "lsattn/core/tensor.hpp"
+
+#if (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__)) && !defined(__CUDACC__)
+#include <immintrin.h>
+#define LSATTN_HAS_AVX512_BF16_KERNEL 1
+#define LSATTN_AVX512_BF16_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
+#else
+#define LSATTN_HAS_AVX512_BF16_KERNEL 0
+#endif
+
+namespace lsattn {
+
+enum class Bf16Path { emulated, avx512_bf16 };
+
+inline const char* bf16_path_name(Bf16Path path) { return path == Bf16Path::avx512_bf16 ? "avx512_bf16" : "emulated"; }
+
+// Whether this CPU (and this build) can run `path`.
+inline bool bf16_path_available(Bf16Path path) {
+  if (path == Bf16Path::emulated) return true;
+#if LSATTN_HAS_AVX512_BF16_KERNEL
+  static const bool has_avx512_bf16 = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bf16");
+  }();
+  return has_avx512_bf16;
+#else
+  return false;
+#endif
+}
+
+namespace cpu_detail {
+
+inline Bf16Path fastest_bf16_path() {
+  return bf16_path_available(Bf16Path::avx512_bf16) ? Bf16Path::avx512_bf16 : Bf16Path::emulated;
+}
+
+inline Bf16Path parse_bf16_path(std::string_view name) {
+  if (name == "emulated") return Bf16Path::emulated;
+  if (name == "avx512_bf16") return Bf16Path::avx512_bf16;
+  throw error("lsattn: LSATTN_BF16_PATH: unknown path '" + std::string(name) + "' (expected emulated or avx512_bf16)");
+}
+
+// -1: not forced; otherwise a Bf16Path.
+inline std::atomic<int>& forced_bf16_path() {
+  static std::atomic<int> forced{-1};
+  return forced;
+}
+
+}  // namespace cpu_detail
+
+// Forces `path` for every later bf16 product of this process; throws when this CPU cannot run it.
+inline void set_bf16_path(Bf16Path path) {
+  require(bf16_path_available(path), "set_bf16_path: path ", bf16_path_name(path), " is not available on this CPU");
+  cpu_detail::forced_bf16_path() = static_cast<int>(path);
+}
+
+// Back to the default: LSATTN_BF16_PATH if set, else the fastest available path.
+inline void reset_bf16_path() { cpu_detail::forced_bf16_path() = -1; }
+
+// The path bf16 products take now. A path named in LSATTN_BF16_PATH that this CPU cannot run
+// is an error, not a silent fallback.
+inline Bf16Path active_bf16_path() {
+  const int forced = cpu_detail::forced_bf16_path().load();
+  if (forced >= 0) return static_cast<Bf16Path>(forced);
+  const char* requested = std::getenv("LSATTN_BF16_PATH");
+  if (requested == nullptr || *requested == '\0') return cpu_detail::fastest_bf16_path();
+  const Bf16Path path = cpu_detail::parse_bf16_path(requested);
+  require(bf16_path_available(path), "LSATTN_BF16_PATH: path ", requested, " is not available on this CPU");
+  return path;
+}
+
+namespace cpu_detail {
+
+inline constexpr index_t bf16_panel = 32;  // columns of B per packed panel (two 16-lane vectors)
+inline constexpr index_t bf16_rows = 8;    // rows of A per micro-kernel call
+
+inline float round_to_bf16(float x) { return bfloat16_to_float(float_to_bfloat16(x)); }
+
+// B packed for one path. avx512_bf16: panels of 32 columns; in each, pair p of column j is the
+// 32-bit word (B[2p][j], B[2p+1][j]) at words[(panel·pairs + p)·32 + j], zero beyond k and n.
+// emulated: B rounded to bf16 and widened back, k × n row-major.
+struct PackedB {
+  Bf16Path path = Bf16Path::emulated;
+  index_t k = 0, n = 0, pairs = 0, panels = 0;
+  std::vector<std::uint32_t> words;
+  RowMatrix<float> rounded;
+};
+
+// Rows [k_begin, k_begin + k) and columns [n_begin, n_begin + n) of a packed B, for products
+// with a block of keys out of a sequence packed once. On the avx512_bf16 path k_begin must be
+// even and n_begin a multiple of bf16_panel; rows past k_begin + k up to the next even row are
+// multiplied by A's zero padding.
+struct PackedSlice {
+  const PackedB* b = nullptr;
+  index_t k_begin = 0, k = 0, n_begin = 0, n = 0;
+};
+
+inline PackedSlice whole(const PackedB& b) { return {&b, 0, b.k, 0, b.n}; }
+
+inline PackedSlice slice(const PackedB& b, index_t k_begin, index_t k, index_t n_begin, index_t n) {
+  if (b.path == Bf16Path::avx512_bf16) {
+    require(k_begin % 2 == 0 && n_begin % bf16_panel == 0, "lsattn internal: unaligned bf16 slice (", k_begin, ", ",
+            n_begin, ")");
+  }
+  return {&b, k_begin, k, n_begin, n};
+}
+
+// A's rows rounded to bf16, k padded to even with zero; row i at bits[i · 2·pairs].
+struct RoundedA {
+  index_t pairs = 0;
+  std::vector<std::uint16_t> bits;
+};
+
+#if LSATTN_HAS_AVX512_BF16_KERNEL
+// Rounds 16 floats to bf16 (nearest even), as 16 bits each.
+LSATTN_AVX512_BF16_TARGET inline __m256i bf16_of(__m512 x) { return (__m256i)_mm512_cvtneps_pbh(x); }
+
+LSATTN_AVX512_BF16_TARGET inline void round_rows_avx512(const float* a, index_t lda, index_t m, index_t k,
+                                                       std::uint16_t* out, index_t out_stride) {
+  for (index_t i = 0; i < m; ++i) {
+    const float* row = a + i * lda;
+    std::uint16_t* target = out + i * out_stride;
+    index_t c = 0;
+    for (; c + 16 <= k; c += 16) _mm256_storeu_si256(reinterpret_cast<__m256i*>(target + c), bf16_of(_mm512_loadu_ps(row + c)));
+    if (c < k) {
+      const __mmask16 mask = static_cast<__mmask16>((1u << (k - c)) - 1u);
+      _mm256_mask_storeu_epi16(target + c, mask, bf16_of(_mm512_maskz_loadu_ps(mask, row + c)));
+    }
+    if (k % 2 != 0) target[k] = 0;
+  }
+}
+
+// Packs B given k × n (rows ldb apart): each pair of rows interleaves into 32-bit words.
+LSATTN_AVX512_BF16_TARGET inline void pack_b_rows_avx512(const float* b, index_t ldb, PackedB& packed) {
+  for (index_t panel = 0; panel < packed.panels; ++panel) {
+    const index_t n0 = panel * bf16_panel;
+    for (index_t half = 0; half < 2; ++half) {
+      const index_t column = n0 + half * 16;
+      const index_t live = std::clamp<index_t>(packed.n - column, 0, 16);
+      const __mmask16 mask = live >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << live) - 1u);
+      for (index_t p = 0; p < packed.pairs; ++p) {
+        const index_t r0 = 2 * p, r1 = 2 * p + 1;
+        const __m512 even = live > 0 ? _mm512_maskz_loadu_ps(mask, b + r0 * ldb + column) : _mm512_setzero_ps();
+        const __m512 odd = live > 0 && r1 < packed.k ? _mm512_maskz_loadu_ps(mask, b + r1 * ldb + column) : _mm512_setzero_ps();
+        const __m512i low = _mm512_cvtepu16_epi32(bf16_of(even));
+        const __m512i high = _mm512_slli_epi32(_mm512_cvtepu16_epi32(bf16_of(odd)), 16);
+        _mm512_storeu_si512(packed.words.data() + (panel * packed.pairs + p) * bf16_panel + half * 16,
+                            _mm512_or_si512(low, high));
+      }
+    }
+  }
+}
+
+// C[rows × cols] (+)= A (rows of `a`, `a_stride` bf16 apart) · one packed panel of B.
+template <int Rows>
+LSATTN_AVX512_BF16_TARGET inline void micro_kernel_avx512(index_t pairs, const std::uint16_t* a, index_t a_stride,
+                                                         const std::uint32_t* panel, float* c, index_t ldc,
+                                                         index_t cols, bool accumulate) {
+  __m512 sum[Rows][2];
+  for (int i = 0; i < Rows; ++i) sum[i][0] = sum[i][1] = _mm512_setzero_ps();
+  for (index_t p = 0; p < pairs; ++p) {
+    const __m512bh b0 = (__m512bh)_mm512_loadu_si512(panel + p * bf16_panel);
+    const __m512bh b1 = (__m512bh)_mm512_loadu_si512(panel + p * bf16_panel + 16);
+    for (int i = 0; i < Rows; ++i) {
+      std::uint32_t word;
+      __builtin_memcpy(&word, a + i * a_stride + 2 * p, sizeof word);
+      const __m512bh pair = (__m512bh)_mm512_set1_epi32(static_cast<int>(word));
+      sum[i][0] = _mm512_dpbf16_ps(sum[i][0], pair, b0);
+      sum[i][1] = _mm512_dpbf16_ps(sum[i][1], pair, b1);
+    }
+  }
+  const __mmask16 mask0 = cols >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << cols) - 1u);
+  const __mmask16 mask1 = cols >= 32 ? static_cast<__mmask16>(0xffff)
+                          : cols > 16 ? static_cast<__mmask16>((1u << (cols - 16)) - 1u)
+                                      : static_cast<__mmask16>(0);
+  for (int i = 0; i < Rows; ++i) {
+    float* row = c + i * ldc;
+    if (accumulate) {
+      sum[i][0] = _mm512_add_ps(sum[i][0], _mm512_maskz_loadu_ps(mask0, row));
+      sum[i][1] = _mm512_add_ps(sum[i][1], _mm512_maskz_loadu_ps(mask1, row + 16));
+    }
+    _mm512_mask_storeu_ps(row, mask0, sum[i][0]);
+    _mm512_mask_storeu_ps(row + 16, mask1, sum[i][1]);
+  }
+}
+
+template <int Rows = bf16_rows>
+LSATTN_AVX512_BF16_TARGET inline void micro_kernel_rows(index_t rows, index_t pairs, const std::uint16_t* a,
+                                                       index_t a_stride, const std::uint32_t* panel, float* c,
+                                                       index_t ldc, index_t cols, bool accumulate) {
+  if constexpr (Rows > 0) {
+    if (rows == Rows) return micro_kernel_avx512<Rows>(pairs, a, a_stride, panel, c, ldc, cols, accumulate);
+    return micro_kernel_rows<Rows - 1>(rows, pairs, a, a_stride, panel, c, ldc, cols, accumulate);
+  }
+}
+
+LSATTN_AVX512_BF16_TARGET inline void matmul_avx512(const RoundedA& a, index_t m, const PackedSlice& slice, float* c,
+                                                   index_t ldc, bool accumulate) {
+  const PackedB& b = *slice.b;
+  const index_t a_stride = 2 * a.pairs, first_panel = slice.n_begin / bf16_panel;
+  for (index_t n0 = 0; n0 < slice.n; n0 += bf16_panel) {
+    const index_t cols = std::min(bf16_panel, slice.n - n0);
+    const std::uint32_t* words = b.words.data() + ((first_panel + n0 / bf16_panel) * b.pairs + slice.k_begin / 2) * bf16_panel;
+    for (index_t i = 0; i < m; i += bf16_rows) {
+      micro_kernel_rows(std::min(bf16_rows, m - i), a.pairs, a.bits.data() + i * a_stride, a_stride, words,
+                        c + i * ldc + n0, ldc, cols, accumulate);
+    }
+  }
+}
+#endif
+
+// Packs B for the active path; `transposed`: `b` holds Bᵀ, n × k (a Linear weight [out, in] or
+// a block of keys), rows ldb apart; otherwise B itself, k × n.
+inline void pack_b(const float* b, index_t ldb, index_t k, index_t n, bool transposed, PackedB& packed) {
+  packed.path = active_bf16_path();
+  packed.k = k;
+  packed.n = n;
+  packed.pairs = (k + 1) / 2;
+  packed.panels = (n + bf16_panel - 1) / bf16_panel;
+  if (packed.path == Bf16Path::emulated) {
+    packed.rounded.resize(k, n);
+    for (index_t row = 0; row < k; ++row)
+      for (index_t col = 0; col < n; ++col)
+        packed.rounded(row, col) = round_to_bf16(transposed ? b[col * ldb + row] : b[row * ldb + col]);
+    return;
+  }
+#if LSATTN_HAS_AVX512_BF16_KERNEL
+  packed.words.assign(static_cast<std::size_t>(packed.panels * packed.pairs * bf16_panel), 0u);
+  if (!transposed) return pack_b_rows_avx512(b, ldb, packed);
+  // Bᵀ rows are B's columns: round each to bf16 pairs, then place its words down the panel.
+  thread_local std::vector<std::uint16_t> column;
+  column.assign(static_cast<std::size_t>(2 * packed.pairs), 0);
+  for (index_t j = 0; j < n; ++j) {
+    round_rows_avx512(b + j * ldb, ldb, 1, k, column.data(), 2 * packed.pairs);
+    std::uint32_t* target = packed.words.data() + (j / bf16_panel) * packed.pairs * bf16_panel + j % bf16_panel;
+    for (index_t p = 0; p < packed.pairs; ++p) {
+      std::uint32_t word;
+      __builtin_memcpy(&word, column.data() + 2 * p, sizeof word);
+      target[p * bf16_panel] = word;
+    }
+  }
+#endif
+}
+
+// C (m × n, rows ldc apart) = A · B, or += when `accumulate`; A is m × k, rows lda apart. B was
+// packed by pack_b for the path active then.
+inline void matmul_bf16(const float* a, index_t lda, index_t m, const PackedSlice& b, float* c, index_t ldc,
+                        bool accumulate) {
+  if (m == 0 || b.n == 0) return;
+  if (b.b->path == Bf16Path::emulated) {
+    thread_local RowMatrix<float> rounded;
+    rounded.resize(m, b.k);
+    for (index_t i = 0; i < m; ++i)
+      for (index_t col = 0; col < b.k; ++col) rounded(i, col) = round_to_bf16(a[i * lda + col]);
+    auto out = matrix(c, m, b.n, ldc);
+    if (b.k == 0) {
+      if (!accumulate) out.setZero();
+      return;
+    }
+    const auto operand = b.b->rounded.block(b.k_begin, b.n_begin, b.k, b.n);
+    if (accumulate) out.noalias() += rounded * operand;
+    else out.noalias() = rounded * operand;
+    return;
+  }
+#if LSATTN_HAS_AVX512_BF16_KERNEL
+  thread_local RoundedA rounded;
+  rounded.pairs = (b.k + 1) / 2;
+  rounded.bits.resize(static_cast<std::size_t>(m * 2 * rounded.pairs));
+  round_rows_avx512(a, lda, m, b.k, rounded.bits.data(), 2 * rounded.pairs);
+  matmul_avx512(rounded, m, b, c, ldc, accumulate);
+#endif
+}
+
+inline void matmul_bf16(const float* a, index_t lda, index_t m, const PackedB& b, float* c, index_t ldc,
+                        bool accumulate) {
+  matmul_bf16(a, lda, m, whole(b), c, ldc, accumulate);
+}
+
+}  // namespace cpu_detail
+}  // namespace lsattn
