@@ -12,7 +12,9 @@
 //                (content, position and value terms)
 #include <benchmark/benchmark.h>
 
+#include <cstdlib>
 #include <random>
+#include <string_view>
 
 #include "lsattn/baseline/full_attention.hpp"
 #include "lsattn/lsattn.hpp"
@@ -26,6 +28,21 @@ using lsattn::Tensor;
 namespace lra = lsattn::models::lra;
 
 const lra::Config kConfig{8, 64, 512, 128, 64, false, 0};
+
+// LSATTN_BENCH_DTYPE=bf16 runs every layer with bf16 products (Precision::bf16); unset or fp32:
+// float. bench/peers.py runs the binary once per dtype.
+lsattn::Precision bench_precision() {
+  const char* dtype = std::getenv("LSATTN_BENCH_DTYPE");
+  if (dtype == nullptr || std::string_view(dtype) == "fp32" || *dtype == '\0') return lsattn::Precision::fp32;
+  if (std::string_view(dtype) == "bf16") return lsattn::Precision::bf16;
+  throw lsattn::error("LSATTN_BENCH_DTYPE: expected fp32 or bf16, got " + std::string(dtype));
+}
+
+template <class Config>
+Config with_precision(Config config) {
+  config.precision = bench_precision();
+  return config;
+}
 
 Tensor<float, 3> random_tensor(const Shape<3>& shape, std::uint64_t seed) {
   std::mt19937_64 rng(seed);
@@ -45,11 +62,12 @@ void long_short_layer(benchmark::State& state, const lra::Config& config) {
   const index_t batch = state.range(0), length = state.range(1);
   const double d = config.transformer_dim, r = config.num_landmarks, nh = config.num_head;
   const double keys = r + lsattn::BidirectionalWindow::segments(config.window_size).span();
-  const lra::AttentionLS<lsattn::cpu, float> layer(config, lra::Weights<float>::random(config, 1));
+  const lra::AttentionLS<lsattn::cpu, float> layer(with_precision(config), lra::Weights<float>::random(config, 1));
   const auto x = random_tensor(Shape<3>{batch, length, config.transformer_dim}, 2);
   const std::size_t before = lsattn_bench::current_heap_bytes();
   lsattn_bench::reset_peak_heap();
-  for (auto _ : state) benchmark::DoNotOptimize(layer.forward(x.view()));
+  lsattn::CpuWorkspace workspace;  // kept across calls, as a serving loop would (its bytes count in peak_MiB)
+  for (auto _ : state) benchmark::DoNotOptimize(layer.forward(x.view(), {}, {}, workspace));
   const double tokens = static_cast<double>(batch * length);
   const double flops = tokens * (2 * d * (4 * d + nh * r) + 4 * r * d + 4 * d * keys);
   report(state, flops, batch * length, before);
@@ -67,13 +85,14 @@ void BM_LongShortAttentionOnly(benchmark::State& state) {
   const auto q = random_tensor(Shape<3>{1, length, width}, 2), k = random_tensor(q.shape(), 3), v = random_tensor(q.shape(), 4);
   const auto logits = random_tensor(Shape<3>{1, length, kConfig.num_head * kConfig.num_landmarks}, 5);
   const Tensor<float, 1> ones(Shape<1>{width}, 1.0f), zeros(Shape<1>{width}, 0.0f);
-  const lsattn::LongShortAttention<lsattn::cpu, float> attention(kConfig.attention());
+  const lsattn::LongShortAttention<lsattn::cpu, float> attention(with_precision(kConfig).attention());
   Tensor<float, 3> context(q.shape());
   const std::size_t before = lsattn_bench::current_heap_bytes();
   lsattn_bench::reset_peak_heap();
+  lsattn::CpuWorkspace workspace;
   for (auto _ : state) {
     attention({q.view(), k.view(), v.view(), logits.view()}, {{ones.view(), zeros.view()}, {ones.view(), zeros.view()}},
-              context.view());
+              context.view(), &workspace);
     benchmark::DoNotOptimize(context.data());
   }
   report(state, static_cast<double>(length) * (4 * r * d + 4 * d * keys), length, before);
@@ -88,11 +107,16 @@ void BM_FullAttentionLayer(benchmark::State& state) {
   lsattn_bench::reset_peak_heap();
   for (auto _ : state) {
     Tensor<float, 3> q(x.shape()), k(x.shape()), v(x.shape()), context(x.shape()), y(x.shape());
-    lsattn::cpu_detail::linear(x.data(), rows, width, w.W_q_weight.data(), w.W_q_bias.data(), width, q.data(), 0);
-    lsattn::cpu_detail::linear(x.data(), rows, width, w.W_k_weight.data(), w.W_k_bias.data(), width, k.data(), 0);
-    lsattn::cpu_detail::linear(x.data(), rows, width, w.W_v_weight.data(), w.W_v_bias.data(), width, v.data(), 0);
-    lsattn::baseline::full_attention<float>(kConfig.num_head, q.view(), k.view(), v.view(), {}, context.view());
-    lsattn::cpu_detail::linear(context.data(), rows, width, w.W_o_weight.data(), w.W_o_bias.data(), width, y.data(), 0);
+    lsattn::cpu_detail::linear(x.data(), rows, width, w.W_q_weight.data(), w.W_q_bias.data(), width, q.data(), 0,
+                               bench_precision());
+    lsattn::cpu_detail::linear(x.data(), rows, width, w.W_k_weight.data(), w.W_k_bias.data(), width, k.data(), 0,
+                               bench_precision());
+    lsattn::cpu_detail::linear(x.data(), rows, width, w.W_v_weight.data(), w.W_v_bias.data(), width, v.data(), 0,
+                               bench_precision());
+    lsattn::baseline::full_attention<float>(kConfig.num_head, q.view(), k.view(), v.view(), {}, context.view(), 0, false,
+                                            bench_precision());
+    lsattn::cpu_detail::linear(context.data(), rows, width, w.W_o_weight.data(), w.W_o_bias.data(), width, y.data(), 0,
+                               bench_precision());
     benchmark::DoNotOptimize(y.data());
   }
   const double d = static_cast<double>(width), tokens = static_cast<double>(rows);
@@ -101,7 +125,7 @@ void BM_FullAttentionLayer(benchmark::State& state) {
 
 // The yardstick: the machine's Eigen GEMM on the projection shape (L × D)·(D × D), multi-threaded
 // the same way as the library (row blocks, one thread each).
-void BM_Gemm(benchmark::State& state) {
+void gemm(benchmark::State& state, lsattn::Precision precision) {
   const index_t rows = state.range(0), width = kConfig.transformer_dim;
   const auto x = random_tensor(Shape<3>{1, rows, width}, 3);
   const auto w = random_tensor(Shape<3>{1, width, width}, 4);
@@ -109,11 +133,16 @@ void BM_Gemm(benchmark::State& state) {
   const std::size_t before = lsattn_bench::current_heap_bytes();
   lsattn_bench::reset_peak_heap();
   for (auto _ : state) {
-    lsattn::cpu_detail::linear(x.data(), rows, width, w.data(), static_cast<const float*>(nullptr), width, y.data(), 0);
+    lsattn::cpu_detail::linear(x.data(), rows, width, w.data(), static_cast<const float*>(nullptr), width, y.data(), 0,
+                               precision);
     benchmark::DoNotOptimize(y.data());
   }
   report(state, 2.0 * static_cast<double>(rows) * width * width, rows, before);
 }
+void BM_Gemm(benchmark::State& state) { gemm(state, lsattn::Precision::fp32); }
+// The bf16 yardstick: the same product through the library's bf16 path (the fastest this CPU
+// has: AVX-512-BF16 here; see docs/performance.md for the path).
+void BM_GemmBf16(benchmark::State& state) { gemm(state, lsattn::Precision::bf16); }
 
 // (batch, length) pairs from 1K tokens up to max_tokens tokens per call.
 // The published enwik8 layer (D = 512, 8 heads, l = 16, r = 1, w = 512) on a segment of L
@@ -122,7 +151,7 @@ void BM_CausalLayer(benchmark::State& state) {
   const index_t batch = state.range(0), length = state.range(1), cache = 2048;
   const lsattn::models::causal::Config config{8, 512, 16, 1, 512, false, -1, -1, 0};
   const lsattn::models::causal::ChunkedLSAttention<lsattn::cpu, float> layer(
-      config, lsattn::models::causal::Weights<float>::random(config, 1));
+      with_precision(config), lsattn::models::causal::Weights<float>::random(config, 1));
   const auto h = random_tensor(Shape<3>{batch, length, 512}, 2);
   const auto memory = random_tensor(Shape<3>{batch, cache, 512}, 3);
   const std::size_t before = lsattn_bench::current_heap_bytes();
@@ -143,7 +172,7 @@ void BM_VisionLayer(benchmark::State& state) {
   const index_t batch = state.range(0), n = state.range(1), tokens = 1 + n * n;
   const lsattn::models::vision::Config config{96, 3, 7, 8, 1, true, true, 0};
   const lsattn::models::vision::AttentionLS2D<lsattn::cpu, float> layer(
-      config, lsattn::models::vision::Weights<float>::random(config, 1));
+      with_precision(config), lsattn::models::vision::Weights<float>::random(config, 1));
   const auto x = random_tensor(Shape<3>{batch, tokens, 96}, 2);
   const std::size_t before = lsattn_bench::current_heap_bytes();
   lsattn_bench::reset_peak_heap();
@@ -163,7 +192,7 @@ void ls_heads_benchmark(benchmark::State& state, bool split) {
   lsattn::models::ls_heads::Config config{512, 8, {}, 256, true, 0};
   if (split) config.local_heads = {0, 1, 2, 3};
   const lsattn::models::ls_heads::LsHeadsAttention<lsattn::cpu, float> layer(
-      config, lsattn::models::ls_heads::Weights<float>::random(config, 1));
+      with_precision(config), lsattn::models::ls_heads::Weights<float>::random(config, 1));
   const auto x = random_tensor(Shape<3>{batch, length, 512}, 2);
   const std::size_t before = lsattn_bench::current_heap_bytes();
   lsattn_bench::reset_peak_heap();
@@ -181,7 +210,7 @@ void BM_LsGptCausal(benchmark::State& state) {
   const index_t length = state.range(0);
   lsattn::models::ls_heads::Config config{768, 12, {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10}, 100, true, 0};
   const lsattn::models::ls_heads::LsHeadsAttention<lsattn::cpu, float> layer(
-      config, lsattn::models::ls_heads::Weights<float>::random(config, 1));
+      with_precision(config), lsattn::models::ls_heads::Weights<float>::random(config, 1));
   const auto x = random_tensor(Shape<3>{1, length, 768}, 2);
   const std::size_t before = lsattn_bench::current_heap_bytes();
   lsattn_bench::reset_peak_heap();
@@ -200,6 +229,7 @@ void lengths(benchmark::internal::Benchmark* b, index_t max_length, index_t max_
 }  // namespace
 
 BENCHMARK(BM_Gemm)->Arg(16384)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_GemmBf16)->Arg(16384)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_LongShortLayer)->Apply([](auto* b) { lengths(b, 65536, 131072); })->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_LraTextLayer)->Args({1, 1024})->Args({1, 4096})->Args({32, 4096})->Args({1, 16384})->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_LongShortAttentionOnly)->RangeMultiplier(4)->Range(4096, 65536)->Unit(benchmark::kMillisecond)->UseRealTime();

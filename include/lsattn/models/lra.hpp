@@ -8,6 +8,7 @@
 #include <utility>
 
 #include "lsattn/attention.hpp"
+#include "lsattn/backend/cpu/workspace.hpp"
 #include "lsattn/core/checks.hpp"
 #include "lsattn/core/error.hpp"
 #include "lsattn/core/tensor.hpp"
@@ -125,6 +126,15 @@ class AttentionLS {
   // optional. Returns (B, L, D), or (B, L+1, D) with the cls row first when cls_embed is given.
   // With cls pooling the first token of x is the cls token and the output keeps x's shape.
   Tensor<T, 3> forward(HostView<const T, 3> x, HostView<const T, 2> mask = {}, HostView<const T, 3> cls_embed = {}) const {
+    CpuWorkspace scratch;
+    return forward(x, mask, cls_embed, scratch);
+  }
+
+  // The same, with the intermediate tensors (Q, K, V, logits, context and the attention's own
+  // scratch) in `workspace`: a workspace kept across calls saves their allocation, page faults
+  // and zeroing on every call. One workspace per concurrent caller.
+  Tensor<T, 3> forward(HostView<const T, 3> x, HostView<const T, 2> mask, HostView<const T, 3> cls_embed,
+                       CpuWorkspace& workspace) const {
     const index_t d = config_.transformer_dim;
     require(x.extent(0) >= 1, "x: batch size must be >= 1, got shape ", to_string(x.shape()));
     require(x.extent(2) == d, "x: expected feature size transformer_dim = ", d, ", got shape ", to_string(x.shape()));
@@ -149,37 +159,46 @@ class AttentionLS {
     const index_t batch = x.extent(0), length = x.extent(1), width = config_.width();
     const index_t rows = batch * length;
     const int threads = config_.threads;
-    auto project = [&](const T* input, index_t count, const Tensor<T, 2>& w, const Tensor<T, 1>& bias, index_t out_features) {
-      Tensor<T, 3> result(Shape<3>{batch, count / batch, out_features});
-      detail::LinearOp<Backend>::run(input, count, d, w.data(), bias.data(), out_features, result.data(), threads,
+    const CpuWorkspace::Frame frame(workspace);
+    auto linear = [&](const T* input, index_t count, const Tensor<T, 2>& w, const Tensor<T, 1>& bias, index_t out_features,
+                      T* result) {
+      detail::LinearOp<Backend>::run(input, count, d, w.data(), bias.data(), out_features, result, threads,
                                      config_.precision);
-      return result;
     };
-    const Tensor<T, 3> query = project(x.data(), rows, weights_.W_q_weight, weights_.W_q_bias, width);
-    const Tensor<T, 3> key = project(x.data(), rows, weights_.W_k_weight, weights_.W_k_bias, width);
-    const Tensor<T, 3> value = project(x.data(), rows, weights_.W_v_weight, weights_.W_v_bias, width);
-    Tensor<T, 3> logits, cls_query, cls_key, cls_value;
+    // Workspace tensors: every element is written by the linear layer before it is read.
+    auto project = [&](const T* input, index_t count, const Tensor<T, 2>& w, const Tensor<T, 1>& bias, index_t out_features) {
+      const HostView<T, 3> result(workspace.take<T>(count * out_features), Shape<3>{batch, count / batch, out_features});
+      linear(input, count, w, bias, out_features, result.data());
+      return HostView<const T, 3>(result);
+    };
+    const HostView<const T, 3> query = project(x.data(), rows, weights_.W_q_weight, weights_.W_q_bias, width);
+    const HostView<const T, 3> key = project(x.data(), rows, weights_.W_k_weight, weights_.W_k_bias, width);
+    const HostView<const T, 3> value = project(x.data(), rows, weights_.W_v_weight, weights_.W_v_bias, width);
+    HostView<const T, 3> logits, cls_query, cls_key, cls_value;
     if (config_.num_landmarks > 0) {
       logits = project(x.data(), rows, weights_.dconv_fc_weight, weights_.dconv_fc_bias, config_.num_head * config_.num_landmarks);
     }
-    AttentionInputs<T, space> inputs{query.view(), key.view(), value.view(), logits.view(), mask, {}, {}, {}};
+    AttentionInputs<T, space> inputs{query, key, value, logits, mask, {}, {}, {}};
     if (!cls_embed.empty()) {
       detail::require_finite(cls_embed, "cls_embed");
       cls_query = project(cls_embed.data(), batch, weights_.W_q_weight, weights_.W_q_bias, width);
       cls_key = project(cls_embed.data(), batch, weights_.W_k_weight, weights_.W_k_bias, width);
       cls_value = project(cls_embed.data(), batch, weights_.W_v_weight, weights_.W_v_bias, width);
-      inputs.cls_query = cls_query.view();
-      inputs.cls_key = cls_key.view();
-      inputs.cls_value = cls_value.view();
+      inputs.cls_query = cls_query;
+      inputs.cls_key = cls_key;
+      inputs.cls_value = cls_value;
     }
     if (config_.num_landmarks == 0) inputs.projection_logits = {};
 
-    Tensor<T, 3> context(Shape<3>{batch, length + (cls_embed.empty() ? 0 : 1), width});
+    // Every context row is written by the attention (padded rows with zeros).
+    const HostView<T, 3> context(workspace.take<T>(batch * (length + (cls_embed.empty() ? 0 : 1)) * width),
+                                 Shape<3>{batch, length + (cls_embed.empty() ? 0 : 1), width});
     const typename Attention::CombinerParams norm{
         {weights_.dual_ln_l_weight.view(), weights_.dual_ln_l_bias.view(), 1e-5},
         {weights_.dual_ln_s_weight.view(), weights_.dual_ln_s_bias.view(), 1e-5}};
-    detail::overflow_checked("lra::AttentionLS", [&] { attention_(inputs, norm, context.view()); });
-    Tensor<T, 3> y = project(context.data(), context.extent(0) * context.extent(1), weights_.W_o_weight, weights_.W_o_bias, d);
+    detail::overflow_checked("lra::AttentionLS", [&] { attention_(inputs, norm, context, &workspace); });
+    Tensor<T, 3> y(Shape<3>{batch, context.extent(1), d});
+    linear(context.data(), context.extent(0) * context.extent(1), weights_.W_o_weight, weights_.W_o_bias, d, y.data());
     detail::require_finite_output(std::as_const(y).view(), "lra::AttentionLS");
     return y;
   }

@@ -14,6 +14,7 @@
 #include "lsattn/backend/cpu/matmul_bf16.hpp"
 #include "lsattn/backend/cpu/parallel.hpp"
 #include "lsattn/backend/cpu/sequence_projection.hpp"
+#include "lsattn/backend/cpu/workspace.hpp"
 
 namespace lsattn::detail {
 
@@ -24,7 +25,8 @@ struct Executor<cpu, BidirectionalWindow, SequenceProjection> {
 
   template <class T, class Combiner>
   static void run(const AttentionConfig& config, const AttentionInputs<T, host_space>& in,
-                  const typename Combiner::template Params<T, host_space>& norm, const HostView<T, 3>& context) {
+                  const typename Combiner::template Params<T, host_space>& norm, const HostView<T, 3>& context,
+                  CpuWorkspace* workspace = nullptr) {
     static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>, "lsattn: the CPU backend computes in float or double");
     using namespace cpu_detail;
     using Matrix = RowMatrix<T>;
@@ -53,9 +55,14 @@ struct Executor<cpu, BidirectionalWindow, SequenceProjection> {
     const index_t query_blocks = window.enabled() ? window.block_count(length)
                                                   : (length + global_only_block - 1) / global_only_block;
 
-    Matrix key(length, width), value(length, width);
-    Matrix global_key(global_count, width), global_value(global_count, width);
-    Matrix probabilities;  // scratch of the dynamic projection
+    // Scratch from the caller's workspace (reused across calls: no page faults), else a local one.
+    CpuWorkspace local_workspace;
+    CpuWorkspace& scratch = workspace != nullptr ? *workspace : local_workspace;
+    const CpuWorkspace::Frame frame(scratch);
+    auto take = [&](index_t rows) { return matrix(scratch.take<T>(rows * width), rows, width, width); };
+    auto key = take(length), value = take(length);
+    auto global_key = take(global_count), global_value = take(global_count);
+    T* probabilities = scratch.take<T>(length * heads * rank);  // of the dynamic projection
     std::vector<char> valid(static_cast<std::size_t>(length), 1);
     const std::vector<char> no_mask;
 

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cmath>
 
+#include <Eigen/Core>
+
 #include "lsattn/backend/cpu/parallel.hpp"
 #include "lsattn/core/tensor.hpp"
 #include "lsattn/detail/executor.hpp"
@@ -11,22 +13,19 @@
 namespace lsattn::cpu_detail {
 
 // Normalises `rows` rows of `width` features, row i at in + i·width, into out (may alias in).
-// Moments are accumulated in double so the result does not depend on the width's rounding.
+// Two passes (mean, then the mean squared deviation) in T, vectorised by Eigen's reductions,
+// which sum in several partial accumulators: accurate for any width a model uses.
 template <class T>
 void layer_norm_rows(const T* in, T* out, index_t rows, index_t width, const LayerNormParams<T, host_space>& params) {
-  const T* weight = params.weight.data();
-  const T* bias = params.bias.data();
+  using Row = Eigen::Array<T, 1, Eigen::Dynamic>;
+  const Eigen::Map<const Row> weight(params.weight.data(), width), bias(params.bias.data(), width);
   for (index_t i = 0; i < rows; ++i) {
-    const T* x = in + i * width;
-    T* y = out + i * width;
-    double mean = 0;
-    for (index_t f = 0; f < width; ++f) mean += x[f];
-    mean /= static_cast<double>(width);
-    double variance = 0;
-    for (index_t f = 0; f < width; ++f) variance += (x[f] - mean) * (x[f] - mean);
-    variance /= static_cast<double>(width);
-    const double inv_std = 1.0 / std::sqrt(variance + params.eps);
-    for (index_t f = 0; f < width; ++f) y[f] = static_cast<T>((x[f] - mean) * inv_std) * weight[f] + bias[f];
+    const Eigen::Map<const Row> x(in + i * width, width);
+    Eigen::Map<Row> y(out + i * width, width);
+    const T mean = x.sum() / static_cast<T>(width);
+    const T variance = (x - mean).square().sum() / static_cast<T>(width);
+    const T inv_std = T(1) / std::sqrt(variance + static_cast<T>(params.eps));
+    y = (x - mean) * inv_std * weight + bias;
   }
 }
 

@@ -20,13 +20,13 @@ namespace lsattn::cpu_detail {
 template <class T>
 void compress_sequence(const T* logits, const std::vector<char>& valid, index_t length, index_t heads, index_t rank,
                        index_t head_dim, const T* key, const T* value, T* compressed_key, T* compressed_value,
-                       RowMatrix<T>& probabilities, int threads) {
+                       T* probability_scratch, int threads) {
   constexpr T minus_infinity = -std::numeric_limits<T>::infinity();
   const index_t columns = heads * rank, width = heads * head_dim;
   const index_t row_blocks = (length + linear_row_block - 1) / linear_row_block;
   auto is_valid = [&](index_t t) { return valid.empty() || valid[t]; };
   const auto scores = matrix(logits, length, columns, columns);
-  probabilities.resize(length, columns);
+  auto probabilities = matrix(probability_scratch, length, columns, columns);  // length × nh·r
   RowMatrix<T> partial(row_blocks, columns);
   parallel_for(row_blocks, threads, [&](index_t block) {
     const index_t first = block * linear_row_block, rows = std::min(linear_row_block, length - first);

@@ -40,7 +40,7 @@ struct Executor<cpu, Window2D, SequenceProjection> {
     const bool has_bias = !in.position_bias.empty();
 
     Matrix key(tokens, width), value(tokens, width), compressed_key(rank, width), compressed_value(rank, width);
-    Matrix probabilities;
+    std::vector<T> probabilities(static_cast<std::size_t>(rank > 0 ? patches * heads * rank : 0));
     const std::vector<char> all_valid;
 
     for (index_t b = 0; b < batch; ++b) {
@@ -57,7 +57,7 @@ struct Executor<cpu, Window2D, SequenceProjection> {
       if (rank > 0) {
         compress_sequence(in.projection_logits.data() + b * patches * heads * rank, all_valid, patches, heads, rank,
                           head_dim, key.data() + globals * width, value.data() + globals * width,
-                          compressed_key.data(), compressed_value.data(), probabilities, threads);
+                          compressed_key.data(), compressed_value.data(), probabilities.data(), threads);
         if constexpr (Combiner::normalizes) {
           layer_norm_rows(compressed_key.data(), compressed_key.data(), rank, width, norm.global);
           layer_norm_rows(compressed_value.data(), compressed_value.data(), rank, width, norm.global);
