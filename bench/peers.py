@@ -9,8 +9,8 @@ The virtual environment with PyTorch from PyPI comes from bench/peers_venv.sh. T
 modules come from a checkout of github.com/NVIDIA/transformer-ls given by path: they are read
 and run, never copied. Every work is timed with one thread and with all of the machine's
 threads, in fp32 and in bf16 (torch.autocast("cpu", torch.bfloat16)); lsattn is timed by its
-Google Benchmark binary with OMP_NUM_THREADS set. lsattn has no bf16 CPU path yet, so its bf16
-cells are null.
+Google Benchmark binary with OMP_NUM_THREADS set, in fp32 and with LSATTN_BENCH_DTYPE=bf16 (bf16
+products, fp32 accumulation, softmax and LayerNorm: the same split as autocast).
 
 Works so far (issue 12 lists more; batch 1, fp32 weights):
   ls_layer               bidirectional Transformer-LS layer, D = 512, 8 heads, w = 128, r = 64:
@@ -192,11 +192,11 @@ def time_torch(works, work, batch, length, threads, dtype):
     return torch_time(call)
 
 
-def time_lsattn(binary, table, threads):
+def time_lsattn(binary, table, threads, dtype):
     """{(work, batch, L): ms} from one run of the benchmark binary with OMP_NUM_THREADS = threads."""
     wanted = {name: (work, batch, length) for work, sizes in table.items() for batch, length, name in sizes}
     pattern = "^(" + "|".join(wanted) + ")(/|$)"  # the names end in /real_time
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), LSATTN_BENCH_DTYPE=dtype)
     result = subprocess.run([binary, f"--benchmark_filter={pattern}", "--benchmark_format=json",
                              "--benchmark_min_time=1"], env=env, capture_output=True, text=True, check=True)
     times = {}
@@ -244,12 +244,12 @@ def main():
     all_threads = os.cpu_count() or 1
     rows = []
     for threads in sorted({1, all_threads}):
-        lsattn = time_lsattn(args.lsattn_bench, table, threads)
+        lsattn = {dtype: time_lsattn(args.lsattn_bench, table, threads, dtype) for dtype in ("fp32", "bf16")}
         for work, sizes in table.items():
             for batch, length, _ in sizes:
                 for dtype in ("fp32", "bf16"):
                     torch_ms = time_torch(works, work, batch, length, threads, dtype)
-                    lsattn_ms = lsattn.get((work, batch, length)) if dtype == "fp32" else None
+                    lsattn_ms = lsattn[dtype].get((work, batch, length))
                     rows.append({"work": work, "L": length, "batch": batch, "threads": threads, "dtype": dtype,
                                  "lsattn_ms": lsattn_ms, "torch_ms": torch_ms})
                     shown = f"{lsattn_ms:9.1f}" if lsattn_ms is not None else "        –"

@@ -294,21 +294,24 @@ def peers_section(peers, path):
              f"`{peers['command']}` (commit {peers['commit']}, {peers['date']}; raw rows: `{path}`). "
              f"PyTorch {peers['torch']} from PyPI; CPU {peers['cpu']} with {', '.join(peers['cpu_flags'])}; "
              f"all threads = {peers['threads_all']}. Speed-up = PyTorch ms / lsattn ms (> 1: lsattn faster; "
-             "issue 12's goal is ≥ 1.25 everywhere). bf16: PyTorch under `torch.autocast('cpu', torch.bfloat16)`; "
-             "lsattn has no bf16 CPU path yet, so its bf16 cells are empty and the figure beside them is PyTorch's "
-             "bf16 against lsattn's fp32.", "",
-             "| work | batch | L | threads | lsattn fp32 ms | PyTorch fp32 ms | speed-up fp32 | PyTorch bf16 ms | lsattn fp32 vs PyTorch bf16 |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "issue 12's goal is ≥ 1.25 everywhere). bf16: PyTorch under `torch.autocast('cpu', torch.bfloat16)`, "
+             "lsattn with `Precision::bf16` (bf16 products, fp32 accumulation, softmax and LayerNorm).", "",
+             "| work | batch | L | threads | lsattn fp32 ms | PyTorch fp32 ms | speed-up fp32 | lsattn bf16 ms | PyTorch bf16 ms | speed-up bf16 |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     cells = {(r["work"], r.get("batch", 1), r["L"], r["threads"], r["dtype"]): r for r in peers["rows"]}
+
+    def pair(row):
+        lsattn, torch_ms = row.get("lsattn_ms"), row.get("torch_ms")
+        if lsattn is None or torch_ms is None:
+            return "– | – | –"
+        return f"{lsattn:.1f} | {torch_ms:.1f} | {torch_ms / lsattn:.2f}"
+
     for work, title in PEER_WORKS.items():
         for (w, batch, length, threads, dtype), row in sorted(cells.items()):
             if w != work or dtype != "fp32":
                 continue
             bf16 = cells.get((w, batch, length, threads, "bf16"), {})
-            lsattn, torch_fp32, torch_bf16 = row["lsattn_ms"], row["torch_ms"], bf16.get("torch_ms")
-            lines.append(f"| {work} | {batch} | {length} | {threads} | {lsattn:.1f} | {torch_fp32:.1f} | "
-                         f"{torch_fp32 / lsattn:.2f} | " + (f"{torch_bf16:.1f} | {torch_bf16 / lsattn:.2f} |"
-                                                             if torch_bf16 else "– | – |"))
+            lines.append(f"| {work} | {batch} | {length} | {threads} | {pair(row)} | {pair(bf16)} |")
     lines += ["", "Works: " + "; ".join(f"`{w}`: {t}" for w, t in PEER_WORKS.items()) + "."]
     return lines
 

@@ -6,6 +6,7 @@
 #include <concepts>
 #include <cstddef>
 #include <string>
+#include <type_traits>
 #include <utility>
 
 #include "lsattn/core/backend.hpp"
@@ -57,6 +58,7 @@ class LongShortAttention {
 
   explicit LongShortAttention(const AttentionConfig& config) : config_(config) {
     config.validate();
+    if constexpr (!std::is_same_v<Backend, cpu>) detail::require_fp32_precision(config.precision, "LongShortAttention");
     detail::check_config(Window::from(config), Projection::from(config), config);
   }
 

@@ -13,6 +13,14 @@ enum class Precision { fp32, bf16 };
 
 inline const char* precision_name(Precision precision) { return precision == Precision::bf16 ? "bf16" : "fp32"; }
 
+namespace detail {
+// For layers whose backend has no Precision::bf16 (CUDA picks bf16 by the element type).
+inline void require_fp32_precision(Precision precision, const char* layer) {
+  require(precision == Precision::fp32, layer, ": precision ", precision_name(precision),
+          " is a CPU setting; on CUDA use the bf16 element type instead");
+}
+}  // namespace detail
+
 struct AttentionConfig {
   index_t heads = 1;        // nh
   index_t head_dim = 1;     // dh

@@ -28,7 +28,8 @@ class ChunkedLSAttention<cuda, T> {
   using Attention = LongShortAttention<cuda, T, CausalWindow, ChunkedProjection, DualLayerNorm>;
 
   ChunkedLSAttention(const Config& config, Weights<float> weights)
-      : config_((config.validate(), config)), attention_(config.attention()) {
+      : config_((config.validate(),
+                detail::require_fp32_precision(config.precision, "causal::ChunkedLSAttention<cuda>"), config)), attention_(config.attention()) {
     require_valid_weights(config_, weights);
     parameters_ = cuda_detail::DeviceParameters<T>(std::move(weights), config_);
     // Row δ = r_net(e(clamp(δ))) depends on the weights only (step 6): computed once, here.

@@ -46,7 +46,8 @@ class AttentionLS<cuda, T> {
  public:
   using Attention = LongShortAttention<cuda, T, BidirectionalWindow, SequenceProjection, DualLayerNorm>;
 
-  AttentionLS(const Config& config, Weights<float> weights) : config_((config.validate(), config)), attention_(config.attention()) {
+  AttentionLS(const Config& config, Weights<float> weights) : config_((config.validate(),
+                detail::require_fp32_precision(config.precision, "lra::AttentionLS<cuda>"), config)), attention_(config.attention()) {
     require_valid_weights(config_, weights);
     parameters_ = cuda_detail::DeviceParameters<T>(std::move(weights), config_);
   }

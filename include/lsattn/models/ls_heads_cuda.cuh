@@ -42,7 +42,8 @@ __global__ void reduce_max_logits(const float* row_max, index_t rows, index_t he
 template <class T>
 class LsHeadsAttention<cuda, T> {
  public:
-  LsHeadsAttention(const Config& config, Weights<float> weights) : config_((config.validate(), config)) {
+  LsHeadsAttention(const Config& config, Weights<float> weights) : config_((config.validate(),
+                detail::require_fp32_precision(config.precision, "ls_heads::LsHeadsAttention<cuda>"), config)) {
     require(config_.num_heads <= 64, "num_heads: the CUDA backend handles at most 64 heads, got ", config_.num_heads);
     detail::require_valid_parameters(weights, config_);
     parameters_ = cuda_detail::DeviceParameters<T>(std::move(weights), config_);

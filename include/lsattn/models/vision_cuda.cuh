@@ -23,7 +23,8 @@ class AttentionLS2D<cuda, T> {
 
   // The configuration and the weights' shapes are checked before anything touches the device.
   AttentionLS2D(const Config& config, Weights<float> weights)
-      : config_((config.validate(), config)), attention_(config.attention()) {
+      : config_((config.validate(),
+                detail::require_fp32_precision(config.precision, "vision::AttentionLS2D<cuda>"), config)), attention_(config.attention()) {
     require_valid_weights(config_, weights);
     const Window2D window = Window2D::from(config_.attention());
     cuda_detail::require_launchable(DeviceWorkspace{}, 0, config_.dp_rank + window.tile() * window.tile() + config_.nglo,

@@ -261,6 +261,8 @@ inline void pack_b(const float* b, index_t ldb, index_t k, index_t n, bool trans
       target[p * bf16_panel] = word;
     }
   }
+#else
+  throw error("lsattn internal: the avx512_bf16 path in a build without that kernel");
 #endif
 }
 
@@ -290,6 +292,8 @@ inline void matmul_bf16(const float* a, index_t lda, index_t m, const PackedSlic
   rounded.bits.resize(static_cast<std::size_t>(m * 2 * rounded.pairs));
   round_rows_avx512(a, lda, m, b.k, rounded.bits.data(), 2 * rounded.pairs);
   matmul_avx512(rounded, m, b, c, ldc, accumulate);
+#else
+  throw error("lsattn internal: B packed for avx512_bf16 in a build without that kernel");
 #endif
 }
 
