@@ -11,7 +11,7 @@
 #include "lsattn/backend/cpu/eigen.hpp"
 #include "lsattn/backend/cpu/layer_norm.hpp"
 #include "lsattn/backend/cpu/linear.hpp"
-#include "lsattn/backend/cpu/matmul_bf16.hpp"
+#include "lsattn/backend/cpu/block_matmul.hpp"
 #include "lsattn/backend/cpu/parallel.hpp"
 #include "lsattn/backend/cpu/sequence_projection.hpp"
 #include "lsattn/backend/cpu/workspace.hpp"
@@ -45,11 +45,12 @@ struct Executor<cpu, BidirectionalWindow, SequenceProjection> {
     const index_t out_rows = length + (has_cls ? 1 : 0);
     const T scale = T(1) / std::sqrt(static_cast<T>(head_dim));
     const int threads = config.threads;
-    // bf16 products (float tensors only): the global keys/values are packed once per batch item
-    // and head, each block's window keys/values once per task.
-    const bool bf16 = config.precision == Precision::bf16;
-    if constexpr (!std::is_same_v<T, float>) require(!bf16, "precision bf16 needs float tensors");
-    std::vector<PackedB> packed_global_key(bf16 ? heads : 0), packed_global_value(bf16 ? heads : 0);
+    // Float tensors use the packed kernels (fp32 or bf16 products): the global keys/values are
+    // packed once per batch item and head, each block's window keys/values once per task.
+    // Double tensors: Eigen products.
+    constexpr bool packed = std::is_same_v<T, float>;
+    if constexpr (!packed) require(config.precision == Precision::fp32, "precision bf16 needs float tensors");
+    std::vector<PackedOperand> packed_global_key(packed ? heads : 0), packed_global_value(packed ? heads : 0);
 
     const index_t row_blocks = (length + linear_row_block - 1) / linear_row_block;
     const index_t query_blocks = window.enabled() ? window.block_count(length)
@@ -103,12 +104,15 @@ struct Executor<cpu, BidirectionalWindow, SequenceProjection> {
         layer_norm_rows(global_value.data(), global_value.data(), global_count, width, norm.global);
       }
 
-      if (bf16 && global_count > 0) {
-        parallel_for(heads, threads, [&](index_t h) {
-          pack_b(global_key.data() + h * head_dim, width, head_dim, global_count, /*transposed=*/true, packed_global_key[h]);
-          pack_b(global_value.data() + h * head_dim, width, global_count, head_dim, /*transposed=*/false,
-                 packed_global_value[h]);
-        });
+      if constexpr (packed) {
+        if (global_count > 0) {
+          parallel_for(heads, threads, [&](index_t h) {
+            packed_global_key[h].pack(global_key.data() + h * head_dim, width, head_dim, global_count,
+                                      /*transposed=*/true, config.precision);
+            packed_global_value[h].pack(global_value.data() + h * head_dim, width, global_count, head_dim,
+                                        /*transposed=*/false, config.precision);
+          });
+        }
       }
 
       // Steps 7–10: one joint softmax over [global keys ‖ window keys] per query block and head.
@@ -129,15 +133,15 @@ struct Executor<cpu, BidirectionalWindow, SequenceProjection> {
         const auto window_values = value.block(keys.begin, column, key_count, head_dim);
         // Without global keys (r = 0, no cls) the global matrices are empty: a column block of
         // them would offset a null pointer, so that part is skipped.
-        thread_local PackedB packed_window;
-        if (bf16) {
-          if constexpr (std::is_same_v<T, float>) {
-            const index_t stride = scores.cols();
-            if (global_count > 0)
-              matmul_bf16(block_queries.data(), head_dim, query_count, packed_global_key[h], scores.data(), stride, false);
-            pack_b(key.data() + keys.begin * width + column, width, head_dim, key_count, /*transposed=*/true, packed_window);
-            matmul_bf16(block_queries.data(), head_dim, query_count, packed_window, scores.data() + global_count, stride, false);
-          }
+        thread_local PackedOperand packed_window;
+        if constexpr (packed) {
+          const index_t stride = scores.cols();
+          if (global_count > 0)
+            block_matmul(block_queries.data(), head_dim, query_count, packed_global_key[h], scores.data(), stride, false);
+          packed_window.pack(key.data() + keys.begin * width + column, width, head_dim, key_count, /*transposed=*/true,
+                             config.precision);
+          block_matmul(block_queries.data(), head_dim, query_count, packed_window, scores.data() + global_count, stride,
+                       false);
         } else {
           if (global_count > 0)
             scores.leftCols(global_count).noalias() = block_queries * global_key.middleCols(column, head_dim).transpose();
@@ -155,15 +159,14 @@ struct Executor<cpu, BidirectionalWindow, SequenceProjection> {
           row /= row.sum();
         }
         auto block_context = matrix(context_rows + queries.begin * width + column, query_count, head_dim, width);
-        if (bf16) {
-          if constexpr (std::is_same_v<T, float>) {
-            const index_t stride = scores.cols();
-            if (global_count > 0)
-              matmul_bf16(scores.data(), stride, query_count, packed_global_value[h], block_context.data(), width, false);
-            pack_b(value.data() + keys.begin * width + column, width, key_count, head_dim, /*transposed=*/false, packed_window);
-            matmul_bf16(scores.data() + global_count, stride, query_count, packed_window, block_context.data(), width,
-                        global_count > 0);
-          }
+        if constexpr (packed) {
+          const index_t stride = scores.cols();
+          if (global_count > 0)
+            block_matmul(scores.data(), stride, query_count, packed_global_value[h], block_context.data(), width, false);
+          packed_window.pack(value.data() + keys.begin * width + column, width, key_count, head_dim,
+                             /*transposed=*/false, config.precision);
+          block_matmul(scores.data() + global_count, stride, query_count, packed_window, block_context.data(), width,
+                       global_count > 0);
           return;
         }
         if (global_count > 0) {

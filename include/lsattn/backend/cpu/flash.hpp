@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "lsattn/backend/cpu/eigen.hpp"
-#include "lsattn/backend/cpu/matmul_bf16.hpp"
+#include "lsattn/backend/cpu/block_matmul.hpp"
 #include "lsattn/backend/cpu/parallel.hpp"
 #include "lsattn/core/config.hpp"
 #include "lsattn/core/error.hpp"
@@ -43,19 +43,18 @@ void flash_attention(const T* q, const T* k, const T* v, const std::vector<char>
   // are seen from the row maximum, computed anyway. Flagged, thrown after the parallel loop
   // (an exception must not leave an OpenMP region).
   std::atomic<bool> overflowed{false};
-  // bf16 products: each head's keys and values are packed once, and key blocks start on a
-  // packed panel boundary (the extra leading keys are masked like any invisible key).
-  const bool bf16 = precision == Precision::bf16;
-  if constexpr (!std::is_same_v<T, float>) require(!bf16, "precision bf16 needs float tensors");
-  std::vector<PackedB> packed_key(bf16 ? heads : 0), packed_value(bf16 ? heads : 0);
-  if constexpr (std::is_same_v<T, float>) {
-    if (bf16) {
-      parallel_for(2 * heads, threads, [&](index_t task) {
-        const index_t h = task / 2;
-        if (task % 2 == 0) pack_b(k + h * head_dim, width, head_dim, length, /*transposed=*/true, packed_key[h]);
-        else pack_b(v + h * head_dim, width, length, head_dim, /*transposed=*/false, packed_value[h]);
-      });
-    }
+  // Float tensors: each head's keys and values are packed once for the packed kernels (fp32 or
+  // bf16), and key blocks start on a panel boundary (the extra leading keys are masked like
+  // any invisible key). Double tensors: Eigen products.
+  constexpr bool packed = std::is_same_v<T, float>;
+  if constexpr (!packed) require(precision == Precision::fp32, "precision bf16 needs float tensors");
+  std::vector<PackedOperand> packed_key(packed ? heads : 0), packed_value(packed ? heads : 0);
+  if constexpr (packed) {
+    parallel_for(2 * heads, threads, [&](index_t task) {
+      const index_t h = task / 2;
+      if (task % 2 == 0) packed_key[h].pack(k + h * head_dim, width, head_dim, length, /*transposed=*/true, precision);
+      else packed_value[h].pack(v + h * head_dim, width, length, head_dim, /*transposed=*/false, precision);
+    });
   }
   parallel_for(blocks * heads, threads, [&](index_t task) {
     const index_t h = task % heads, block = task / heads, column = h * head_dim;
@@ -69,17 +68,16 @@ void flash_attention(const T* q, const T* k, const T* v, const std::vector<char>
     running_max.setConstant(count, minus_infinity);
     running_sum.setZero(count);
     T largest = minus_infinity;
-    const index_t keys_begin = bf16 ? keys.begin / bf16_panel * bf16_panel : keys.begin;
+    const index_t keys_begin = packed ? keys.begin / packed_panel * packed_panel : keys.begin;
     for (index_t key_first = keys_begin; key_first < keys.end; key_first += flash_key_block) {
       const index_t key_count = std::min(flash_key_block, keys.end - key_first);
-      if constexpr (std::is_same_v<T, float>) {
-        if (bf16) {
-          scores.resize(count, key_count);
-          matmul_bf16(queries.data(), head_dim, count, slice(packed_key[h], 0, head_dim, key_first, key_count),
-                      scores.data(), key_count, false);
-        }
+      if constexpr (packed) {
+        scores.resize(count, key_count);
+        block_matmul(queries.data(), head_dim, count, slice(packed_key[h], 0, head_dim, key_first, key_count),
+                     scores.data(), key_count, false);
+      } else {
+        scores.noalias() = queries * matrix(k + key_first * width + column, key_count, head_dim, width).transpose();
       }
-      if (!bf16) scores.noalias() = queries * matrix(k + key_first * width + column, key_count, head_dim, width).transpose();
       for (index_t i = 0; i < count; ++i) {
         auto row = scores.row(i);
         // The visible keys of a query are one contiguous range: mask the two ends as runs.
@@ -113,14 +111,12 @@ void flash_attention(const T* q, const T* k, const T* v, const std::vector<char>
         accumulator.row(i) *= correction;
         running_max(i) = new_max;
       }
-      if constexpr (std::is_same_v<T, float>) {
-        if (bf16) {
-          matmul_bf16(scores.data(), key_count, count, slice(packed_value[h], key_first, key_count, 0, head_dim),
-                      accumulator.data(), head_dim, true);
-          continue;
-        }
+      if constexpr (packed) {
+        block_matmul(scores.data(), key_count, count, slice(packed_value[h], key_first, key_count, 0, head_dim),
+                     accumulator.data(), head_dim, true);
+      } else {
+        accumulator.noalias() += scores * matrix(v + key_first * width + column, key_count, head_dim, width);
       }
-      accumulator.noalias() += scores * matrix(v + key_first * width + column, key_count, head_dim, width);
     }
     for (index_t i = 0; i < count; ++i)
       if (running_sum(i) > 0) accumulator.row(i) /= running_sum(i);

@@ -4,7 +4,7 @@
 #include <type_traits>
 
 #include "lsattn/backend/cpu/eigen.hpp"
-#include "lsattn/backend/cpu/matmul_bf16.hpp"
+#include "lsattn/backend/cpu/block_matmul.hpp"
 #include "lsattn/backend/cpu/parallel.hpp"
 #include "lsattn/core/config.hpp"
 #include "lsattn/core/tensor.hpp"
@@ -20,29 +20,28 @@ void linear(const T* x, index_t rows, index_t in_features, const T* weight, cons
             int threads, Precision precision = Precision::fp32) {
   const index_t blocks = (rows + linear_row_block - 1) / linear_row_block;
   if constexpr (std::is_same_v<T, float>) {
-    if (precision == Precision::bf16) {
-      PackedB packed;  // W packed once per call, shared read-only by every row block
-      pack_b(weight, in_features, in_features, out_features, /*transposed=*/true, packed);
-      parallel_for(blocks, threads, [&](index_t block) {
-        const index_t first = block * linear_row_block;
-        const index_t count = std::min(linear_row_block, rows - first);
-        float* out = y + first * out_features;
-        matmul_bf16(x + first * in_features, in_features, count, packed, out, out_features, false);
-        if (bias != nullptr) matrix(out, count, out_features, out_features).rowwise() +=
+    PackedOperand packed;  // W packed once per call, shared read-only by every row block
+    packed.pack(weight, in_features, in_features, out_features, /*transposed=*/true, precision);
+    parallel_for(blocks, threads, [&](index_t block) {
+      const index_t first = block * linear_row_block;
+      const index_t count = std::min(linear_row_block, rows - first);
+      float* out = y + first * out_features;
+      block_matmul(x + first * in_features, in_features, count, packed, out, out_features, false);
+      if (bias != nullptr)
+        matrix(out, count, out_features, out_features).rowwise() +=
             Eigen::Map<const Eigen::Matrix<float, 1, Eigen::Dynamic>>(bias, out_features);
-      });
-      return;
-    }
+    });
+  } else {
+    require(precision == Precision::fp32, "linear: precision bf16 needs float tensors");
+    const auto w = matrix(weight, out_features, in_features, in_features);
+    parallel_for(blocks, threads, [&](index_t block) {
+      const index_t first = block * linear_row_block;
+      const index_t count = std::min(linear_row_block, rows - first);
+      auto out = matrix(y + first * out_features, count, out_features, out_features);
+      out.noalias() = matrix(x + first * in_features, count, in_features, in_features) * w.transpose();
+      if (bias != nullptr) out.rowwise() += Eigen::Map<const Eigen::Matrix<T, 1, Eigen::Dynamic>>(bias, out_features);
+    });
   }
-  require(precision == Precision::fp32, "linear: precision bf16 needs float tensors");
-  const auto w = matrix(weight, out_features, in_features, in_features);
-  parallel_for(blocks, threads, [&](index_t block) {
-    const index_t first = block * linear_row_block;
-    const index_t count = std::min(linear_row_block, rows - first);
-    auto out = matrix(y + first * out_features, count, out_features, out_features);
-    out.noalias() = matrix(x + first * in_features, count, in_features, in_features) * w.transpose();
-    if (bias != nullptr) out.rowwise() += Eigen::Map<const Eigen::Matrix<T, 1, Eigen::Dynamic>>(bias, out_features);
-  });
 }
 
 }  // namespace lsattn::cpu_detail
