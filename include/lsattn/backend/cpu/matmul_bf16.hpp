@@ -164,8 +164,9 @@ LSATTN_AVX512_BF16_TARGET inline void pack_b_rows_avx512(const float* b, index_t
         const index_t r0 = 2 * p, r1 = 2 * p + 1;
         const __m512 even = live > 0 ? _mm512_maskz_loadu_ps(mask, b + r0 * ldb + column) : _mm512_setzero_ps();
         const __m512 odd = live > 0 && r1 < packed.k ? _mm512_maskz_loadu_ps(mask, b + r1 * ldb + column) : _mm512_setzero_ps();
-        const __m512i low = _mm512_cvtepu16_epi32(bf16_of(even));
-        const __m512i high = _mm512_slli_epi32(_mm512_cvtepu16_epi32(bf16_of(odd)), 16);
+        // maskz forms with every lane on: the unmasked ones trip GCC 12.2's -Wmaybe-uninitialized.
+        const __m512i low = _mm512_maskz_cvtepu16_epi32(0xffff, bf16_of(even));
+        const __m512i high = _mm512_maskz_slli_epi32(0xffff, _mm512_maskz_cvtepu16_epi32(0xffff, bf16_of(odd)), 16);
         _mm512_storeu_si512(packed.words.data() + (panel * packed.pairs + p) * bf16_panel + half * 16,
                             _mm512_or_si512(low, high));
       }
