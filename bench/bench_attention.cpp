@@ -176,7 +176,8 @@ void BM_VisionLayer(benchmark::State& state) {
   const auto x = random_tensor(Shape<3>{batch, tokens, 96}, 2);
   const std::size_t before = lsattn_bench::current_heap_bytes();
   lsattn_bench::reset_peak_heap();
-  for (auto _ : state) benchmark::DoNotOptimize(layer.forward(x.view(), n, n));
+  lsattn::CpuWorkspace workspace;
+  for (auto _ : state) benchmark::DoNotOptimize(layer.forward(x.view(), n, n, workspace));
   const double c = 96, patches = static_cast<double>(n * n);
   report(state,
          static_cast<double>(batch) *
@@ -196,7 +197,8 @@ void ls_heads_benchmark(benchmark::State& state, bool split) {
   const auto x = random_tensor(Shape<3>{batch, length, 512}, 2);
   const std::size_t before = lsattn_bench::current_heap_bytes();
   lsattn_bench::reset_peak_heap();
-  for (auto _ : state) benchmark::DoNotOptimize(layer.forward(x.view()));
+  lsattn::CpuWorkspace workspace;
+  for (auto _ : state) benchmark::DoNotOptimize(layer.forward(x.view(), {}, nullptr, workspace));
   const double l = static_cast<double>(length), global_keys = l * (l + 1) / 2;
   const double local_keys = 256.0 * l - 256.0 * 255.0 / 2;
   const double keys = split ? 4 * global_keys + 4 * local_keys : 8 * global_keys;
@@ -214,7 +216,8 @@ void BM_LsGptCausal(benchmark::State& state) {
   const auto x = random_tensor(Shape<3>{1, length, 768}, 2);
   const std::size_t before = lsattn_bench::current_heap_bytes();
   lsattn_bench::reset_peak_heap();
-  for (auto _ : state) benchmark::DoNotOptimize(layer.forward(x.view()));
+  lsattn::CpuWorkspace workspace;
+  for (auto _ : state) benchmark::DoNotOptimize(layer.forward(x.view(), {}, nullptr, workspace));
   const double l = static_cast<double>(length), keys = l * (l + 1) / 2 + 11 * (100.0 * l - 100.0 * 99.0 / 2);
   report(state, 8 * l * 768 * 768 + 4 * 64 * keys, length, before);
 }

@@ -14,6 +14,7 @@
 
 #include "lsattn/backend/cpu/flash.hpp"
 #include "lsattn/backend/cpu/linear.hpp"
+#include "lsattn/backend/cpu/workspace.hpp"
 #include "lsattn/core/checks.hpp"
 #include "lsattn/core/error.hpp"
 #include "lsattn/core/tensor.hpp"
@@ -39,6 +40,13 @@ class LsHeadsAttention {
   // W_o.bias). max_logits, if given, receives per head the largest pre-softmax logit q·k/√dh
   // over all visible keys of the batch (the quantity LS-attention keeps in check).
   Tensor<T, 3> forward(HostView<const T, 3> x, HostView<const T, 2> mask = {}, std::vector<T>* max_logits = nullptr) const {
+    CpuWorkspace scratch;
+    return forward(x, mask, max_logits, scratch);
+  }
+
+  // The same, with Q, K, V and the context in `workspace` (see lra::AttentionLS::forward).
+  Tensor<T, 3> forward(HostView<const T, 3> x, HostView<const T, 2> mask, std::vector<T>* max_logits,
+                       CpuWorkspace& workspace) const {
     const index_t d = config_.dim, heads = config_.num_heads;
     require(x.extent(0) >= 1 && x.extent(1) >= 1 && x.extent(2) == d, "x: expected shape (B >= 1, L >= 1, dim = ", d,
             "), got ", to_string(x.shape()));
@@ -49,7 +57,11 @@ class LsHeadsAttention {
     auto linear = [&](const T* input, const Tensor<T, 2>& w, const Tensor<T, 1>& b, T* y) {
       cpu_detail::linear(input, rows, d, w.data(), b.data(), d, y, config_.threads, config_.precision);
     };
-    Tensor<T, 3> q(x.shape()), k(x.shape()), v(x.shape()), context(x.shape()), y(x.shape());
+    // Workspace tensors: the linear layers write all of Q, K, V, the attention all of the context.
+    const CpuWorkspace::Frame frame(workspace);
+    auto take = [&] { return HostView<T, 3>(workspace.take<T>(x.size()), x.shape()); };
+    const HostView<T, 3> q = take(), k = take(), v = take(), context = take();
+    Tensor<T, 3> y(x.shape());
     linear(x.data(), weights_.W_q_weight, weights_.W_q_bias, q.data());
     linear(x.data(), weights_.W_k_weight, weights_.W_k_bias, k.data());
     linear(x.data(), weights_.W_v_weight, weights_.W_v_bias, v.data());

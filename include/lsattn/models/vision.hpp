@@ -11,6 +11,7 @@
 #include <utility>
 
 #include "lsattn/attention.hpp"
+#include "lsattn/backend/cpu/workspace.hpp"
 #include "lsattn/core/checks.hpp"
 #include "lsattn/core/error.hpp"
 #include "lsattn/core/tensor.hpp"
@@ -158,6 +159,12 @@ class AttentionLS2D {
   const Config& config() const { return config_; }
 
   Tensor<T, 3> forward(HostView<const T, 3> x, index_t nx, index_t ny) const {
+    CpuWorkspace scratch;
+    return forward(x, nx, ny, scratch);
+  }
+
+  // The same, with the intermediate tensors in `workspace` (see lra::AttentionLS::forward).
+  Tensor<T, 3> forward(HostView<const T, 3> x, index_t nx, index_t ny, CpuWorkspace& workspace) const {
     const index_t c = config_.dim, globals = config_.nglo;
     const index_t tokens = detail::grid_token_count(globals, nx, ny);
     require(x.extent(0) >= 1 && x.shape() == Shape<3>{x.extent(0), tokens, c}, "x: expected shape (B, nglo + nx*ny = ",
@@ -167,29 +174,33 @@ class AttentionLS2D {
     auto linear = [&](const T* input, index_t count, const T* weight, const T* bias, index_t out_features, T* y) {
       detail::LinearOp<Backend>::run(input, count, c, weight, bias, out_features, y, config_.threads, config_.precision);
     };
+    // Workspace tensors: every element is written (by a linear layer, or the attention) before
+    // it is read.
+    const CpuWorkspace::Frame frame(workspace);
+    auto take = [&](const Shape<3>& shape) { return HostView<T, 3>(workspace.take<T>(element_count(shape)), shape); };
     // The fused qkv: rows [0, C) of its weight are q, [C, 2C) k, [2C, 3C) v.
-    Tensor<T, 3> query(x.shape()), key(x.shape()), value(x.shape());
-    Tensor<T, 3>* targets[] = {&query, &key, &value};
+    const HostView<T, 3> query = take(x.shape()), key = take(x.shape()), value = take(x.shape());
+    const HostView<T, 3> targets[] = {query, key, value};
     for (index_t part = 0; part < 3; ++part) {
       linear(x.data(), rows, weights_.qkv_weight.data() + part * c * c,
-             config_.qkv_bias ? weights_.qkv_bias.data() + part * c : nullptr, c, targets[part]->data());
+             config_.qkv_bias ? weights_.qkv_bias.data() + part * c : nullptr, c, targets[part].data());
     }
-    Tensor<T, 3> logits;
+    HostView<T, 3> logits;
     if (config_.dp_rank > 0) {  // from the raw patches (step 4)
       const index_t outputs = config_.num_heads * config_.dp_rank;
-      logits = Tensor<T, 3>(Shape<3>{batch, patches, outputs});
+      logits = take(Shape<3>{batch, patches, outputs});
       for (index_t b = 0; b < batch; ++b) {
         linear(x.address(b, globals, 0), patches, weights_.to_dynamic_projection_weight.data(),
                weights_.to_dynamic_projection_bias.data(), outputs, logits.address(b, 0, 0));
       }
     }
-    const VisionAttentionInputs<T, space> inputs{query.view(), key.view(), value.view(), logits.view(), globals, nx, ny,
-                                                 position_bias_.view()};
+    const VisionAttentionInputs<T, space> inputs{query, key, value, logits, globals, nx, ny, position_bias_.view()};
     const typename Attention::CombinerParams norm{
         {weights_.dual_ln_full_weight.view(), weights_.dual_ln_full_bias.view(), 1e-5},
         {weights_.dual_ln_dp_weight.view(), weights_.dual_ln_dp_bias.view(), 1e-5}};
-    Tensor<T, 3> context(x.shape()), y(x.shape());
-    detail::overflow_checked("vision::AttentionLS2D", [&] { attention_(inputs, norm, context.view()); });
+    const HostView<T, 3> context = take(x.shape());
+    Tensor<T, 3> y(x.shape());
+    detail::overflow_checked("vision::AttentionLS2D", [&] { attention_(inputs, norm, context, &workspace); });
     linear(context.data(), rows, weights_.proj_weight.data(), weights_.proj_bias.data(), c, y.data());
     detail::require_finite_output(std::as_const(y).view(), "vision::AttentionLS2D");
     return y;

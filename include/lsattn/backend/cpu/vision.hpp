@@ -14,6 +14,7 @@
 #include "lsattn/backend/cpu/linear.hpp"
 #include "lsattn/backend/cpu/parallel.hpp"
 #include "lsattn/backend/cpu/sequence_projection.hpp"
+#include "lsattn/backend/cpu/workspace.hpp"
 
 namespace lsattn::detail {
 
@@ -21,7 +22,8 @@ template <>
 struct Executor<cpu, Window2D, SequenceProjection> {
   template <class T, class Combiner>
   static void run(const AttentionConfig& config, const VisionAttentionInputs<T, host_space>& in,
-                  const typename Combiner::template Params<T, host_space>& norm, const HostView<T, 3>& context) {
+                  const typename Combiner::template Params<T, host_space>& norm, const HostView<T, 3>& context,
+                  CpuWorkspace* workspace = nullptr) {
     static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>, "lsattn: the CPU backend computes in float or double");
     using namespace cpu_detail;
     using Matrix = RowMatrix<T>;
@@ -39,8 +41,13 @@ struct Executor<cpu, Window2D, SequenceProjection> {
     const int threads = config.threads;
     const bool has_bias = !in.position_bias.empty();
 
-    Matrix key(tokens, width), value(tokens, width), compressed_key(rank, width), compressed_value(rank, width);
-    std::vector<T> probabilities(static_cast<std::size_t>(rank > 0 ? patches * heads * rank : 0));
+    // Scratch from the caller's workspace (reused across calls: no page faults), else a local one.
+    CpuWorkspace local_workspace;
+    CpuWorkspace& scratch = workspace != nullptr ? *workspace : local_workspace;
+    const CpuWorkspace::Frame frame(scratch);
+    auto take = [&](index_t count) { return matrix(scratch.take<T>(count * width), count, width, width); };
+    auto key = take(tokens), value = take(tokens), compressed_key = take(rank), compressed_value = take(rank);
+    T* probabilities = scratch.take<T>(patches * heads * rank);
     const std::vector<char> all_valid;
 
     for (index_t b = 0; b < batch; ++b) {
@@ -57,7 +64,7 @@ struct Executor<cpu, Window2D, SequenceProjection> {
       if (rank > 0) {
         compress_sequence(in.projection_logits.data() + b * patches * heads * rank, all_valid, patches, heads, rank,
                           head_dim, key.data() + globals * width, value.data() + globals * width,
-                          compressed_key.data(), compressed_value.data(), probabilities.data(), threads);
+                          compressed_key.data(), compressed_value.data(), probabilities, threads);
         if constexpr (Combiner::normalizes) {
           layer_norm_rows(compressed_key.data(), compressed_key.data(), rank, width, norm.global);
           layer_norm_rows(compressed_value.data(), compressed_value.data(), rank, width, norm.global);
