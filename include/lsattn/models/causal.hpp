@@ -28,7 +28,7 @@ struct Config {
   index_t clamp_len = -1;
   index_t cpos_clamp_len = -1;
   int threads = 0;
-  Precision precision = Precision::fp32;  // of the linear layers' products (bf16: CPU only)
+  Precision precision = Precision::fp32;  // of the matrix products (bf16: CPU only)
 
   index_t head_dim() const { return n_head > 0 ? d_model / n_head : 0; }
 
@@ -49,7 +49,7 @@ struct Config {
   }
 
   AttentionConfig attention() const {
-    return {n_head, head_dim(), window_len, chunk_rank, threads, chunk_size, clamp_len, cpos_clamp_len};
+    return {n_head, head_dim(), window_len, chunk_rank, threads, chunk_size, clamp_len, cpos_clamp_len, precision};
   }
 };
 

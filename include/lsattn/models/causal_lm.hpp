@@ -34,7 +34,7 @@ struct LmConfig {
   index_t clamp_len = -1;
   index_t cpos_clamp_len = -1;
   int threads = 0;
-  Precision precision = Precision::fp32;  // of the linear layers' products (bf16: CPU only)
+  Precision precision = Precision::fp32;  // of the matrix products (bf16: CPU only)
 
   Config layer() const {
     return {n_head, d_model, chunk_size, chunk_rank, window_len, use_bias, clamp_len, cpos_clamp_len, threads, precision};

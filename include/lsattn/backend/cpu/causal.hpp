@@ -6,8 +6,10 @@
 #include <cmath>
 #include <limits>
 #include <type_traits>
+#include <vector>
 
 #include "lsattn/attention.hpp"
+#include "lsattn/backend/cpu/block_matmul.hpp"
 #include "lsattn/backend/cpu/eigen.hpp"
 #include "lsattn/backend/cpu/layer_norm.hpp"
 #include "lsattn/backend/cpu/linear.hpp"
@@ -58,18 +60,59 @@ struct Executor<cpu, CausalWindow, ChunkedProjection> {
       });
     };
 
+    // Float tensors use the packed kernels (fp32 or bf16 products): per head, the position
+    // tables are packed once per call, the normalised keys and values once per batch item, and
+    // each block's band starts on a panel boundary (the extra leading rows are masked like any
+    // row outside the window). Double tensors: Eigen products.
+    constexpr bool packed = std::is_same_v<T, float>;
+    if constexpr (!packed) require(config.precision == Precision::fp32, "precision bf16 needs float tensors");
+    const index_t packed_heads = packed ? heads : 0;
+    std::vector<PackedOperand> packed_key(packed_heads), packed_value(packed_heads), packed_chunk_key(packed_heads),
+        packed_chunk_value(packed_heads), packed_window_position(packed_heads), packed_chunk_position(packed_heads);
+    if constexpr (packed) {
+      parallel_for(2 * heads, threads, [&](index_t task) {
+        const index_t h = task / 2, column = h * head_dim;
+        if (task % 2 == 0) {
+          packed_window_position[h].pack(in.window_positions.data() + column, width, head_dim, window.window,
+                                         /*transposed=*/true, config.precision);
+        } else {
+          packed_chunk_position[h].pack(in.chunk_positions.data() + column, width, head_dim, compressed_rows,
+                                        /*transposed=*/true, config.precision);
+        }
+      });
+    }
+
     for (index_t b = 0; b < batch; ++b) {
       normalize(in.window_key.data() + b * window_rows * width, key, window_rows, local_norm);
       normalize(in.window_value.data() + b * window_rows * width, value, window_rows, local_norm);
       normalize(in.compressed_key.data() + b * compressed_rows * width, compressed_key, compressed_rows, global_norm);
       normalize(in.compressed_value.data() + b * compressed_rows * width, compressed_value, compressed_rows, global_norm);
+      if constexpr (packed) {
+        parallel_for(4 * heads, threads, [&](index_t task) {
+          const index_t h = task / 4, column = h * head_dim;
+          switch (task % 4) {
+            case 0: packed_key[h].pack(key.data() + column, width, head_dim, window_rows, true, config.precision); break;
+            case 1: packed_value[h].pack(value.data() + column, width, window_rows, head_dim, false, config.precision); break;
+            case 2:
+              packed_chunk_key[h].pack(compressed_key.data() + column, width, head_dim, compressed_rows, true,
+                                       config.precision);
+              break;
+            default:
+              packed_chunk_value[h].pack(compressed_value.data() + column, width, compressed_rows, head_dim, false,
+                                         config.precision);
+          }
+        });
+      }
 
       parallel_for(query_blocks * heads, threads, [&](index_t task) {
         const index_t block = task / heads, h = task % heads, column = h * head_dim;
         const index_t first_query = block * query_block, query_count = std::min(query_block, length - first_query);
         const index_t first_tau = cache + first_query, last_tau = first_tau + query_count - 1;
-        // The band of window rows any query of the block sees, and the compressed rows its last query sees.
-        const index_t band_begin = std::max(window.keys(first_tau).begin, first_window_position);
+        // The band of window rows any query of the block sees, and the compressed rows its last
+        // query sees. Packed: the band starts on a panel boundary of the window rows.
+        index_t band_begin = std::max(window.keys(first_tau).begin, first_window_position);
+        if constexpr (packed)
+          band_begin = first_window_position + (band_begin - first_window_position) / packed_panel * packed_panel;
         const index_t band_count = last_tau + 1 - band_begin;
         const index_t visible = projection.enabled() ? std::min(projection.visible_rows(last_tau), compressed_rows) : 0;
 
@@ -83,8 +126,21 @@ struct Executor<cpu, CausalWindow, ChunkedProjection> {
         const auto window_positions = matrix(in.window_positions.data() + column, window.window, head_dim, width);
 
         // Window: (q + u)·k + (q + v)·R[δ] over exactly τ − w + 1 … τ (spec §2.4 step 6).
-        scores.rightCols(band_count).noalias() = (queries.rowwise() + content_bias.row(0)) * band_keys.transpose();
-        window_position_scores.noalias() = (queries.rowwise() + position_bias.row(0)) * window_positions.transpose();
+        const index_t band_row = band_begin - first_window_position;
+        if constexpr (packed) {
+          thread_local Matrix biased_queries;
+          const index_t stride = scores.cols();
+          biased_queries = queries.rowwise() + content_bias.row(0);
+          block_matmul(biased_queries.data(), head_dim, query_count, slice(packed_key[h], 0, head_dim, band_row, band_count),
+                       scores.data() + visible, stride, false);
+          biased_queries = queries.rowwise() + position_bias.row(0);
+          window_position_scores.resize(query_count, window.window);
+          block_matmul(biased_queries.data(), head_dim, query_count, packed_window_position[h],
+                       window_position_scores.data(), window.window, false);
+        } else {
+          scores.rightCols(band_count).noalias() = (queries.rowwise() + content_bias.row(0)) * band_keys.transpose();
+          window_position_scores.noalias() = (queries.rowwise() + position_bias.row(0)) * window_positions.transpose();
+        }
         for (index_t i = 0; i < query_count; ++i) {
           // Band columns of τ − w + 1 … τ; their distances run w − 1 … 0, so the position
           // scores are read backwards over one contiguous run.
@@ -101,8 +157,17 @@ struct Executor<cpu, CausalWindow, ChunkedProjection> {
         if (visible > 0) {
           const auto chunk_keys = compressed_key.block(0, column, visible, head_dim);
           const auto chunk_positions = matrix(in.chunk_positions.data() + column, visible, head_dim, width);
-          scores.leftCols(visible).noalias() = queries * chunk_keys.transpose();
-          chunk_position_scores.noalias() = queries * chunk_positions.transpose();
+          if constexpr (packed) {
+            const index_t stride = scores.cols();
+            block_matmul(queries.data(), head_dim, query_count, slice(packed_chunk_key[h], 0, head_dim, 0, visible),
+                         scores.data(), stride, false);
+            chunk_position_scores.resize(query_count, visible);
+            block_matmul(queries.data(), head_dim, query_count, slice(packed_chunk_position[h], 0, head_dim, 0, visible),
+                         chunk_position_scores.data(), visible, false);
+          } else {
+            scores.leftCols(visible).noalias() = queries * chunk_keys.transpose();
+            chunk_position_scores.noalias() = queries * chunk_positions.transpose();
+          }
           for (index_t i = 0; i < query_count; ++i) {
             // Visible rows 0 … seen − 1 read positions seen − 1 … 0 (ChunkedProjection::relative_position).
             const index_t seen = std::min(projection.visible_rows(first_tau + i), visible);
@@ -118,8 +183,17 @@ struct Executor<cpu, CausalWindow, ChunkedProjection> {
           row /= row.sum();
         }
         auto out = matrix(context.data() + (b * length + first_query) * width + column, query_count, head_dim, width);
-        out.noalias() = scores.rightCols(band_count) * band_values;
-        if (visible > 0) out.noalias() += scores.leftCols(visible) * compressed_value.block(0, column, visible, head_dim);
+        if constexpr (packed) {
+          const index_t stride = scores.cols();
+          block_matmul(scores.data() + visible, stride, query_count, slice(packed_value[h], band_row, band_count, 0, head_dim),
+                       out.data(), width, false);
+          if (visible > 0)
+            block_matmul(scores.data(), stride, query_count, slice(packed_chunk_value[h], 0, visible, 0, head_dim),
+                         out.data(), width, true);
+        } else {
+          out.noalias() = scores.rightCols(band_count) * band_values;
+          if (visible > 0) out.noalias() += scores.leftCols(visible) * compressed_value.block(0, column, visible, head_dim);
+        }
       });
     }
   }
