@@ -156,7 +156,8 @@ void BM_CausalLayer(benchmark::State& state) {
   const auto memory = random_tensor(Shape<3>{batch, cache, 512}, 3);
   const std::size_t before = lsattn_bench::current_heap_bytes();
   lsattn_bench::reset_peak_heap();
-  for (auto _ : state) benchmark::DoNotOptimize(layer.forward(h.view(), memory.view()));
+  lsattn::CpuWorkspace workspace;
+  for (auto _ : state) benchmark::DoNotOptimize(layer.forward(h.view(), memory.view(), workspace));
   const double d = 512, w = 512, window_rows = std::min<double>(cache, w) + length;
   const double chunks = static_cast<double>((cache + length) / 16);
   double flops = 2 * d * d * (2.0 * length + 2 * window_rows + 2 * cache / 16.0) + 2 * d * 8 * (cache + length) +

@@ -9,6 +9,7 @@
 #include <utility>
 
 #include "lsattn/attention.hpp"
+#include "lsattn/backend/cpu/workspace.hpp"
 #include "lsattn/core/checks.hpp"
 #include "lsattn/core/error.hpp"
 #include "lsattn/core/tensor.hpp"
@@ -137,6 +138,12 @@ class ChunkedLSAttention {
   const Weights<T>& weights() const { return weights_; }
 
   Tensor<T, 3> forward(HostView<const T, 3> h, HostView<const T, 3> h_cache) const {
+    CpuWorkspace scratch;
+    return forward(h, h_cache, scratch);
+  }
+
+  // The same, with the intermediate tensors in `workspace` (see lra::AttentionLS::forward).
+  Tensor<T, 3> forward(HostView<const T, 3> h, HostView<const T, 3> h_cache, CpuWorkspace& workspace) const {
     const index_t d = config_.d_model, l = config_.chunk_size, r = config_.chunk_rank, nh = config_.n_head;
     require(h.extent(0) >= 1, "h: batch size must be >= 1, got shape ", to_string(h.shape()));
     require(h.extent(1) >= 1, "h: segment length must be >= 1, got shape ", to_string(h.shape()));
@@ -161,12 +168,17 @@ class ChunkedLSAttention {
                                      threads, config_.precision);
     };
 
-    Tensor<T, 3> query(Shape<3>{batch, length, d});
+    // Workspace tensors: each is written whole (a linear layer, copies, the chunk compression,
+    // the sinusoids, the attention) before it is read.
+    const CpuWorkspace::Frame frame(workspace);
+    auto take = [&](const Shape<3>& shape) { return HostView<T, 3>(workspace.take<T>(element_count(shape)), shape); };
+    auto take_table = [&](const Shape<2>& shape) { return HostView<T, 2>(workspace.take<T>(element_count(shape)), shape); };
+    const HostView<T, 3> query = take(Shape<3>{batch, length, d});
     linear(h.data(), batch * length, weights_.proj_query_weight, weights_.proj_query_bias, query.data());
 
     // Window rows: the last min(M, w) cache rows, then the segment (step 3).
-    Tensor<T, 3> window_input(Shape<3>{batch, window_rows, d}), window_key(window_input.shape()),
-        window_value(window_input.shape());
+    const HostView<T, 3> window_input = take(Shape<3>{batch, window_rows, d}), window_key = take(window_input.shape()),
+                         window_value = take(window_input.shape());
     for (index_t b = 0; b < batch; ++b) {
       std::copy_n(h_cache.address(b, cache - cache_window, 0), cache_window * d, window_input.address(b, 0, 0));
       std::copy_n(h.address(b, 0, 0), length * d, window_input.address(b, cache_window, 0));
@@ -177,10 +189,11 @@ class ChunkedLSAttention {
     // Compressed rows: cache chunks (raw slices, then projected; step 2), then the segment's
     // whole chunks (projected, then compressed; step 4). A partial last chunk is the own chunk
     // of its queries, so nobody in this segment sees it: it is not computed.
-    Tensor<T, 3> compressed_key(Shape<3>{batch, chunks * r, d}), compressed_value(compressed_key.shape());
+    const HostView<T, 3> compressed_key = take(Shape<3>{batch, chunks * r, d}), compressed_value = take(compressed_key.shape());
     if (cache_chunks > 0) {
-      Tensor<T, 3> logits(Shape<3>{batch, cache, nh * r}), summaries(Shape<3>{batch, cache_chunks * r, d});
-      Tensor<T, 3> keys(summaries.shape()), values(summaries.shape());
+      const CpuWorkspace::Frame cache_frame(workspace);
+      const HostView<T, 3> logits = take(Shape<3>{batch, cache, nh * r}), summaries = take(Shape<3>{batch, cache_chunks * r, d});
+      const HostView<T, 3> keys = take(summaries.shape()), values = take(summaries.shape());
       linear(h_cache.data(), batch * cache, weights_.dconv_1_weight, weights_.dconv_1_bias, logits.data());
       for (index_t b = 0; b < batch; ++b) {
         detail::CompressChunksOp<Backend>::run(logits.address(b, 0, 0), h_cache.address(b, 0, 0), d, cache_chunks, l, nh,
@@ -194,7 +207,8 @@ class ChunkedLSAttention {
       }
     }
     if (segment_chunks > 0) {
-      Tensor<T, 3> logits(Shape<3>{batch, length, nh * r});
+      const CpuWorkspace::Frame segment_frame(workspace);
+      const HostView<T, 3> logits = take(Shape<3>{batch, length, nh * r});
       linear(h.data(), batch * length, weights_.dconv_1_weight, weights_.dconv_1_bias, logits.data());
       for (index_t b = 0; b < batch; ++b) {
         for (auto [source, target] : {std::pair{&window_key, &compressed_key}, std::pair{&window_value, &compressed_value}}) {
@@ -206,31 +220,33 @@ class ChunkedLSAttention {
 
     // Position tables (steps 6–7): row δ = r_net(e(δ)), row p = r_net_chunk(e(p)), clamped.
     const TransformerXLPositions positions = TransformerXLPositions::from(config_.attention());
-    Tensor<T, 2> window_sinusoids(Shape<2>{config_.window_len, d}), window_positions(window_sinusoids.shape());
+    const HostView<T, 2> window_sinusoids = take_table(Shape<2>{config_.window_len, d}),
+                         window_positions = take_table(window_sinusoids.shape());
     for (index_t delta = 0; delta < config_.window_len; ++delta)
       TransformerXLPositions::sinusoid(positions.window_value(delta), d, window_sinusoids.address(delta, 0));
     linear(window_sinusoids.data(), config_.window_len, weights_.r_net_weight, {}, window_positions.data());
-    Tensor<T, 2> chunk_sinusoids(Shape<2>{chunks * r, d}), chunk_positions(chunk_sinusoids.shape());
+    const HostView<T, 2> chunk_sinusoids = take_table(Shape<2>{chunks * r, d}), chunk_positions = take_table(chunk_sinusoids.shape());
     for (index_t p = 0; p < chunks * r; ++p)
       TransformerXLPositions::sinusoid(positions.chunk_value(p), d, chunk_sinusoids.address(p, 0));
     linear(chunk_sinusoids.data(), chunks * r, weights_.r_net_chunk_weight, weights_.r_net_chunk_bias,
            chunk_positions.data());
 
-    const CausalAttentionInputs<T, space> inputs{query.view(),
-                                                 window_key.view(),
-                                                 window_value.view(),
-                                                 compressed_key.view(),
-                                                 compressed_value.view(),
+    const CausalAttentionInputs<T, space> inputs{query,
+                                                 window_key,
+                                                 window_value,
+                                                 compressed_key,
+                                                 compressed_value,
                                                  cache,
                                                  {weights_.r_w_bias.data(), Shape<1>{d}},
                                                  {weights_.r_r_bias.data(), Shape<1>{d}},
-                                                 window_positions.view(),
-                                                 chunk_positions.view()};
+                                                 window_positions,
+                                                 chunk_positions};
     const typename Attention::CombinerParams norm{
         {weights_.dual_ln_win_weight.view(), weights_.dual_ln_win_bias.view(), 1e-5},
         {weights_.dual_ln_dproj_weight.view(), weights_.dual_ln_dproj_bias.view(), 1e-5}};
-    Tensor<T, 3> context(Shape<3>{batch, length, d}), y(Shape<3>{batch, length, d});
-    detail::overflow_checked("causal::ChunkedLSAttention", [&] { attention_(inputs, norm, context.view()); });
+    const HostView<T, 3> context = take(Shape<3>{batch, length, d});
+    Tensor<T, 3> y(Shape<3>{batch, length, d});
+    detail::overflow_checked("causal::ChunkedLSAttention", [&] { attention_(inputs, norm, context, &workspace); });
     linear(context.data(), batch * length, weights_.proj_out_weight, weights_.proj_out_bias, y.data());
     detail::require_finite_output(std::as_const(y).view(), "causal::ChunkedLSAttention");
     return y;

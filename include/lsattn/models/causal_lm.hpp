@@ -116,6 +116,7 @@ struct LmWeights {
 template <class T = float>
 struct LmState {
   std::vector<Tensor<T, 3>> caches;
+  CpuWorkspace workspace;  // the layers' scratch, kept from one segment to the next
 };
 
 template <class Backend, class T = float>
@@ -174,7 +175,7 @@ class TransformerLSModel {
       Tensor<T, 3>& cache = state.caches[static_cast<std::size_t>(i)];
       Tensor<T, 3> next_cache = last_rows(cache, h, config_.mem_len);  // taken before the layer runs
       h = detail::overflow_checked("TransformerLSModel layer " + std::to_string(i),
-                                   [&] { return run_layer(i, layer, h, cache); });
+                                   [&] { return run_layer(i, layer, h, cache, state.workspace); });
       cache = std::move(next_cache);
     }
 
@@ -223,17 +224,18 @@ class TransformerLSModel {
 
   // One layer (spec §2.6). pre_ln: hn = LN1(h), h = hn + attn(hn, LN1(cache)), hn2 = LN2(h),
   // out = hn2 + ff(hn2). Otherwise: h = LN1(h + attn(h, cache)), out = LN2(h + ff(h)).
-  Tensor<T, 3> run_layer(index_t index, const LmLayerWeights<T>& layer, Tensor<T, 3> h, const Tensor<T, 3>& cache) const {
+  Tensor<T, 3> run_layer(index_t index, const LmLayerWeights<T>& layer, Tensor<T, 3> h, const Tensor<T, 3>& cache,
+                         CpuWorkspace& workspace) const {
     const auto& attention = attention_[static_cast<std::size_t>(index)];
     if (config_.pre_ln) {
       Tensor<T, 3> normalized_cache = cache;
       layer_norm(h, layer.norm1_weight, layer.norm1_bias);
       layer_norm(normalized_cache, layer.norm1_weight, layer.norm1_bias);
-      add(h, attention.forward(h.view(), normalized_cache.view()));
+      add(h, attention.forward(h.view(), normalized_cache.view(), workspace));
       layer_norm(h, layer.norm2_weight, layer.norm2_bias);
       add(h, feed_forward(layer, h));
     } else {
-      add(h, attention.forward(h.view(), cache.view()));
+      add(h, attention.forward(h.view(), cache.view(), workspace));
       layer_norm(h, layer.norm1_weight, layer.norm1_bias);
       add(h, feed_forward(layer, h));
       layer_norm(h, layer.norm2_weight, layer.norm2_bias);

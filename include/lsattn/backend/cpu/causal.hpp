@@ -14,6 +14,7 @@
 #include "lsattn/backend/cpu/layer_norm.hpp"
 #include "lsattn/backend/cpu/linear.hpp"
 #include "lsattn/backend/cpu/parallel.hpp"
+#include "lsattn/backend/cpu/workspace.hpp"
 
 namespace lsattn::detail {
 
@@ -23,7 +24,8 @@ struct Executor<cpu, CausalWindow, ChunkedProjection> {
 
   template <class T, class Combiner>
   static void run(const AttentionConfig& config, const CausalAttentionInputs<T, host_space>& in,
-                  const typename Combiner::template Params<T, host_space>& norm, const HostView<T, 3>& context) {
+                  const typename Combiner::template Params<T, host_space>& norm, const HostView<T, 3>& context,
+                  CpuWorkspace* workspace = nullptr) {
     static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>, "lsattn: the CPU backend computes in float or double");
     using namespace cpu_detail;
     using Matrix = RowMatrix<T>;
@@ -39,8 +41,13 @@ struct Executor<cpu, CausalWindow, ChunkedProjection> {
     const int threads = config.threads;
     const index_t query_blocks = (length + query_block - 1) / query_block;
 
-    Matrix key(window_rows, width), value(window_rows, width);
-    Matrix compressed_key(compressed_rows, width), compressed_value(compressed_rows, width);
+    // Scratch from the caller's workspace (reused across calls: no page faults), else a local one.
+    CpuWorkspace local_workspace;
+    CpuWorkspace& scratch = workspace != nullptr ? *workspace : local_workspace;
+    const CpuWorkspace::Frame frame(scratch);
+    auto take = [&](index_t rows) { return matrix(scratch.take<T>(rows * width), rows, width, width); };
+    auto key = take(window_rows), value = take(window_rows);
+    auto compressed_key = take(compressed_rows), compressed_value = take(compressed_rows);
     // DualLN: the window rows through the local LN, the compressed rows through the global one.
     const LayerNormParams<T, host_space>* local_norm = nullptr;
     const LayerNormParams<T, host_space>* global_norm = nullptr;
@@ -48,7 +55,7 @@ struct Executor<cpu, CausalWindow, ChunkedProjection> {
       local_norm = &norm.local;
       global_norm = &norm.global;
     }
-    auto normalize = [&](const T* source, Matrix& target, index_t rows, const LayerNormParams<T, host_space>* params) {
+    auto normalize = [&](const T* source, MatrixMap<T>& target, index_t rows, const LayerNormParams<T, host_space>* params) {
       const index_t blocks = (rows + linear_row_block - 1) / linear_row_block;
       parallel_for(blocks, threads, [&](index_t block) {
         const index_t first = block * linear_row_block, count = std::min(linear_row_block, rows - first);

@@ -16,6 +16,17 @@ namespace lsattn {
 
 class CpuWorkspace {
  public:
+  CpuWorkspace() = default;
+  // Scratch is not state: a copy starts empty (so that objects holding a workspace, such as a
+  // language model's stream state, stay copyable), and a move takes the buffers along.
+  CpuWorkspace(const CpuWorkspace&) {}
+  CpuWorkspace& operator=(const CpuWorkspace& other) {
+    if (this != &other) clear();
+    return *this;
+  }
+  CpuWorkspace(CpuWorkspace&&) noexcept = default;
+  CpuWorkspace& operator=(CpuWorkspace&&) noexcept = default;
+
   // The buffers taken while a Frame lives are given back (kept for reuse) when it ends: frames
   // nest like the calls that open them, and a call that repeats the previous one's requests gets
   // the same memory back, without page faults.
