@@ -30,7 +30,7 @@ struct Config {
   bool rpe = true;         // relative position bias on the window scores
   bool qkv_bias = true;
   int threads = 0;
-  Precision precision = Precision::fp32;  // of the linear layers' products (bf16: CPU only)
+  Precision precision = Precision::fp32;  // of the matrix products (bf16: CPU only)
 
   index_t head_dim() const { return num_heads > 0 ? dim / num_heads : 0; }
 
@@ -53,7 +53,11 @@ struct Config {
     require(threads >= 0, "threads: must be >= 0 (0 = default), got ", threads);
   }
 
-  AttentionConfig attention() const { return {num_heads, head_dim(), w, dp_rank, threads}; }
+  AttentionConfig attention() const {
+    AttentionConfig config{num_heads, head_dim(), w, dp_rank, threads};
+    config.precision = precision;
+    return config;
+  }
   RelativePositionBias2D position_bias() const { return {w}; }
 };
 

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "lsattn/attention.hpp"
+#include "lsattn/backend/cpu/block_matmul.hpp"
 #include "lsattn/backend/cpu/eigen.hpp"
 #include "lsattn/backend/cpu/layer_norm.hpp"
 #include "lsattn/backend/cpu/linear.hpp"
@@ -49,6 +50,11 @@ struct Executor<cpu, Window2D, SequenceProjection> {
     auto key = take(tokens), value = take(tokens), compressed_key = take(rank), compressed_value = take(rank);
     T* probabilities = scratch.take<T>(patches * heads * rank);
     const std::vector<char> all_valid;
+    constexpr bool packed = std::is_same_v<T, float>;
+    if constexpr (!packed) require(config.precision == Precision::fp32, "precision bf16 needs float tensors");
+    const index_t packed_heads = packed ? heads : 0;
+    std::vector<PackedOperand> packed_compressed_key(packed_heads), packed_compressed_value(packed_heads),
+        packed_global_key(packed_heads), packed_global_value(packed_heads);
 
     for (index_t b = 0; b < batch; ++b) {
       const index_t offset = b * tokens * width;
@@ -69,6 +75,19 @@ struct Executor<cpu, Window2D, SequenceProjection> {
           layer_norm_rows(compressed_key.data(), compressed_key.data(), rank, width, norm.global);
           layer_norm_rows(compressed_value.data(), compressed_value.data(), rank, width, norm.global);
         }
+      }
+
+      // Float tensors use the packed kernels (fp32 or bf16 products): the compressed and the
+      // global keys/values are packed once per batch item and head, each tile's gathered keys
+      // and values once per task. Double tensors: Eigen products.
+      if constexpr (packed) {
+        parallel_for(heads, threads, [&](index_t h) {
+          const index_t column = h * head_dim;
+          packed_compressed_key[h].pack(compressed_key.data() + column, width, head_dim, rank, true, config.precision);
+          packed_compressed_value[h].pack(compressed_value.data() + column, width, rank, head_dim, false, config.precision);
+          packed_global_key[h].pack(key.data() + column, width, head_dim, globals, true, config.precision);
+          packed_global_value[h].pack(value.data() + column, width, globals, head_dim, false, config.precision);
+        });
       }
 
       // Steps 5–8, per block and head.
@@ -109,10 +128,20 @@ struct Executor<cpu, Window2D, SequenceProjection> {
         }
 
         scores.resize(query_count, total);
-        if (rank > 0) scores.leftCols(rank).noalias() = queries * compressed_key.middleCols(column, head_dim).transpose();
-        scores.middleCols(rank, key_count).noalias() = queries * tile_keys.transpose();
-        if (globals > 0) {
-          scores.rightCols(globals).noalias() = queries * key.block(0, column, globals, head_dim).transpose();
+        thread_local PackedOperand packed_tile;
+        if constexpr (packed) {
+          if (rank > 0) block_matmul(queries.data(), head_dim, query_count, packed_compressed_key[h], scores.data(), total, false);
+          packed_tile.pack(tile_keys.data(), head_dim, head_dim, key_count, /*transposed=*/true, config.precision);
+          block_matmul(queries.data(), head_dim, query_count, packed_tile, scores.data() + rank, total, false);
+          if (globals > 0)
+            block_matmul(queries.data(), head_dim, query_count, packed_global_key[h], scores.data() + rank + key_count,
+                         total, false);
+        } else {
+          if (rank > 0) scores.leftCols(rank).noalias() = queries * compressed_key.middleCols(column, head_dim).transpose();
+          scores.middleCols(rank, key_count).noalias() = queries * tile_keys.transpose();
+          if (globals > 0) {
+            scores.rightCols(globals).noalias() = queries * key.block(0, column, globals, head_dim).transpose();
+          }
         }
         if (has_bias) {  // added to the window scores only
           for (index_t i = 0; i < query_count; ++i) {
@@ -126,9 +155,19 @@ struct Executor<cpu, Window2D, SequenceProjection> {
           row /= row.sum();
         }
         thread_local Matrix out;
-        out.noalias() = scores.middleCols(rank, key_count) * tile_values;
-        if (rank > 0) out.noalias() += scores.leftCols(rank) * compressed_value.middleCols(column, head_dim);
-        if (globals > 0) out.noalias() += scores.rightCols(globals) * value.block(0, column, globals, head_dim);
+        if constexpr (packed) {
+          out.resize(query_count, head_dim);
+          packed_tile.pack(tile_values.data(), head_dim, key_count, head_dim, /*transposed=*/false, config.precision);
+          block_matmul(scores.data() + rank, total, query_count, packed_tile, out.data(), head_dim, false);
+          if (rank > 0) block_matmul(scores.data(), total, query_count, packed_compressed_value[h], out.data(), head_dim, true);
+          if (globals > 0)
+            block_matmul(scores.data() + rank + key_count, total, query_count, packed_global_value[h], out.data(), head_dim,
+                         true);
+        } else {
+          out.noalias() = scores.middleCols(rank, key_count) * tile_values;
+          if (rank > 0) out.noalias() += scores.leftCols(rank) * compressed_value.middleCols(column, head_dim);
+          if (globals > 0) out.noalias() += scores.rightCols(globals) * value.block(0, column, globals, head_dim);
+        }
         for (index_t i = 0; i < query_count; ++i)
           matrix(context_tokens + query_tokens[i] * width + column, 1, head_dim, width) = out.row(i);
       });
