@@ -250,6 +250,7 @@ inline void pack_b(const float* b, index_t ldb, index_t k, index_t n, bool trans
 #if LSATTN_HAS_AVX512_BF16_KERNEL
   packed.words.assign(static_cast<std::size_t>(packed.panels * packed.pairs * bf16_panel), 0u);
   if (!transposed) return pack_b_rows_avx512(b, ldb, packed);
+  if (packed.pairs == 0) return;  // k = 0: nothing to place (and `words` is empty, its data() null)
   // Bᵀ rows are B's columns: round each to bf16 pairs, then place its words down the panel.
   thread_local std::vector<std::uint16_t> column;
   column.assign(static_cast<std::size_t>(2 * packed.pairs), 0);
