@@ -1025,3 +1025,93 @@ TEST_CASE("present but empty optional inputs reach the layer, integer inputs onl
                Contains("'W_o.bias'") && Contains("I64"));
   }
 }
+
+TEST_CASE("the --dtype bf16 option runs every command in bf16, close to fp32 but not equal", "[cli][bf16]") {
+  // bf16 rounds the operands of the matrix products (test_bf16 bounds each model against its
+  // float64 oracle); here: every command takes the option and changes the result by a little.
+  const auto output_fp32 = scratch("dtype_fp32.safetensors").string(), output_bf16 = scratch("dtype_bf16.safetensors").string();
+  auto both = [&](std::vector<std::string> args, const std::string& tensor) {
+    INFO(args[0] << " " << args[2]);
+    auto with = [&](const std::string& output, std::vector<std::string> extra) {
+      auto a = args;
+      a.insert(a.end(), {"--output", output});
+      a.insert(a.end(), extra.begin(), extra.end());
+      const Result result = run(a);
+      INFO(result.err);
+      REQUIRE(result.code == 0);
+      return SafeTensorsFile::open(output).load_float<3>(tensor);
+    };
+    const auto fp32 = with(output_fp32, {});
+    CHECK(with(output_fp32, {"--dtype", "fp32"}).values() == fp32.values());  // the default
+    const auto bf16 = with(output_bf16, {"--dtype", "bf16"});
+    CHECK(bf16.values() != fp32.values());
+    CHECK(relative_difference(bf16, fp32) < 1.0 / 16);
+  };
+  for (const char* variant : {"lra", "causal", "vision"}) {
+    const std::string dir = std::string("test/data/") + variant + "/basic/";
+    both({"run", "--variant", variant, "--weights", dir + "weights.safetensors", "--input", dir + "input.safetensors"},
+         "output.y");
+  }
+  namespace ls = lsattn::models::ls_heads;
+  const ls::Config config{.dim = 16, .num_heads = 2, .local_heads = {1}, .window = 3, .causal = false};
+  SafeTensorsWriter ls_writer;
+  lsattn::io::save_parameters(ls_writer, ls::Weights<float>::random(config, 8), config);
+  for (const auto& [k, v] : std::map<std::string, std::string>{
+           {"num_heads", "2"}, {"dim", "16"}, {"window", "3"}, {"causal", "false"}, {"local_heads", "1"}})
+    ls_writer.set_metadata(k, v);
+  const auto ls_weights = scratch("dtype_ls_heads_weights.safetensors").string();
+  ls_writer.write(ls_weights);
+  const auto ls_input = write_input("dtype_ls_heads_input.safetensors", [](SafeTensorsWriter& w) {
+    Tensor<float, 3> x(Shape<3>{2, 40, 16});
+    for (index_t i = 0; i < x.size(); ++i) x.values()[i] = std::sin(0.37f * static_cast<float>(i));
+    w.add("input.x", x);
+  });
+  both({"run", "--variant", "ls-heads", "--weights", ls_weights, "--input", ls_input}, "output.y");
+
+  const auto lm_weights = write_model(small_lm, "dtype_lm_weights.safetensors", 3, {{"tokens_per_sample", "16"}});
+  const auto lm_input = write_input("dtype_lm_input.safetensors", [](SafeTensorsWriter& w) {
+    Tensor<std::int64_t, 2> tokens(Shape<2>{2, 8});
+    for (index_t i = 0; i < tokens.size(); ++i) tokens.values()[i] = (i * 37) % 256;
+    w.add("input.tokens.0", tokens);
+  });
+  both({"lm", "--weights", lm_weights, "--input", lm_input}, "output.logprobs.0");
+
+  std::string text;
+  for (int i = 0; i < 40; ++i) text += "the quick brown fox " + std::to_string(i) + "\n";
+  const auto text_path = scratch("dtype_text.txt").string();
+  std::ofstream(text_path, std::ios::binary) << text;
+  const std::vector<std::string> bpc{"eval-bpc", "--weights", lm_weights, "--text", text_path, "--no-progress"};
+  auto bpc_with = [&](std::vector<std::string> extra) {
+    auto args = bpc;
+    args.insert(args.end(), extra.begin(), extra.end());
+    const Result result = run(args);
+    INFO(result.err);
+    REQUIRE(result.code == 0);
+    return parse_bpc(result.out);
+  };
+  const double fp32 = bpc_with({}), bf16 = bpc_with({"--dtype", "bf16"});
+  CHECK(bf16 != fp32);
+  CHECK(std::abs(bf16 - fp32) < 0.01 * fp32);
+}
+
+TEST_CASE("a --dtype other than fp32 or bf16 is refused, naming the option", "[cli][bf16][errors]") {
+  const std::string dir = data_dir + "basic/";
+  const auto output = scratch("dtype_refused.safetensors").string();
+  fs::remove(output);
+  const auto lm_weights = write_model(small_lm, "dtype_refused_lm.safetensors", 1);
+  for (const char* value : {"fp16", "garbage", "BF16", ""}) {
+    for (const auto& args : std::vector<std::vector<std::string>>{
+             run_args(dir + "weights.safetensors", dir + "input.safetensors", output),
+             {"lm", "--weights", lm_weights, "--input", dir + "input.safetensors", "--output", output},
+             {"eval-bpc", "--weights", lm_weights, "--text", dir + "input.safetensors"}}) {
+      auto a = args;
+      a.insert(a.end(), {"--dtype", value});
+      const Result result = run(a);
+      INFO(a[0] << " --dtype '" << value << "'");
+      CHECK(result.code != 0);
+      CHECK(result.code != 1);  // a usage error from the option parser, before anything runs
+      CHECK_THAT(result.err, Contains("--dtype") && Contains(value));
+      CHECK_FALSE(fs::exists(output));
+    }
+  }
+}

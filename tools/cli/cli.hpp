@@ -31,6 +31,7 @@ namespace lsattn::cli {
 struct CommonOptions {
   std::string weights_path, input_path, output_path, prefix;
   int threads = 0;
+  Precision precision = Precision::fp32;  // --dtype: of the model's matrix products
   std::map<std::string, std::string> flags;  // hyperparameter flag → value, e.g. "--heads" → "8"
 };
 
@@ -186,6 +187,7 @@ inline Tensor<float, 3> run_lra(const CommonOptions& options, const io::SafeTens
                                 const io::SafeTensorsFile& input, Stage& stage) {
   auto config = models::lra::config_from(hyperparameters(weights, options, "lra", "--variant lra"));
   config.threads = options.threads;
+  config.precision = options.precision;
   stage.enter("building the LRA layer (num_head = ", config.num_head, ", head_dim = ", config.head_dim,
               ", transformer_dim = ", config.transformer_dim, ", num_landmarks = ", config.num_landmarks, ")");
   const models::lra::AttentionLS<cpu, float> layer(config, models::lra::load_weights(weights, config, options.prefix));
@@ -205,6 +207,7 @@ inline Tensor<float, 3> run_causal(const CommonOptions& options, const io::SafeT
   auto config = models::causal::layer_config_from(hyperparameters(weights, options, "causal", "--variant causal"),
                                                   weights, options.prefix);
   config.threads = options.threads;
+  config.precision = options.precision;
   stage.enter("building the causal layer (n_head = ", config.n_head, ", d_model = ", config.d_model,
               ", chunk_size = ", config.chunk_size, ", chunk_rank = ", config.chunk_rank, ", window_len = ",
               config.window_len, ")");
@@ -227,6 +230,7 @@ inline Tensor<float, 3> run_vision(const CommonOptions& options, const io::SafeT
   const auto values = hyperparameters(weights, options, "vision", "--variant vision");
   auto config = models::vision::config_from(values, weights, options.prefix);
   config.threads = options.threads;
+  config.precision = options.precision;
   const index_t nx = values.required_integer("nx", "--nx"), ny = values.integer("ny").value_or(nx);
   stage.enter("building the 2D layer (num_heads = ", config.num_heads, ", dim = ", config.dim, ", w = ", config.w,
               ", dp_rank = ", config.dp_rank, ", nglo = ", config.nglo, ")");
@@ -252,6 +256,7 @@ inline Tensor<float, 3> run_ls_heads(const CommonOptions& options, const io::Saf
   config.window = values.required_integer("window", "--window");
   config.causal = values.boolean("causal").value_or(false);
   config.threads = options.threads;
+  config.precision = options.precision;
   const std::string list = values.text("local_heads").value_or("");
   for (std::size_t start = 0; start < list.size();) {
     const std::size_t end = std::min(list.find(',', start), list.size());
@@ -299,6 +304,7 @@ inline models::causal::TransformerLSModel<cpu, float> load_model(const CommonOpt
                                                                  const std::string& command, Stage& stage) {
   auto config = models::causal::lm_config_from(hyperparameters(weights, options, "lm", command), weights, options.prefix);
   config.threads = options.threads;
+  config.precision = options.precision;
   stage.enter("building the language model (n_layer = ", config.n_layer, ", d_model = ", config.d_model,
               ", d_inner = ", config.d_inner, ", vocab_size = ", config.vocab_size, ")");
   return {config, models::causal::load_lm_weights(weights, config, options.prefix)};
@@ -495,6 +501,14 @@ inline int main(int argc, const char* const* argv, std::ostream& out, std::ostre
     command->add_option("--weights", options.weights_path, "weights (safetensors, published names)")->required();
     command->add_option("--prefix", options.prefix, "prefix of the tensor names in the weights file");
     command->add_option("--threads", options.threads, "CPU threads (0: OpenMP default)")->check(CLI::NonNegativeNumber);
+    command
+        ->add_option_function<std::string>(
+            "--dtype", [&options](const std::string& value) {
+              options.precision = value == "bf16" ? Precision::bf16 : Precision::fp32;
+            },
+            "precision of the matrix products: fp32 (default) or bf16 (operands rounded to bfloat16, sums in "
+            "float; softmax and LayerNorm stay float)")
+        ->check(CLI::IsMember({"fp32", "bf16"}));
     if (input_help != nullptr) {
       command->add_option("--input", options.input_path, input_help)->required();
       command->add_option("--output", options.output_path, "output file (safetensors; never one of the inputs)")
