@@ -50,6 +50,7 @@ struct Executor<cpu, BidirectionalWindow, SequenceProjection> {
     // Double tensors: Eigen products.
     constexpr bool packed = std::is_same_v<T, float>;
     if constexpr (!packed) require(config.precision == Precision::fp32, "precision bf16 needs float tensors");
+    if constexpr (packed) require_kernel_path(config.precision);  // here: it may throw, inside a parallel loop it must not
     std::vector<PackedOperand> packed_global_key(packed ? heads : 0), packed_global_value(packed ? heads : 0);
 
     const index_t row_blocks = (length + linear_row_block - 1) / linear_row_block;

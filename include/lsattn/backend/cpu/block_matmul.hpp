@@ -11,6 +11,14 @@ namespace lsattn::cpu_detail {
 static_assert(f32_panel == bf16_panel, "one slice alignment for both precisions");
 inline constexpr index_t packed_panel = f32_panel;
 
+// Resolves the kernel path for `precision` (LSATTN_FP32_PATH / LSATTN_BF16_PATH, or a forced
+// path), throwing on a bad one. Executors call it before their parallel loops, where an
+// exception could not be thrown (it would terminate the process), and pack_b looks again.
+inline void require_kernel_path(Precision precision) {
+  if (precision == Precision::bf16) (void)active_bf16_path();
+  else (void)active_fp32_path();
+}
+
 // B of C = A·B, packed for `precision` and the path active when packed.
 struct PackedOperand {
   Precision precision = Precision::fp32;

@@ -73,6 +73,7 @@ struct Executor<cpu, CausalWindow, ChunkedProjection> {
     // row outside the window). Double tensors: Eigen products.
     constexpr bool packed = std::is_same_v<T, float>;
     if constexpr (!packed) require(config.precision == Precision::fp32, "precision bf16 needs float tensors");
+    if constexpr (packed) require_kernel_path(config.precision);  // here: it may throw, inside a parallel loop it must not
     const index_t packed_heads = packed ? heads : 0;
     std::vector<PackedOperand> packed_key(packed_heads), packed_value(packed_heads), packed_chunk_key(packed_heads),
         packed_chunk_value(packed_heads), packed_window_position(packed_heads), packed_chunk_position(packed_heads);
@@ -82,7 +83,7 @@ struct Executor<cpu, CausalWindow, ChunkedProjection> {
         if (task % 2 == 0) {
           packed_window_position[h].pack(in.window_positions.data() + column, width, head_dim, window.window,
                                          /*transposed=*/true, config.precision);
-        } else {
+        } else if (compressed_rows > 0) {  // none: no chunk scores, and no table to offset into
           packed_chunk_position[h].pack(in.chunk_positions.data() + column, width, head_dim, compressed_rows,
                                         /*transposed=*/true, config.precision);
         }
@@ -101,10 +102,12 @@ struct Executor<cpu, CausalWindow, ChunkedProjection> {
             case 0: packed_key[h].pack(key.data() + column, width, head_dim, window_rows, true, config.precision); break;
             case 1: packed_value[h].pack(value.data() + column, width, window_rows, head_dim, false, config.precision); break;
             case 2:
+              if (compressed_rows == 0) break;
               packed_chunk_key[h].pack(compressed_key.data() + column, width, head_dim, compressed_rows, true,
                                        config.precision);
               break;
             default:
+              if (compressed_rows == 0) break;
               packed_chunk_value[h].pack(compressed_value.data() + column, width, compressed_rows, head_dim, false,
                                          config.precision);
           }

@@ -48,6 +48,7 @@ void flash_attention(const T* q, const T* k, const T* v, const std::vector<char>
   // any invisible key). Double tensors: Eigen products.
   constexpr bool packed = std::is_same_v<T, float>;
   if constexpr (!packed) require(precision == Precision::fp32, "precision bf16 needs float tensors");
+  if constexpr (packed) require_kernel_path(precision);  // here: it may throw, inside a parallel loop it must not
   std::vector<PackedOperand> packed_key(packed ? heads : 0), packed_value(packed ? heads : 0);
   if constexpr (packed) {
     parallel_for(2 * heads, threads, [&](index_t task) {

@@ -72,6 +72,8 @@ inline std::atomic<int>& forced_bf16_path() {
 
 // Forces `path` for every later bf16 product of this process; throws when this CPU cannot run it.
 inline void set_bf16_path(Bf16Path path) {
+  require(path == Bf16Path::emulated || path == Bf16Path::avx512_bf16, "set_bf16_path: unknown path value ",
+          static_cast<int>(path));
   require(bf16_path_available(path), "set_bf16_path: path ", bf16_path_name(path), " is not available on this CPU");
   cpu_detail::forced_bf16_path() = static_cast<int>(path);
 }

@@ -55,6 +55,8 @@ inline std::atomic<int>& forced_fp32_path() {
 }  // namespace cpu_detail
 
 inline void set_fp32_path(Fp32Path path) {
+  require(path == Fp32Path::eigen || path == Fp32Path::avx512, "set_fp32_path: unknown path value ",
+          static_cast<int>(path));
   require(fp32_path_available(path), "set_fp32_path: path ", fp32_path_name(path), " is not available on this CPU");
   cpu_detail::forced_fp32_path() = static_cast<int>(path);
 }

@@ -52,6 +52,7 @@ struct Executor<cpu, Window2D, SequenceProjection> {
     const std::vector<char> all_valid;
     constexpr bool packed = std::is_same_v<T, float>;
     if constexpr (!packed) require(config.precision == Precision::fp32, "precision bf16 needs float tensors");
+    if constexpr (packed) require_kernel_path(config.precision);  // here: it may throw, inside a parallel loop it must not
     const index_t packed_heads = packed ? heads : 0;
     std::vector<PackedOperand> packed_compressed_key(packed_heads), packed_compressed_value(packed_heads),
         packed_global_key(packed_heads), packed_global_value(packed_heads);
@@ -83,10 +84,15 @@ struct Executor<cpu, Window2D, SequenceProjection> {
       if constexpr (packed) {
         parallel_for(heads, threads, [&](index_t h) {
           const index_t column = h * head_dim;
-          packed_compressed_key[h].pack(compressed_key.data() + column, width, head_dim, rank, true, config.precision);
-          packed_compressed_value[h].pack(compressed_value.data() + column, width, rank, head_dim, false, config.precision);
-          packed_global_key[h].pack(key.data() + column, width, head_dim, globals, true, config.precision);
-          packed_global_value[h].pack(value.data() + column, width, globals, head_dim, false, config.precision);
+          if (rank > 0) {  // none: the compressed scratch is empty, nothing to offset into
+            packed_compressed_key[h].pack(compressed_key.data() + column, width, head_dim, rank, true, config.precision);
+            packed_compressed_value[h].pack(compressed_value.data() + column, width, rank, head_dim, false,
+                                            config.precision);
+          }
+          if (globals > 0) {
+            packed_global_key[h].pack(key.data() + column, width, head_dim, globals, true, config.precision);
+            packed_global_value[h].pack(value.data() + column, width, globals, head_dim, false, config.precision);
+          }
         });
       }
 

@@ -49,9 +49,10 @@ class CpuWorkspace {
     const index_t bytes = checked_product({{"workspace elements", count}, {"element bytes", static_cast<index_t>(sizeof(T))}});
     if (next_ == slots_.size()) slots_.emplace_back();
     Slot& slot = slots_[next_++];
-    if (slot.bytes < bytes) {
-      slot.memory.reset(static_cast<std::byte*>(::operator new(static_cast<std::size_t>(bytes), std::align_val_t{64})));
-      slot.bytes = bytes;
+    if (slot.memory == nullptr || slot.bytes < bytes) {  // never null, even for 0 elements
+      const index_t size = bytes > 64 ? bytes : 64;
+      slot.memory.reset(static_cast<std::byte*>(::operator new(static_cast<std::size_t>(size), std::align_val_t{64})));
+      slot.bytes = size;
     }
     return reinterpret_cast<T*>(slot.memory.get());
   }

@@ -1,0 +1,239 @@
+// The CPU's own float kernels and scratch: the packed fp32 product on every path this CPU can
+// run (against a float64 product), the one interface over both precisions, and CpuWorkspace
+// (frames, reuse, copies, overflow; layers with a workspace give the same bits as without).
+#include <catch2/catch.hpp>
+
+#include <array>
+#include <cstdint>
+#include <cstdlib>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "lsattn/backend/cpu/block_matmul.hpp"
+#include "lsattn/backend/cpu/workspace.hpp"
+#include "lsattn/lsattn.hpp"
+
+namespace {
+
+using lsattn::index_t;
+using lsattn::Shape;
+using lsattn::Tensor;
+namespace cpu = lsattn::cpu_detail;
+
+// The fp32 paths this CPU runs; a missing one is reported, and is a failure when
+// LSATTN_REQUIRE_FP32_PATHS names it (or says "all").
+std::vector<lsattn::Fp32Path> runnable_fp32_paths() {
+  std::vector<lsattn::Fp32Path> paths;
+  const char* required = std::getenv("LSATTN_REQUIRE_FP32_PATHS");
+  for (auto path : {lsattn::Fp32Path::eigen, lsattn::Fp32Path::avx512}) {
+    if (lsattn::fp32_path_available(path)) {
+      paths.push_back(path);
+      continue;
+    }
+    const std::string name = lsattn::fp32_path_name(path);
+    const std::string list = required != nullptr ? std::string(",") + required + "," : std::string();
+    if (required != nullptr && (std::string(required) == "all" || list.find("," + name + ",") != std::string::npos))
+      FAIL("fp32 path " << name << " is required (LSATTN_REQUIRE_FP32_PATHS) but not available on this CPU");
+    WARN("fp32 path " << name << " not available on this CPU: skipped");
+  }
+  return paths;
+}
+
+struct PathGuard {
+  ~PathGuard() {
+    lsattn::reset_fp32_path();
+    lsattn::reset_bf16_path();
+  }
+};
+
+std::vector<float> random_values(std::size_t count, std::mt19937& rng) {
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<float> values(count);
+  for (float& v : values) v = normal(rng);
+  return values;
+}
+
+// C = A·B in float64 with B given as B (k × n, ldb) or Bᵀ (n × k, ldb); returns C and Σ|a||b|.
+void reference_product(const std::vector<float>& a, index_t lda, const std::vector<float>& b, index_t ldb, bool transposed,
+                       index_t m, index_t n, index_t k, std::vector<double>& c, std::vector<double>& magnitude) {
+  c.assign(static_cast<std::size_t>(m * n), 0.0);
+  magnitude.assign(c.size(), 0.0);
+  for (index_t i = 0; i < m; ++i)
+    for (index_t j = 0; j < n; ++j)
+      for (index_t p = 0; p < k; ++p) {
+        const double x = a[i * lda + p], y = transposed ? b[j * ldb + p] : b[p * ldb + j];
+        c[i * n + j] += x * y;
+        magnitude[i * n + j] += std::abs(x * y);
+      }
+}
+
+}  // namespace
+
+TEST_CASE("the packed fp32 product matches a float64 product on awkward shapes", "[kernels][fp32]") {
+  PathGuard guard;
+  std::mt19937 rng(11);
+  for (const auto path : runnable_fp32_paths()) {
+    INFO("path " << lsattn::fp32_path_name(path));
+    lsattn::set_fp32_path(path);
+    for (int trial = 0; trial < 200; ++trial) {
+      const index_t m = rng() % 20, n = rng() % 70, k = rng() % 40;
+      const bool transposed = rng() % 2, accumulate = rng() % 2;
+      const index_t lda = k + rng() % 3, ldb = (transposed ? k : n) + rng() % 3, ldc = n + rng() % 3;
+      INFO("m " << m << " n " << n << " k " << k << " transposed " << transposed << " accumulate " << accumulate);
+      const auto a = random_values(static_cast<std::size_t>(m * lda + 1), rng);
+      const auto b = random_values(static_cast<std::size_t>((transposed ? n : k) * ldb + 1), rng);
+      auto c = random_values(static_cast<std::size_t>(m * ldc + 1), rng);
+      const auto before = c;
+      cpu::PackedF32 packed;
+      cpu::pack_b(b.data(), ldb, k, n, transposed, packed);
+      cpu::matmul_f32(a.data(), lda, m, packed, c.data(), ldc, accumulate);
+      std::vector<double> want, magnitude;
+      reference_product(a, lda, b, ldb, transposed, m, n, k, want, magnitude);
+      for (index_t i = 0; i < m; ++i)
+        for (index_t j = 0; j < n; ++j) {
+          const double expected = want[i * n + j] + (accumulate ? before[i * ldc + j] : 0.0);
+          REQUIRE(std::abs(c[i * ldc + j] - expected) <= 1e-5 * (magnitude[i * n + j] + 1.0));
+        }
+      for (index_t i = 0; i < m; ++i)  // the padding between rows is never written
+        for (index_t j = n; j < ldc; ++j) REQUIRE(c[i * ldc + j] == before[i * ldc + j]);
+    }
+  }
+}
+
+TEST_CASE("slices of a packed operand multiply like the sub-matrix, in both precisions", "[kernels][fp32][bf16]") {
+  PathGuard guard;
+  std::mt19937 rng(12);
+  const index_t k = 37, n = 100, m = 13;
+  const auto b = random_values(static_cast<std::size_t>(k * n), rng);  // B, k × n
+  const auto a = random_values(static_cast<std::size_t>(m * k), rng);
+  for (const auto precision : {lsattn::Precision::fp32, lsattn::Precision::bf16}) {
+    INFO("precision " << lsattn::precision_name(precision));
+    cpu::PackedOperand packed;
+    packed.pack(b.data(), n, k, n, /*transposed=*/false, precision);
+    // Row starts even (bf16 pairs), column starts on a panel boundary.
+    for (const auto [k_begin, k_count, n_begin, n_count] :
+         {std::array<index_t, 4>{0, 37, 0, 100}, {2, 10, 32, 5}, {10, 27, 64, 36}, {36, 1, 96, 4}, {4, 0, 0, 33}}) {
+      INFO("slice rows " << k_begin << "+" << k_count << " columns " << n_begin << "+" << n_count);
+      std::vector<float> c(static_cast<std::size_t>(m * n_count), 0.0f);
+      cpu::block_matmul(a.data() + k_begin, k, m, cpu::slice(packed, k_begin, k_count, n_begin, n_count), c.data(),
+                        n_count, false);
+      for (index_t i = 0; i < m; ++i)
+        for (index_t j = 0; j < n_count; ++j) {
+          double want = 0, magnitude = 0;
+          for (index_t p = 0; p < k_count; ++p) {
+            double x = a[i * k + k_begin + p], y = b[(k_begin + p) * n + n_begin + j];
+            if (precision == lsattn::Precision::bf16) {
+              x = lsattn::bfloat16_to_float(lsattn::float_to_bfloat16(static_cast<float>(x)));
+              y = lsattn::bfloat16_to_float(lsattn::float_to_bfloat16(static_cast<float>(y)));
+            }
+            want += x * y;
+            magnitude += std::abs(x * y);
+          }
+          REQUIRE(std::abs(c[i * n_count + j] - want) <= 1e-5 * (magnitude + 1.0));
+        }
+    }
+  }
+}
+
+TEST_CASE("fp32 path selection: unknown or unavailable paths are errors", "[kernels][fp32]") {
+  PathGuard guard;
+  ::setenv("LSATTN_FP32_PATH", "sse9", 1);
+  REQUIRE_THROWS_WITH(lsattn::active_fp32_path(), Catch::Contains("LSATTN_FP32_PATH") && Catch::Contains("sse9"));
+  ::setenv("LSATTN_FP32_PATH", "eigen", 1);
+  REQUIRE(lsattn::active_fp32_path() == lsattn::Fp32Path::eigen);
+  ::unsetenv("LSATTN_FP32_PATH");
+  if (!lsattn::fp32_path_available(lsattn::Fp32Path::avx512)) {
+    REQUIRE_THROWS_WITH(lsattn::set_fp32_path(lsattn::Fp32Path::avx512), Catch::Contains("avx512"));
+  } else {
+    REQUIRE(lsattn::active_fp32_path() == lsattn::Fp32Path::avx512);  // the fastest by default
+  }
+  lsattn::set_fp32_path(lsattn::Fp32Path::eigen);
+  REQUIRE(lsattn::active_fp32_path() == lsattn::Fp32Path::eigen);
+}
+
+TEST_CASE("workspace frames nest and hand the same memory back", "[kernels][workspace]") {
+  lsattn::CpuWorkspace workspace;
+  float* first = nullptr;
+  double* second = nullptr;
+  for (int call = 0; call < 3; ++call) {
+    const lsattn::CpuWorkspace::Frame frame(workspace);
+    float* a = workspace.take<float>(1000);
+    double* b = workspace.take<double>(10);
+    {
+      const lsattn::CpuWorkspace::Frame inner(workspace);
+      float* c = workspace.take<float>(5);
+      REQUIRE(c != a);
+      REQUIRE(static_cast<void*>(c) != static_cast<void*>(b));
+    }
+    if (call == 0) {
+      first = a;
+      second = b;
+    }
+    REQUIRE(a == first);
+    REQUIRE(b == second);
+    REQUIRE(reinterpret_cast<std::uintptr_t>(a) % 64 == 0);
+  }
+  const std::size_t held = workspace.bytes();
+  REQUIRE(held >= 1000 * sizeof(float) + 10 * sizeof(double) + 5 * sizeof(float));
+  {
+    const lsattn::CpuWorkspace::Frame frame(workspace);
+    REQUIRE(workspace.take<float>(0) != nullptr);
+    REQUIRE_THROWS_WITH(workspace.take<double>(lsattn::max_elements), Catch::Contains("workspace elements"));
+  }
+  lsattn::CpuWorkspace copy = workspace;  // scratch is not state: a copy starts empty
+  REQUIRE(copy.bytes() == 0);
+  workspace.clear();
+  REQUIRE(workspace.bytes() == 0);
+}
+
+TEST_CASE("layers give the same bits with a kept workspace as without one", "[kernels][workspace]") {
+  namespace models = lsattn::models;
+  std::mt19937 rng(13);
+  auto random_tensor = [&](const Shape<3>& shape) {
+    Tensor<float, 3> t(shape);
+    std::normal_distribution<float> normal(0.0f, 1.0f);
+    for (float& v : t.values()) v = normal(rng);
+    return t;
+  };
+  lsattn::CpuWorkspace workspace;  // shared by every layer and call below, shapes changing
+  for (const auto precision : {lsattn::Precision::fp32, lsattn::Precision::bf16}) {
+    INFO("precision " << lsattn::precision_name(precision));
+    for (const index_t length : {37, 5, 64}) {
+      INFO("length " << length);
+      {
+        models::lra::Config config{2, 16, 32, 8, 4, false, 0};
+        config.precision = precision;
+        const models::lra::AttentionLS<lsattn::cpu> layer(config, models::lra::Weights<float>::random(config, 1));
+        const auto x = random_tensor(Shape<3>{2, length, 32});
+        const auto fresh = layer.forward(x.view());
+        REQUIRE(layer.forward(x.view(), {}, {}, workspace).values() == fresh.values());
+        REQUIRE(layer.forward(x.view(), {}, {}, workspace).values() == fresh.values());
+      }
+      {
+        models::ls_heads::Config config{32, 4, {0, 2}, 6, true, 0};
+        config.precision = precision;
+        const models::ls_heads::LsHeadsAttention<lsattn::cpu> layer(config,
+                                                                     models::ls_heads::Weights<float>::random(config, 2));
+        const auto x = random_tensor(Shape<3>{2, length, 32});
+        REQUIRE(layer.forward(x.view(), {}, nullptr, workspace).values() == layer.forward(x.view()).values());
+      }
+      {
+        models::causal::Config config{2, 32, 4, 1, 8, false, -1, -1, 0};
+        config.precision = precision;
+        const models::causal::ChunkedLSAttention<lsattn::cpu> layer(config,
+                                                                    models::causal::Weights<float>::random(config, 3));
+        const auto h = random_tensor(Shape<3>{1, length, 32}), cache = random_tensor(Shape<3>{1, 8, 32});
+        REQUIRE(layer.forward(h.view(), cache.view(), workspace).values() == layer.forward(h.view(), cache.view()).values());
+      }
+      {
+        const index_t side = length % 7 + 3;
+        models::vision::Config config{24, 2, 3, 2, 1, true, true, 0};
+        config.precision = precision;
+        const models::vision::AttentionLS2D<lsattn::cpu> layer(config, models::vision::Weights<float>::random(config, 4));
+        const auto x = random_tensor(Shape<3>{1, 1 + side * side, 24});
+        REQUIRE(layer.forward(x.view(), side, side, workspace).values() == layer.forward(x.view(), side, side).values());
+      }
+    }
+  }
+}
