@@ -10,7 +10,8 @@ modules come from a checkout of github.com/NVIDIA/transformer-ls given by path: 
 and run, never copied. Every work is timed with one thread and with all of the machine's
 threads, in fp32 and in bf16 (torch.autocast("cpu", torch.bfloat16)); lsattn is timed by its
 Google Benchmark binary with OMP_NUM_THREADS set, in fp32 and with LSATTN_BENCH_DTYPE=bf16 (bf16
-products, fp32 accumulation, softmax and LayerNorm: the same split as autocast).
+products, fp32 accumulation, softmax and LayerNorm: the same split as autocast), before any
+PyTorch work starts in this process.
 
 Works so far (issue 12 lists more; batch 1, fp32 weights):
   ls_layer               bidirectional Transformer-LS layer, D = 512, 8 heads, w = 128, r = 64:
@@ -38,7 +39,8 @@ Works so far (issue 12 lists more; batch 1, fp32 weights):
 Output: JSON {"torch", "cpu", "cpu_flags", "command", "commit", "date", "rows": [{"work", "L",
 "batch", "threads", "dtype", "lsattn_ms", "torch_ms"}]}; bench/report.py renders it in
 docs/performance.md. Each PyTorch time is the median of at least 3 calls (and 1 s) after a
-warm-up; lsattn's is Google Benchmark's mean real time.
+warm-up; lsattn's is the median of 3 Google Benchmark repetitions (each at least 0.5 s) of the
+mean real time.
 """
 import argparse
 import datetime
@@ -198,9 +200,13 @@ def time_lsattn(binary, table, threads, dtype):
     pattern = "^(" + "|".join(wanted) + ")(/|$)"  # the names end in /real_time
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), LSATTN_BENCH_DTYPE=dtype)
     result = subprocess.run([binary, f"--benchmark_filter={pattern}", "--benchmark_format=json",
-                             "--benchmark_min_time=1"], env=env, capture_output=True, text=True, check=True)
+                             "--benchmark_min_time=0.5", "--benchmark_repetitions=3",
+                             "--benchmark_report_aggregates_only=true"],
+                            env=env, capture_output=True, text=True, check=True)
     times = {}
     for bench in json.loads(result.stdout)["benchmarks"]:
+        if bench.get("aggregate_name") != "median":
+            continue
         key = bench["run_name"].removesuffix("/real_time")
         unit = {"ms": 1.0, "us": 1e-3, "ns": 1e-6, "s": 1e3}[bench["time_unit"]]
         times[wanted[key]] = bench["real_time"] * unit
@@ -242,9 +248,13 @@ def main():
             raise SystemExit(f"--works: unknown {sorted(unknown)}; known: {sorted(table)}")
         table = {work: sizes for work, sizes in table.items() if work in args.works}
     all_threads = os.cpu_count() or 1
+    thread_counts = sorted({1, all_threads})
+    # lsattn first, on a machine where no PyTorch work (nor torch.compile's workers) has run yet.
+    lsattn_times = {(threads, dtype): time_lsattn(args.lsattn_bench, table, threads, dtype)
+                    for threads in thread_counts for dtype in ("fp32", "bf16")}
     rows = []
-    for threads in sorted({1, all_threads}):
-        lsattn = {dtype: time_lsattn(args.lsattn_bench, table, threads, dtype) for dtype in ("fp32", "bf16")}
+    for threads in thread_counts:
+        lsattn = {dtype: lsattn_times[(threads, dtype)] for dtype in ("fp32", "bf16")}
         for work, sizes in table.items():
             for batch, length, _ in sizes:
                 for dtype in ("fp32", "bf16"):
