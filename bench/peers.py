@@ -14,8 +14,8 @@ products, fp32 accumulation, softmax and LayerNorm: the same split as autocast),
 PyTorch work starts in this process.
 
 Works so far (issue 12 lists more; batch 1, fp32 weights):
-  ls_layer               bidirectional Transformer-LS layer, D = 512, 8 heads, w = 128, r = 64:
-                         BM_LongShortLayer vs the published LRA AttentionLS
+  ls_layer               bidirectional Transformer-LS layer, D = 512, 8 heads, w = 128, r = 64, the
+                         --lengths and 64K: BM_LongShortLayer vs the published LRA AttentionLS
   full_attention_layer   four Linear(512, 512) + softmax attention, 8 heads:
                          BM_FullAttentionLayer vs the same Linears + SDPA
   causal_layer           the published enwik8 layer, D = 512, 8 heads, l = 16, r = 1, w = 512,
@@ -71,7 +71,8 @@ VISION_SIDE = 56
 def work_table(lengths):
     """work -> [(batch, L, the lsattn benchmark's name without /real_time)]."""
     return {
-        "ls_layer": [(1, n, f"BM_LongShortLayer/1/{n}") for n in lengths],
+        # The LS layer also at 64K (issue 12: 1K … 64K), the only work that long.
+        "ls_layer": [(1, n, f"BM_LongShortLayer/1/{n}") for n in sorted(set(lengths) | {65536})],
         "full_attention_layer": [(1, n, f"BM_FullAttentionLayer/1/{n}") for n in lengths],
         "causal_layer": [(1, n, f"BM_CausalLayer/1/{n}") for n in lengths],
         "causal_full_attention": [(1, n, f"BM_FullMhaCausal/1/{n}") for n in lengths if n >= 4096],

@@ -24,9 +24,7 @@
 
 #include "lsattn/baseline/full_attention.hpp"
 #include "lsattn/lsattn.hpp"
-#include "oracle_causal_lm.hpp"
-#include "oracle_vision.hpp"
-#include "test_helpers.hpp"
+#include "oracle_conversions.hpp"
 
 namespace {
 
@@ -40,6 +38,7 @@ using lsattn::Tensor;
 using test_helpers::cast_weights;
 using test_helpers::flat;
 using test_helpers::to_matrix;
+using test_helpers::to_oracle;
 namespace lra = lsattn::models::lra;
 namespace ls = lsattn::models::ls_heads;
 namespace causal = lsattn::models::causal;
@@ -715,20 +714,6 @@ struct FullAttention {
   }
 };
 
-oracle::CausalWeights to_oracle(const causal::Weights<float>& w, const causal::Config& c) {
-  const std::vector<double> zeros(c.d_model, 0.0);
-  auto bias = [&](const Tensor<float, 1>& b) { return c.use_bias ? flat(b) : zeros; };
-  return {flat(w.r_w_bias), flat(w.r_r_bias), to_matrix(w.dconv_1_weight), to_matrix(w.r_net_weight),
-          to_matrix(w.r_net_chunk_weight), to_matrix(w.proj_query_weight), to_matrix(w.proj_key_weight),
-          to_matrix(w.proj_val_weight), to_matrix(w.proj_out_weight), flat(w.dconv_1_bias), flat(w.r_net_chunk_bias),
-          bias(w.proj_query_bias), bias(w.proj_key_bias), bias(w.proj_val_bias), bias(w.proj_out_bias),
-          flat(w.dual_ln_dproj_weight), flat(w.dual_ln_dproj_bias), flat(w.dual_ln_win_weight), flat(w.dual_ln_win_bias)};
-}
-
-oracle::CausalConfig to_oracle(const causal::Config& c) {
-  return {int(c.n_head),     int(c.d_model),  int(c.chunk_size),     int(c.chunk_rank),
-          int(c.window_len), c.use_bias,      int(c.clamp_len),      int(c.cpos_clamp_len)};
-}
 
 // causal::ChunkedLSAttention: bf16 linears and the causal executor's products.
 struct CausalLayer {
@@ -846,13 +831,7 @@ struct LanguageModel {
 
   static std::vector<double> oracle(const Case& c) {
     const auto& config = c.config;
-    oracle::Lm m{to_oracle(config.layer()), int(config.vocab_size), int(config.d_inner), int(config.mem_len),
-                 config.pre_ln, config.use_gelu, to_matrix(c.weights.in_emb), flat(c.weights.out_emb_bias), {}};
-    for (const auto& layer : c.weights.layers) {
-      m.layers.push_back({to_oracle(layer.attn, config.layer()), flat(layer.norm1_weight), flat(layer.norm1_bias),
-                          flat(layer.norm2_weight), flat(layer.norm2_bias), flat(layer.fc1_bias), flat(layer.fc2_bias),
-                          to_matrix(layer.fc1_weight), to_matrix(layer.fc2_weight)});
-    }
+    oracle::Lm m = to_oracle(config, c.weights);
     std::vector<std::vector<oracle::Matrix>> caches(
         2, std::vector<oracle::Matrix>(config.n_layer,
                                        oracle::Matrix(config.mem_len, std::vector<double>(config.d_model, 0.0))));
@@ -928,14 +907,8 @@ struct VisionLayer {
   static std::vector<double> oracle(const Case& c) {
     const auto& cfg = c.config;
     const auto& w = c.weights;
-    const oracle::VisionConfig oc{int(cfg.num_heads), int(cfg.dim), int(cfg.w), int(cfg.dp_rank), int(cfg.nglo),
-                                  cfg.rpe, cfg.qkv_bias};
-    const oracle::VisionWeights ow{to_matrix(w.qkv_weight),  to_matrix(w.to_dynamic_projection_weight),
-                                   to_matrix(w.proj_weight), to_matrix(w.local_relative_position_bias_table),
-                                   flat(w.qkv_bias),         flat(w.to_dynamic_projection_bias),
-                                   flat(w.proj_bias),        flat(w.dual_ln_dp_weight),
-                                   flat(w.dual_ln_dp_bias),  flat(w.dual_ln_full_weight),
-                                   flat(w.dual_ln_full_bias)};
+    const oracle::VisionConfig oc = to_oracle(cfg);
+    const oracle::VisionWeights ow = to_oracle(w);
     std::vector<double> out;
     for (index_t b = 0; b < c.batch; ++b)
       append(out, oracle::vision_forward(oc, ow, rows_of(c.x, b), int(c.rows), int(c.cols)));

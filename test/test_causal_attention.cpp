@@ -5,8 +5,7 @@
 #include <random>
 
 #include "lsattn/lsattn.hpp"
-#include "oracle_causal_lm.hpp"
-#include "test_helpers.hpp"
+#include "oracle_conversions.hpp"
 
 namespace {
 
@@ -17,17 +16,9 @@ namespace causal = lsattn::models::causal;
 using test_helpers::cast_weights;
 using test_helpers::flat;
 using test_helpers::to_matrix;
+using test_helpers::to_oracle;
 
 
-oracle::CausalWeights to_oracle(const causal::Weights<float>& w, const causal::Config& c) {
-  const std::vector<double> zeros(c.d_model, 0.0);
-  auto bias = [&](const Tensor<float, 1>& b) { return c.use_bias ? flat(b) : zeros; };
-  return {flat(w.r_w_bias), flat(w.r_r_bias), to_matrix(w.dconv_1_weight), to_matrix(w.r_net_weight),
-          to_matrix(w.r_net_chunk_weight), to_matrix(w.proj_query_weight), to_matrix(w.proj_key_weight),
-          to_matrix(w.proj_val_weight), to_matrix(w.proj_out_weight), flat(w.dconv_1_bias), flat(w.r_net_chunk_bias),
-          bias(w.proj_query_bias), bias(w.proj_key_bias), bias(w.proj_val_bias), bias(w.proj_out_bias),
-          flat(w.dual_ln_dproj_weight), flat(w.dual_ln_dproj_bias), flat(w.dual_ln_win_weight), flat(w.dual_ln_win_bias)};
-}
 
 
 struct Case {
@@ -52,9 +43,7 @@ oracle::Matrix rows_of(const Tensor<float, 3>& t, index_t b) {
 template <class T>
 double relative_error(const Tensor<T, 3>& got, const Case& c, const causal::Weights<float>& weights,
                       const Tensor<float, 3>& h, const Tensor<float, 3>& cache) {
-  const oracle::CausalConfig oc{int(c.config.n_head),     int(c.config.d_model),    int(c.config.chunk_size),
-                                int(c.config.chunk_rank), int(c.config.window_len), c.config.use_bias,
-                                int(c.config.clamp_len),  int(c.config.cpos_clamp_len)};
+  const oracle::CausalConfig oc = to_oracle(c.config);
   const auto ow = to_oracle(weights, c.config);
   double worst = 0;
   for (index_t b = 0; b < c.batch; ++b) {
@@ -261,18 +250,6 @@ TEST_CASE("causal bad configurations and inputs give errors naming the parameter
 
 namespace {
 
-oracle::Lm to_oracle_lm(const causal::LmConfig& config, const causal::LmWeights<float>& w) {
-  oracle::Lm m{{int(config.n_head), int(config.d_model), int(config.chunk_size), int(config.chunk_rank),
-                int(config.window_len), config.use_bias, int(config.clamp_len), int(config.cpos_clamp_len)},
-               int(config.vocab_size), int(config.d_inner), int(config.mem_len), config.pre_ln, config.use_gelu,
-               to_matrix(w.in_emb), flat(w.out_emb_bias), {}};
-  for (const auto& layer : w.layers) {
-    m.layers.push_back({to_oracle(layer.attn, config.layer()), flat(layer.norm1_weight), flat(layer.norm1_bias),
-                        flat(layer.norm2_weight), flat(layer.norm2_bias), flat(layer.fc1_bias), flat(layer.fc2_bias),
-                        to_matrix(layer.fc1_weight), to_matrix(layer.fc2_weight)});
-  }
-  return m;
-}
 
 }  // namespace
 
@@ -291,7 +268,7 @@ TEST_CASE("language model matches the float64 oracle across segments", "[causal]
   for (size_t k = 0; k < cases.size(); ++k) {
     const auto& c = cases[k];
     const auto weights = causal::LmWeights<float>::random(c.config, 40 + k);
-    const auto reference = to_oracle_lm(c.config, weights);
+    const auto reference = to_oracle(c.config, weights);
     const causal::TransformerLSModel<lsattn::cpu, float> model(c.config, weights);
     const index_t batch = 2;
     auto state = model.initial_state(batch);

@@ -5,8 +5,7 @@
 #include <random>
 
 #include "lsattn/lsattn.hpp"
-#include "oracle_vision.hpp"
-#include "test_helpers.hpp"
+#include "oracle_conversions.hpp"
 
 namespace {
 
@@ -26,14 +25,8 @@ struct Case {
 double relative_error(const Tensor<float, 3>& got, const Case& c, const vision::Weights<float>& w,
                       const Tensor<float, 3>& x) {
   const auto& cfg = c.config;
-  const oracle::VisionConfig oc{int(cfg.num_heads), int(cfg.dim), int(cfg.w), int(cfg.dp_rank), int(cfg.nglo), cfg.rpe,
-                                cfg.qkv_bias};
-  const oracle::VisionWeights ow{to_matrix(w.qkv_weight),  to_matrix(w.to_dynamic_projection_weight),
-                                 to_matrix(w.proj_weight), to_matrix(w.local_relative_position_bias_table),
-                                 flat(w.qkv_bias),         flat(w.to_dynamic_projection_bias),
-                                 flat(w.proj_bias),        flat(w.dual_ln_dp_weight),
-                                 flat(w.dual_ln_dp_bias),  flat(w.dual_ln_full_weight),
-                                 flat(w.dual_ln_full_bias)};
+  const oracle::VisionConfig oc = test_helpers::to_oracle(cfg);
+  const oracle::VisionWeights ow = test_helpers::to_oracle(w);
   double worst = 0;
   for (index_t b = 0; b < c.batch; ++b) {
     oracle::Matrix rows(x.extent(1), std::vector<double>(x.extent(2)));

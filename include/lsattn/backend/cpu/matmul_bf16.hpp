@@ -9,20 +9,17 @@
 // The environment variable LSATTN_BF16_PATH (emulated | avx512_bf16) or set_bf16_path()
 // forces a path, so tests exercise every path the machine can run.
 #include <algorithm>
-#include <atomic>
+#include <array>
 #include <cstdint>
-#include <cstdlib>
-#include <string>
-#include <string_view>
 #include <vector>
 
 #include "lsattn/backend/cpu/eigen.hpp"
+#include "lsattn/backend/cpu/kernel_path.hpp"
 #include "lsattn/core/error.hpp"
 #include "lsattn/core/half.hpp"
 #include "lsattn/core/tensor.hpp"
 
-#if (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__)) && !defined(__CUDACC__)
-#include <immintrin.h>
+#if LSATTN_HAS_AVX512_KERNELS
 #define LSATTN_HAS_AVX512_BF16_KERNEL 1
 #define LSATTN_AVX512_BF16_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
 #else
@@ -33,65 +30,30 @@ namespace lsattn {
 
 enum class Bf16Path { emulated, avx512_bf16 };
 
-inline const char* bf16_path_name(Bf16Path path) { return path == Bf16Path::avx512_bf16 ? "avx512_bf16" : "emulated"; }
-
-// Whether this CPU (and this build) can run `path`.
-inline bool bf16_path_available(Bf16Path path) {
-  if (path == Bf16Path::emulated) return true;
-#if LSATTN_HAS_AVX512_BF16_KERNEL
-  static const bool has_avx512_bf16 = [] {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bf16");
-  }();
-  return has_avx512_bf16;
-#else
-  return false;
-#endif
-}
-
 namespace cpu_detail {
-
-inline Bf16Path fastest_bf16_path() {
-  return bf16_path_available(Bf16Path::avx512_bf16) ? Bf16Path::avx512_bf16 : Bf16Path::emulated;
-}
-
-inline Bf16Path parse_bf16_path(std::string_view name) {
-  if (name == "emulated") return Bf16Path::emulated;
-  if (name == "avx512_bf16") return Bf16Path::avx512_bf16;
-  throw error("lsattn: LSATTN_BF16_PATH: unknown path '" + std::string(name) + "' (expected emulated or avx512_bf16)");
-}
-
-// -1: not forced; otherwise a Bf16Path.
-inline std::atomic<int>& forced_bf16_path() {
-  static std::atomic<int> forced{-1};
-  return forced;
-}
-
+template <>
+struct PathTraits<Bf16Path> {
+  static constexpr std::array<const char*, 2> names{"emulated", "avx512_bf16"};
+  static constexpr const char* variable = "LSATTN_BF16_PATH";
+  static constexpr const char* setter = "set_bf16_path";
+  static bool available(Bf16Path path) { return path == Bf16Path::emulated || cpu_supports_avx512(/*with_bf16=*/true); }
+};
 }  // namespace cpu_detail
 
+inline const char* bf16_path_name(Bf16Path path) { return cpu_detail::path_name(path); }
+
+// Whether this CPU (and this build) can run `path`.
+inline bool bf16_path_available(Bf16Path path) { return cpu_detail::PathTraits<Bf16Path>::available(path); }
+
 // Forces `path` for every later bf16 product of this process; throws when this CPU cannot run it.
-inline void set_bf16_path(Bf16Path path) {
-  require(path == Bf16Path::emulated || path == Bf16Path::avx512_bf16, "set_bf16_path: unknown path value ",
-          static_cast<int>(path));
-  require(bf16_path_available(path), "set_bf16_path: path ", bf16_path_name(path), " is not available on this CPU");
-  cpu_detail::forced_bf16_path() = static_cast<int>(path);
-}
+inline void set_bf16_path(Bf16Path path) { cpu_detail::force_path(path); }
 
 // Back to the default: LSATTN_BF16_PATH if set, else the fastest available path.
-inline void reset_bf16_path() { cpu_detail::forced_bf16_path() = -1; }
+inline void reset_bf16_path() { cpu_detail::forced_path<Bf16Path>() = -1; }
 
 // The path bf16 products take now. A path named in LSATTN_BF16_PATH that this CPU cannot run
 // is an error, not a silent fallback.
-inline Bf16Path active_bf16_path() {
-  const int forced = cpu_detail::forced_bf16_path().load();
-  if (forced >= 0) return static_cast<Bf16Path>(forced);
-  const char* requested = std::getenv("LSATTN_BF16_PATH");
-  if (requested == nullptr || *requested == '\0') return cpu_detail::fastest_bf16_path();
-  const Bf16Path path = cpu_detail::parse_bf16_path(requested);
-  require(bf16_path_available(path), "LSATTN_BF16_PATH: path ", requested, " is not available on this CPU");
-  return path;
-}
+inline Bf16Path active_bf16_path() { return cpu_detail::active_path<Bf16Path>(); }
 
 namespace cpu_detail {
 
@@ -194,19 +156,7 @@ LSATTN_AVX512_BF16_TARGET inline void micro_kernel_avx512(index_t pairs, const s
       sum[i][1] = _mm512_dpbf16_ps(sum[i][1], pair, b1);
     }
   }
-  const __mmask16 mask0 = cols >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << cols) - 1u);
-  const __mmask16 mask1 = cols >= 32 ? static_cast<__mmask16>(0xffff)
-                          : cols > 16 ? static_cast<__mmask16>((1u << (cols - 16)) - 1u)
-                                      : static_cast<__mmask16>(0);
-  for (int i = 0; i < Rows; ++i) {
-    float* row = c + i * ldc;
-    if (accumulate) {
-      sum[i][0] = _mm512_add_ps(sum[i][0], _mm512_maskz_loadu_ps(mask0, row));
-      sum[i][1] = _mm512_add_ps(sum[i][1], _mm512_maskz_loadu_ps(mask1, row + 16));
-    }
-    _mm512_mask_storeu_ps(row, mask0, sum[i][0]);
-    _mm512_mask_storeu_ps(row + 16, mask1, sum[i][1]);
-  }
+  store_tile<Rows>(sum, c, ldc, cols, accumulate);
 }
 
 template <int Rows = bf16_rows>

@@ -10,18 +10,15 @@
 //  - eigen: Eigen's product on the unpacked copy; any CPU.
 // LSATTN_FP32_PATH (eigen | avx512) or set_fp32_path() forces a path.
 #include <algorithm>
-#include <atomic>
-#include <cstdlib>
-#include <string>
-#include <string_view>
+#include <array>
 #include <vector>
 
 #include "lsattn/backend/cpu/eigen.hpp"
-#include "lsattn/backend/cpu/matmul_bf16.hpp"
+#include "lsattn/backend/cpu/kernel_path.hpp"
 #include "lsattn/core/error.hpp"
 #include "lsattn/core/tensor.hpp"
 
-#if LSATTN_HAS_AVX512_BF16_KERNEL
+#if LSATTN_HAS_AVX512_KERNELS
 #define LSATTN_HAS_AVX512_F32_KERNEL 1
 #define LSATTN_AVX512_F32_TARGET __attribute__((target("avx512f")))
 #else
@@ -32,50 +29,21 @@ namespace lsattn {
 
 enum class Fp32Path { eigen, avx512 };
 
-inline const char* fp32_path_name(Fp32Path path) { return path == Fp32Path::avx512 ? "avx512" : "eigen"; }
-
-inline bool fp32_path_available(Fp32Path path) {
-  if (path == Fp32Path::eigen) return true;
-#if LSATTN_HAS_AVX512_F32_KERNEL
-  static const bool has_avx512 = [] {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512f") != 0;
-  }();
-  return has_avx512;
-#else
-  return false;
-#endif
-}
-
 namespace cpu_detail {
-inline std::atomic<int>& forced_fp32_path() {
-  static std::atomic<int> forced{-1};
-  return forced;
-}
+template <>
+struct PathTraits<Fp32Path> {
+  static constexpr std::array<const char*, 2> names{"eigen", "avx512"};
+  static constexpr const char* variable = "LSATTN_FP32_PATH";
+  static constexpr const char* setter = "set_fp32_path";
+  static bool available(Fp32Path path) { return path == Fp32Path::eigen || cpu_supports_avx512(/*with_bf16=*/false); }
+};
 }  // namespace cpu_detail
 
-inline void set_fp32_path(Fp32Path path) {
-  require(path == Fp32Path::eigen || path == Fp32Path::avx512, "set_fp32_path: unknown path value ",
-          static_cast<int>(path));
-  require(fp32_path_available(path), "set_fp32_path: path ", fp32_path_name(path), " is not available on this CPU");
-  cpu_detail::forced_fp32_path() = static_cast<int>(path);
-}
-
-inline void reset_fp32_path() { cpu_detail::forced_fp32_path() = -1; }
-
-inline Fp32Path active_fp32_path() {
-  const int forced = cpu_detail::forced_fp32_path().load();
-  if (forced >= 0) return static_cast<Fp32Path>(forced);
-  const char* requested = std::getenv("LSATTN_FP32_PATH");
-  if (requested == nullptr || *requested == '\0')
-    return fp32_path_available(Fp32Path::avx512) ? Fp32Path::avx512 : Fp32Path::eigen;
-  const std::string_view name(requested);
-  require(name == "eigen" || name == "avx512", "LSATTN_FP32_PATH: unknown path '", requested,
-          "' (expected eigen or avx512)");
-  const Fp32Path path = name == "avx512" ? Fp32Path::avx512 : Fp32Path::eigen;
-  require(fp32_path_available(path), "LSATTN_FP32_PATH: path ", requested, " is not available on this CPU");
-  return path;
-}
+inline const char* fp32_path_name(Fp32Path path) { return cpu_detail::path_name(path); }
+inline bool fp32_path_available(Fp32Path path) { return cpu_detail::PathTraits<Fp32Path>::available(path); }
+inline void set_fp32_path(Fp32Path path) { cpu_detail::force_path(path); }
+inline void reset_fp32_path() { cpu_detail::forced_path<Fp32Path>() = -1; }
+inline Fp32Path active_fp32_path() { return cpu_detail::active_path<Fp32Path>(); }
 
 namespace cpu_detail {
 
@@ -149,19 +117,7 @@ LSATTN_AVX512_F32_TARGET inline void micro_kernel_f32(index_t k, const float* a,
       sum[i][1] = _mm512_fmadd_ps(element, b1, sum[i][1]);
     }
   }
-  const __mmask16 mask0 = cols >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << cols) - 1u);
-  const __mmask16 mask1 = cols >= 32 ? static_cast<__mmask16>(0xffff)
-                          : cols > 16 ? static_cast<__mmask16>((1u << (cols - 16)) - 1u)
-                                      : static_cast<__mmask16>(0);
-  for (int i = 0; i < Rows; ++i) {
-    float* row = c + i * ldc;
-    if (accumulate) {
-      sum[i][0] = _mm512_add_ps(sum[i][0], _mm512_maskz_loadu_ps(mask0, row));
-      sum[i][1] = _mm512_add_ps(sum[i][1], _mm512_maskz_loadu_ps(mask1, row + 16));
-    }
-    _mm512_mask_storeu_ps(row, mask0, sum[i][0]);
-    _mm512_mask_storeu_ps(row + 16, mask1, sum[i][1]);
-  }
+  store_tile<Rows>(sum, c, ldc, cols, accumulate);
 }
 
 template <int Rows = f32_rows>

@@ -1,0 +1,110 @@
+#pragma once
+// Run-time choice among the implementations ("paths") of one CPU kernel: the fastest path this
+// CPU runs, unless an environment variable or a call forces one. A forced path the CPU cannot
+// run, or an unknown name, is an error, never a silent fallback.
+#include <array>
+#include <atomic>
+#include <cstdlib>
+#include <string>
+#include <string_view>
+
+#include "lsattn/core/error.hpp"
+
+#if (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__)) && !defined(__CUDACC__)
+#include <immintrin.h>
+#define LSATTN_HAS_AVX512_KERNELS 1
+#else
+#define LSATTN_HAS_AVX512_KERNELS 0
+#endif
+
+namespace lsattn::cpu_detail {
+
+// Specialised per path enum (values 0 … N−1, slowest first): `names` in enum order, `variable`
+// (the environment variable), `setter` (the public function that forces a path) and
+// `available(path)`.
+template <class Path>
+struct PathTraits;
+
+template <class Path>
+const char* path_name(Path path) {
+  const auto& names = PathTraits<Path>::names;
+  const auto index = static_cast<std::size_t>(path);
+  return index < names.size() ? names[index] : "(unknown)";
+}
+
+template <class Path>
+std::atomic<int>& forced_path() {  // -1: not forced
+  static std::atomic<int> forced{-1};
+  return forced;
+}
+
+template <class Path>
+void force_path(Path path) {
+  using Traits = PathTraits<Path>;
+  const auto index = static_cast<std::size_t>(path);
+  require(index < Traits::names.size(), Traits::setter, ": unknown path value ", static_cast<int>(path));
+  require(Traits::available(path), Traits::setter, ": path ", path_name(path), " is not available on this CPU");
+  forced_path<Path>() = static_cast<int>(path);
+}
+
+template <class Path>
+Path active_path() {
+  using Traits = PathTraits<Path>;
+  const int forced = forced_path<Path>().load();
+  if (forced >= 0) return static_cast<Path>(forced);
+  const char* requested = std::getenv(Traits::variable);
+  if (requested == nullptr || *requested == '\0') {
+    for (std::size_t i = Traits::names.size(); i-- > 1;)
+      if (Traits::available(static_cast<Path>(i))) return static_cast<Path>(i);
+    return static_cast<Path>(0);
+  }
+  std::string expected;
+  for (std::size_t i = 0; i < Traits::names.size(); ++i) {
+    if (std::string_view(requested) == Traits::names[i]) {
+      require(Traits::available(static_cast<Path>(i)), Traits::variable, ": path ", requested,
+              " is not available on this CPU");
+      return static_cast<Path>(i);
+    }
+    expected += (i == 0 ? "" : " or ") + std::string(Traits::names[i]);
+  }
+  throw error(std::string("lsattn: ") + Traits::variable + ": unknown path '" + requested + "' (expected " + expected +
+              ")");
+}
+
+inline bool cpu_supports_avx512(bool with_bf16) {
+#if LSATTN_HAS_AVX512_KERNELS
+  static const bool avx512 = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
+  }();
+  static const bool bf16 = avx512 && __builtin_cpu_supports("avx512bf16");
+  return with_bf16 ? bf16 : avx512;
+#else
+  (void)with_bf16;
+  return false;
+#endif
+}
+
+#if LSATTN_HAS_AVX512_KERNELS
+// The epilogue of both 8 × 32 micro-kernels: C[Rows × cols] (+)= sum, cols ≤ 32, masked stores
+// so that nothing past the last column is touched.
+template <int Rows>
+__attribute__((target("avx512f"))) inline void store_tile(__m512 (&sum)[Rows][2], float* c, std::ptrdiff_t ldc,
+                                                          std::ptrdiff_t cols, bool accumulate) {
+  const __mmask16 mask0 = cols >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << cols) - 1u);
+  const __mmask16 mask1 = cols >= 32 ? static_cast<__mmask16>(0xffff)
+                          : cols > 16 ? static_cast<__mmask16>((1u << (cols - 16)) - 1u)
+                                      : static_cast<__mmask16>(0);
+  for (int i = 0; i < Rows; ++i) {
+    float* row = c + i * ldc;
+    if (accumulate) {
+      sum[i][0] = _mm512_add_ps(sum[i][0], _mm512_maskz_loadu_ps(mask0, row));
+      sum[i][1] = _mm512_add_ps(sum[i][1], _mm512_maskz_loadu_ps(mask1, row + 16));
+    }
+    _mm512_mask_storeu_ps(row, mask0, sum[i][0]);
+    _mm512_mask_storeu_ps(row + 16, mask1, sum[i][1]);
+  }
+}
+#endif
+
+}  // namespace lsattn::cpu_detail
