@@ -351,7 +351,7 @@ def main():
            + ", ".join(f"L{c['level']} {c['size'] // 1024} KiB" for c in ctx.get("caches", []) if c.get("type") != "Instruction"),
            f"- commit: {commit} (the report's; the benchmark binary was built from the working tree of the run)",
            f"- date: {ctx.get('date')}",
-           f"- yardstick: Eigen GEMM (16384×512)·(512×512), same threading: **{gemm / 1e9:.1f} GFLOP/s**",
+           f"- yardstick: the library's fp32 GEMM (its packed AVX-512 kernel where the CPU has AVX-512F, else Eigen), (16384×512)·(512×512), same threading: **{gemm / 1e9:.1f} GFLOP/s**",
            "- GPU: see [GPU (issue 5)](#gpu-issue-5) below" if gpu_baselines or bench_cuda else
            "- GPU: figures outstanding: no GPU machine has run `lsattn_bench_cuda` or `bench/gpu_baselines.py` yet",
            "",
