@@ -1,0 +1,440 @@
+#pragma once
+// The LS-attention GPT (Hajra 2025; github.com/suvadeep-iitb/nanoGPT, model_localAttn.py): GPT-2
+// blocks whose attention splits the heads into local ones (a causal sliding window) and global
+// ones (causal), learned positions, an untied lm_head. Both published versions load under their
+// state_dict names:
+//  - packed_heads (the paper's first release, commit a1f13df): attn.c_attn packs q|k|v of all
+//    heads; the first n_local_head heads are local, query i sees keys i − span + 1 … i (span keys);
+//  - split_heads (the current code): attn.c_local_attn and attn.c_global_attn pack q|k|v of the
+//    local and of the global heads; FlashAttention's window_size = (span, 0) lets query i see
+//    keys i − span … i (span + 1 keys).
+// The library counts a window in keys, itself included (as LsHeadsAttention does): `window()`.
+// Whole sequences run through forward(); decoding one token at a time through a DecodeState and
+// step(), whose cost and memory per local head do not grow with the tokens decoded.
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <random>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "lsattn/backend/cpu/flash.hpp"
+#include "lsattn/backend/cpu/layer_norm.hpp"
+#include "lsattn/backend/cpu/linear.hpp"
+#include "lsattn/core/checks.hpp"
+#include "lsattn/core/config.hpp"
+#include "lsattn/core/error.hpp"
+#include "lsattn/core/tensor.hpp"
+#include "lsattn/models/ls_heads_config.hpp"
+#include "lsattn/models/parameter_checks.hpp"
+
+namespace lsattn::models::ls_gpt {
+
+enum class Version { packed_heads, split_heads };
+
+inline const char* version_name(Version version) {
+  return version == Version::packed_heads ? "packed_heads (attn.c_attn, a1f13df)"
+                                          : "split_heads (attn.c_local_attn / attn.c_global_attn)";
+}
+
+// GPTConfig's fields under their names, plus the library's choices.
+struct Config {
+  index_t block_size = 1024;  // positions wpe holds: the longest sequence
+  index_t vocab_size = 50304;
+  index_t n_layer = 12;
+  index_t n_head = 12;
+  index_t head_dim = 64;
+  index_t n_embd = 768;
+  index_t n_local_head = 3;     // heads 0 … n_local_head − 1 are local
+  index_t local_attn_span = 30;
+  bool bias = true;             // biases in the Linears and LayerNorms
+  Version version = Version::split_heads;
+  index_t local_window = 0;     // keys a local query sees, itself included; 0: the version's own
+  int threads = 0;
+  Precision precision = Precision::fp32;
+
+  // Keys a local query sees, itself included: packed_heads span, split_heads span + 1.
+  index_t window() const {
+    if (local_window > 0) return local_window;
+    return version == Version::packed_heads ? local_attn_span : local_attn_span + 1;
+  }
+  index_t attention_width() const { return n_head * head_dim; }
+  index_t n_global_head() const { return n_head - n_local_head; }
+  // The MLP is widened by what the attention saves when n_head · head_dim < n_embd.
+  index_t mlp_width() const { return 4 * n_embd + 2 * (n_embd - head_dim * n_head); }
+
+  void validate() const {
+    checked_size("block_size", block_size, 1);
+    checked_size("vocab_size", vocab_size, 1);
+    checked_size("n_layer", n_layer, 1);
+    checked_size("n_head", n_head, 1);
+    checked_size("head_dim", head_dim, 1);
+    checked_size("n_embd", n_embd, 1);
+    checked_size("n_local_head", n_local_head);
+    checked_size("local_attn_span", local_attn_span);
+    checked_size("local_window", local_window);
+    require(n_local_head <= n_head, "n_local_head (", n_local_head, ") must be at most n_head (", n_head, ")");
+    require(n_local_head == 0 || window() >= 1, "local_attn_span: the ", version_name(version),
+            " convention gives a window of ", window(), " keys; a local head needs at least 1 (set local_window)");
+    const index_t width = checked_product({{"n_head", n_head}, {"head_dim", head_dim}});
+    checked_product({{"3", 3}, {"n_head * head_dim", width}, {"n_embd", n_embd}});
+    checked_product({{"vocab_size", vocab_size}, {"n_embd", n_embd}});
+    checked_product({{"block_size", block_size}, {"n_embd", n_embd}});
+    require(width <= 3 * n_embd, "n_head * head_dim (", width, ") is too large for n_embd (", n_embd,
+            "): the MLP width 4·n_embd + 2·(n_embd − n_head·head_dim) must be positive");
+    checked_product({{"n_layer", n_layer}, {"mlp width", mlp_width()}, {"n_embd", n_embd}});
+    require(threads >= 0, "threads: must be >= 0 (0 = default), got ", threads);
+  }
+};
+
+// One block's parameters under their names below `transformer.h.<i>.`. Only the attention
+// tensors of the config's version are used; the others stay empty.
+template <class T = float>
+struct BlockWeights {
+  Tensor<T, 1> ln_1_weight, ln_1_bias, ln_2_weight, ln_2_bias;
+  Tensor<T, 2> c_attn_weight, c_local_attn_weight, c_global_attn_weight, attn_c_proj_weight;
+  Tensor<T, 1> c_attn_bias, c_local_attn_bias, c_global_attn_bias, attn_c_proj_bias;
+  Tensor<T, 2> mlp_c_fc_weight, mlp_c_proj_weight;
+  Tensor<T, 1> mlp_c_fc_bias, mlp_c_proj_bias;
+};
+
+template <class T = float>
+struct Weights {
+  Tensor<T, 2> wte, wpe, lm_head;
+  Tensor<T, 1> ln_f_weight, ln_f_bias;
+  std::vector<BlockWeights<T>> blocks;
+
+  // Visits every parameter the config implies with its published name and shape.
+  template <class Visitor>
+  void for_each(const Config& config, Visitor&& visit) {
+    const index_t d = config.n_embd, width = config.attention_width(), hd = config.head_dim;
+    const index_t local = config.n_local_head * hd, global = config.n_global_head() * hd, inner = config.mlp_width();
+    blocks.resize(static_cast<std::size_t>(config.n_layer));
+    visit("transformer.wte.weight", wte, Shape<2>{config.vocab_size, d});
+    visit("transformer.wpe.weight", wpe, Shape<2>{config.block_size, d});
+    for (index_t i = 0; i < config.n_layer; ++i) {
+      auto& b = blocks[static_cast<std::size_t>(i)];
+      const std::string p = "transformer.h." + std::to_string(i) + ".";
+      visit(p + "ln_1.weight", b.ln_1_weight, Shape<1>{d});
+      if (config.bias) visit(p + "ln_1.bias", b.ln_1_bias, Shape<1>{d});
+      if (config.version == Version::packed_heads) {
+        visit(p + "attn.c_attn.weight", b.c_attn_weight, Shape<2>{3 * width, d});
+        if (config.bias) visit(p + "attn.c_attn.bias", b.c_attn_bias, Shape<1>{3 * width});
+      } else {
+        if (local > 0) {
+          visit(p + "attn.c_local_attn.weight", b.c_local_attn_weight, Shape<2>{3 * local, d});
+          if (config.bias) visit(p + "attn.c_local_attn.bias", b.c_local_attn_bias, Shape<1>{3 * local});
+        }
+        if (global > 0) {
+          visit(p + "attn.c_global_attn.weight", b.c_global_attn_weight, Shape<2>{3 * global, d});
+          if (config.bias) visit(p + "attn.c_global_attn.bias", b.c_global_attn_bias, Shape<1>{3 * global});
+        }
+      }
+      visit(p + "attn.c_proj.weight", b.attn_c_proj_weight, Shape<2>{d, width});
+      if (config.bias) visit(p + "attn.c_proj.bias", b.attn_c_proj_bias, Shape<1>{d});
+      visit(p + "ln_2.weight", b.ln_2_weight, Shape<1>{d});
+      if (config.bias) visit(p + "ln_2.bias", b.ln_2_bias, Shape<1>{d});
+      visit(p + "mlp.c_fc.weight", b.mlp_c_fc_weight, Shape<2>{inner, d});
+      if (config.bias) visit(p + "mlp.c_fc.bias", b.mlp_c_fc_bias, Shape<1>{inner});
+      visit(p + "mlp.c_proj.weight", b.mlp_c_proj_weight, Shape<2>{d, inner});
+      if (config.bias) visit(p + "mlp.c_proj.bias", b.mlp_c_proj_bias, Shape<1>{d});
+    }
+    visit("transformer.ln_f.weight", ln_f_weight, Shape<1>{d});
+    if (config.bias) visit("transformer.ln_f.bias", ln_f_bias, Shape<1>{d});
+    visit("lm_head.weight", lm_head, Shape<2>{config.vocab_size, d});
+  }
+
+  // Deterministic random parameters (demos, tests, benchmarks): Linear and embeddings
+  // ~ N(0, 0.02), LayerNorm weights ~ N(1, 0.1), biases ~ N(0, 0.02).
+  static Weights random(const Config& config, std::uint64_t seed) {
+    Weights weights;
+    std::mt19937_64 generator(seed);
+    weights.for_each(config, [&](const std::string& name, auto& tensor, const auto& shape) {
+      const bool norm_weight = name.find(".ln_") != std::string::npos && name.ends_with(".weight");
+      std::normal_distribution<double> normal(norm_weight ? 1.0 : 0.0, norm_weight ? 0.1 : 0.02);
+      tensor = std::remove_reference_t<decltype(tensor)>(shape);
+      for (auto& v : tensor.values()) v = static_cast<T>(normal(generator));
+    });
+    return weights;
+  }
+};
+
+// The decoding state of one sequence: per layer the keys and values a next token can see — a
+// ring of the last window() for each local head, every earlier one for each global head — and
+// the position of the next token. Local heads' memory is fixed; global heads' grows with the
+// context, as the model attends to all of it.
+template <class T = float>
+struct DecodeState {
+  index_t position = 0;
+  // [layer] → (slots × n_local_head·head_dim): slot t % window holds token t.
+  std::vector<std::vector<T>> local_keys, local_values;
+  // [layer] → (position × n_global_head·head_dim), grown one row per token.
+  std::vector<std::vector<T>> global_keys, global_values;
+
+  // Bytes of keys and values held.
+  std::size_t bytes() const {
+    std::size_t total = 0;
+    for (const auto* group : {&local_keys, &local_values, &global_keys, &global_values})
+      for (const auto& layer : *group) total += layer.size() * sizeof(T);
+    return total;
+  }
+};
+
+template <class T = float>
+class LsGpt {
+ public:
+  LsGpt(const Config& config, Weights<T> weights) : config_((config.validate(), config)) {
+    require(std::is_same_v<T, float> || config_.precision == Precision::fp32, "precision bf16 needs float weights");
+    detail::require_valid_parameters(weights, config_);
+    adopt(std::move(weights));
+  }
+
+  const Config& config() const { return config_; }
+
+  // tokens (B, T) with 0 ≤ id < vocab_size and T ≤ block_size → logits (B, T, vocab_size).
+  Tensor<T, 3> forward(HostView<const std::int64_t, 2> tokens) const {
+    const index_t batch = tokens.extent(0), length = tokens.extent(1);
+    require_tokens(tokens, 0);
+    const index_t d = config_.n_embd, width = config_.attention_width(), rows = batch * length;
+    Tensor<T, 3> x(Shape<3>{batch, length, d});
+    for (index_t b = 0; b < batch; ++b)
+      for (index_t t = 0; t < length; ++t) embed(tokens(b, t), t, x.address(b, t, 0));
+
+    Tensor<T, 2> normed(Shape<2>{rows, d}), qkv(Shape<2>{rows, 3 * width}), context(Shape<2>{rows, width});
+    Tensor<T, 2> q(Shape<2>{length, width}), k(q.shape()), v(q.shape());
+    const index_t window = config_.window(), n_local = config_.n_local_head;
+    auto visibility_of = [&](index_t head) {
+      return ls_heads::HeadVisibility{head < n_local, {window, true}, {true}};
+    };
+    const std::vector<char> all_valid;
+    for (const auto& layer : layers_) {
+      normalize(x.data(), normed.data(), rows, layer.ln_1);
+      linear(normed.data(), rows, layer.qkv_weight, layer.qkv_bias, qkv.data());
+      for (index_t b = 0; b < batch; ++b) {
+        for (index_t t = 0; t < length; ++t) {
+          const T* row = qkv.address(b * length + t, 0);
+          std::copy_n(row, width, q.address(t, 0));
+          std::copy_n(row + width, width, k.address(t, 0));
+          std::copy_n(row + 2 * width, width, v.address(t, 0));
+        }
+        detail::overflow_checked("ls_gpt::LsGpt", [&] {
+          cpu_detail::flash_attention(q.data(), k.data(), v.data(), all_valid, length, config_.n_head, config_.head_dim,
+                                      visibility_of, context.address(b * length, 0), static_cast<T*>(nullptr),
+                                      config_.threads, config_.precision);
+        });
+      }
+      add_linear(context.data(), rows, layer.proj_weight, layer.proj_bias, x.data());
+      feed_forward(layer, x.data(), rows, normed);
+    }
+    Tensor<T, 3> logits(Shape<3>{batch, length, config_.vocab_size});
+    normalize(x.data(), normed.data(), rows, final_norm_);
+    linear(normed.data(), rows, lm_head_, Tensor<T, 1>{}, logits.data());
+    detail::require_finite_output(std::as_const(logits).view(), "ls_gpt::LsGpt");
+    return logits;
+  }
+
+  DecodeState<T> initial_state() const {
+    DecodeState<T> state;
+    const auto layers = static_cast<std::size_t>(config_.n_layer);
+    const index_t local = config_.n_local_head * config_.head_dim;
+    state.local_keys.assign(layers, std::vector<T>(static_cast<std::size_t>(config_.window() * local)));
+    state.local_values = state.local_keys;
+    state.global_keys.assign(layers, {});
+    state.global_values.assign(layers, {});
+    return state;
+  }
+
+  // Feeds the next token of each of the state's sequences (one per state) and returns its
+  // logits (vocab_size), equal to forward()'s at that position. Throws past block_size.
+  std::vector<T> step(std::int64_t token, DecodeState<T>& state) const {
+    require(state.local_keys.size() == static_cast<std::size_t>(config_.n_layer),
+            "state: not a decoding state of this model (start from initial_state())");
+    require(state.position < config_.block_size, "step: position ", state.position,
+            " is past block_size = ", config_.block_size, " (the learned positions end there)");
+    require(token >= 0 && token < config_.vocab_size, "step: token id ", token, " is outside the vocabulary [0, ",
+            config_.vocab_size, ")");
+    const index_t d = config_.n_embd, width = config_.attention_width(), hd = config_.head_dim;
+    const index_t n_local = config_.n_local_head, local = n_local * hd, global = width - local;
+    const index_t window = config_.window(), t = state.position;
+    std::vector<T> x(static_cast<std::size_t>(d)), normed(x.size()), qkv(static_cast<std::size_t>(3 * width)),
+        context(static_cast<std::size_t>(width));
+    embed(token, t, x.data());
+    Tensor<T, 2> normed_rows;
+    for (index_t i = 0; i < config_.n_layer; ++i) {
+      const auto& layer = layers_[static_cast<std::size_t>(i)];
+      const auto index = static_cast<std::size_t>(i);
+      normalize(x.data(), normed.data(), 1, layer.ln_1);
+      linear(normed.data(), 1, layer.qkv_weight, layer.qkv_bias, qkv.data());
+      const T* q = qkv.data();
+      const T* k = qkv.data() + width;
+      const T* v = qkv.data() + 2 * width;
+      // Local heads: slot t % window replaces the token that just left every local window.
+      auto& local_keys = state.local_keys[index];
+      auto& local_values = state.local_values[index];
+      if (local > 0) {
+        std::copy_n(k, local, local_keys.data() + (t % window) * local);
+        std::copy_n(v, local, local_values.data() + (t % window) * local);
+      }
+      auto& global_keys = state.global_keys[index];
+      auto& global_values = state.global_values[index];
+      global_keys.insert(global_keys.end(), k + local, k + width);
+      global_values.insert(global_values.end(), v + local, v + width);
+      for (index_t h = 0; h < config_.n_head; ++h) {
+        if (h < n_local) {
+          const index_t first = std::max<index_t>(0, t - window + 1);  // tokens first … t, in slots
+          attend(q + h * hd, local_keys.data() + h * hd, local_values.data() + h * hd, local, first, t + 1, window,
+                 context.data() + h * hd);
+        } else {
+          const index_t column = (h - n_local) * hd;
+          attend(q + h * hd, global_keys.data() + column, global_values.data() + column, global, 0, t + 1, t + 1,
+                 context.data() + h * hd);
+        }
+      }
+      add_linear(context.data(), 1, layer.proj_weight, layer.proj_bias, x.data());
+      if (normed_rows.size() == 0) normed_rows = Tensor<T, 2>(Shape<2>{1, d});
+      feed_forward(layer, x.data(), 1, normed_rows);
+    }
+    std::vector<T> logits(static_cast<std::size_t>(config_.vocab_size));
+    normalize(x.data(), normed.data(), 1, final_norm_);
+    linear(normed.data(), 1, lm_head_, Tensor<T, 1>{}, logits.data());
+    detail::require_finite(HostView<const T, 1>(logits.data(), Shape<1>{config_.vocab_size}), "logits");
+    ++state.position;
+    return logits;
+  }
+
+ private:
+  struct Norm {
+    Tensor<T, 1> weight, bias;
+  };
+  // A block in the layout both versions reduce to: q|k|v of all heads (local heads first).
+  struct Layer {
+    Norm ln_1, ln_2;
+    Tensor<T, 2> qkv_weight, proj_weight, fc_weight, fc_proj_weight;
+    Tensor<T, 1> qkv_bias, proj_bias, fc_bias, fc_proj_bias;
+  };
+
+  void adopt(Weights<T> weights) {
+    const index_t d = config_.n_embd, hd = config_.head_dim, width = config_.attention_width();
+    const index_t local = config_.n_local_head * hd, global = width - local;
+    auto norm = [&](Tensor<T, 1>& weight, Tensor<T, 1>& bias) {
+      Norm n{std::move(weight), std::move(bias)};
+      if (n.bias.size() == 0) n.bias = Tensor<T, 1>(Shape<1>{d});  // bias = False: zeros
+      return n;
+    };
+    for (auto& b : weights.blocks) {
+      Layer layer;
+      layer.ln_1 = norm(b.ln_1_weight, b.ln_1_bias);
+      layer.ln_2 = norm(b.ln_2_weight, b.ln_2_bias);
+      if (config_.version == Version::packed_heads) {
+        layer.qkv_weight = std::move(b.c_attn_weight);
+        layer.qkv_bias = std::move(b.c_attn_bias);
+      } else {
+        // [q; k; v] of all heads from the local and the global packs: part s of head group g.
+        layer.qkv_weight = Tensor<T, 2>(Shape<2>{3 * width, d});
+        const bool has_bias = config_.bias;
+        if (has_bias) layer.qkv_bias = Tensor<T, 1>(Shape<1>{3 * width});
+        for (index_t s = 0; s < 3; ++s) {
+          if (local > 0) {
+            std::copy_n(b.c_local_attn_weight.address(s * local, 0), local * d, layer.qkv_weight.address(s * width, 0));
+            if (has_bias) std::copy_n(b.c_local_attn_bias.data() + s * local, local, layer.qkv_bias.data() + s * width);
+          }
+          if (global > 0) {
+            std::copy_n(b.c_global_attn_weight.address(s * global, 0), global * d,
+                        layer.qkv_weight.address(s * width + local, 0));
+            if (has_bias)
+              std::copy_n(b.c_global_attn_bias.data() + s * global, global, layer.qkv_bias.data() + s * width + local);
+          }
+        }
+      }
+      layer.proj_weight = std::move(b.attn_c_proj_weight);
+      layer.proj_bias = std::move(b.attn_c_proj_bias);
+      layer.fc_weight = std::move(b.mlp_c_fc_weight);
+      layer.fc_bias = std::move(b.mlp_c_fc_bias);
+      layer.fc_proj_weight = std::move(b.mlp_c_proj_weight);
+      layer.fc_proj_bias = std::move(b.mlp_c_proj_bias);
+      layers_.push_back(std::move(layer));
+    }
+    wte_ = std::move(weights.wte);
+    wpe_ = std::move(weights.wpe);
+    final_norm_ = norm(weights.ln_f_weight, weights.ln_f_bias);
+    lm_head_ = std::move(weights.lm_head);
+  }
+
+  void require_tokens(HostView<const std::int64_t, 2> tokens, index_t first_position) const {
+    require(tokens.extent(0) >= 1 && tokens.extent(1) >= 1, "tokens: expected a non-empty (B, T) batch, got ",
+            to_string(tokens.shape()));
+    require(tokens.data() != nullptr, "tokens: null data pointer");
+    require(first_position + tokens.extent(1) <= config_.block_size, "tokens: length ", tokens.extent(1),
+            " exceeds block_size = ", config_.block_size, " (the learned positions end there)");
+    for (index_t i = 0; i < tokens.size(); ++i) {
+      const std::int64_t id = tokens.data()[i];
+      require(id >= 0 && id < config_.vocab_size, "tokens: id ", id, " at (", i / tokens.extent(1), ", ",
+              i % tokens.extent(1), ") is outside the vocabulary [0, ", config_.vocab_size, ")");
+    }
+  }
+
+  void embed(std::int64_t token, index_t position, T* out) const {
+    for (index_t f = 0; f < config_.n_embd; ++f) out[f] = wte_(token, f) + wpe_(position, f);
+  }
+
+  void normalize(const T* in, T* out, index_t rows, const Norm& norm) const {
+    const LayerNormParams<T, host_space> params{norm.weight.view(), norm.bias.view(), 1e-5};
+    detail::LayerNormOp<cpu>::run(in, out, rows, config_.n_embd, params, config_.threads);
+  }
+
+  void linear(const T* x, index_t rows, const Tensor<T, 2>& w, const Tensor<T, 1>& bias, T* y) const {
+    cpu_detail::linear(x, rows, w.extent(1), w.data(), bias.size() ? bias.data() : nullptr, w.extent(0), y,
+                       config_.threads, config_.precision);
+  }
+
+  // x += input Wᵀ + b (the residual connections).
+  void add_linear(const T* input, index_t rows, const Tensor<T, 2>& w, const Tensor<T, 1>& bias, T* x) const {
+    std::vector<T> out(static_cast<std::size_t>(rows * w.extent(0)));
+    linear(input, rows, w, bias, out.data());
+    for (std::size_t i = 0; i < out.size(); ++i) x[i] += out[i];
+  }
+
+  // x += c_proj(GELU(c_fc(LN_2(x)))), GELU in its exact erf form (nn.GELU()).
+  void feed_forward(const Layer& layer, T* x, index_t rows, Tensor<T, 2>& normed) const {
+    normalize(x, normed.data(), rows, layer.ln_2);
+    std::vector<T> hidden(static_cast<std::size_t>(rows * layer.fc_weight.extent(0)));
+    linear(normed.data(), rows, layer.fc_weight, layer.fc_bias, hidden.data());
+    for (T& v : hidden) v = static_cast<T>(0.5 * v * (1.0 + std::erf(v / std::sqrt(2.0))));
+    add_linear(hidden.data(), rows, layer.fc_proj_weight, layer.fc_proj_bias, x);
+  }
+
+  // One query against the keys of tokens first … last − 1, token t in row t % slots of
+  // `keys`/`values` (rows `stride` apart): softmax(q·k/√dh)·v into out.
+  void attend(const T* q, const T* keys, const T* values, index_t stride, index_t first, index_t last, index_t slots,
+              T* out) const {
+    const index_t hd = config_.head_dim;
+    const T scale = T(1) / std::sqrt(static_cast<T>(hd));
+    std::vector<T> scores(static_cast<std::size_t>(last - first));
+    T largest = -std::numeric_limits<T>::infinity();
+    for (index_t t = first; t < last; ++t) {
+      const T* key = keys + (t % slots) * stride;
+      T dot = 0;
+      for (index_t f = 0; f < hd; ++f) dot += q[f] * key[f];
+      scores[static_cast<std::size_t>(t - first)] = dot * scale;
+      largest = std::max(largest, dot * scale);
+    }
+    if (!std::isfinite(largest)) throw non_finite("lsattn: ls_gpt::LsGpt step: non-finite attention scores (float overflow)");
+    T total = 0;
+    for (T& s : scores) total += (s = std::exp(s - largest));
+    std::fill_n(out, hd, T(0));
+    for (index_t t = first; t < last; ++t) {
+      const T p = scores[static_cast<std::size_t>(t - first)] / total;
+      const T* value = values + (t % slots) * stride;
+      for (index_t f = 0; f < hd; ++f) out[f] += p * value[f];
+    }
+  }
+
+  Config config_;
+  std::vector<Layer> layers_;
+  Tensor<T, 2> wte_, wpe_, lm_head_;
+  Norm final_norm_;
+};
+
+}  // namespace lsattn::models::ls_gpt
