@@ -82,7 +82,7 @@ struct Config {
     checked_product({{"3", 3}, {"n_head * head_dim", width}, {"n_embd", n_embd}});
     checked_product({{"vocab_size", vocab_size}, {"n_embd", n_embd}});
     checked_product({{"block_size", block_size}, {"n_embd", n_embd}});
-    require(width <= 3 * n_embd, "n_head * head_dim (", width, ") is too large for n_embd (", n_embd,
+    require(width < 3 * n_embd, "n_head * head_dim (", width, ") is too large for n_embd (", n_embd,
             "): the MLP width 4·n_embd + 2·(n_embd − n_head·head_dim) must be positive");
     checked_product({{"n_layer", n_layer}, {"mlp width", mlp_width()}, {"n_embd", n_embd}});
     require(threads >= 0, "threads: must be >= 0 (0 = default), got ", threads);
