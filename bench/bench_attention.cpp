@@ -18,6 +18,7 @@
 
 #include "lsattn/baseline/full_attention.hpp"
 #include "lsattn/lsattn.hpp"
+#include "lsattn/models/ls_gpt.hpp"
 #include "peak_memory.hpp"
 
 namespace {
@@ -224,6 +225,60 @@ void BM_LsGptCausal(benchmark::State& state) {
 }
 void BM_FullMhaCausal(benchmark::State& state) { ls_heads_benchmark(state, false); }
 
+// Decoding with the LS-attention GPT at the author's current setting (D = 768, 12 heads of 64,
+// 11 local with span 100, i.e. 101 keys, 1 global, 12 layers, vocab 50304, random weights)
+// against the same model with all 12 heads global (full attention with a KV cache): one step at
+// a context of `context` tokens. The state is filled directly (random keys and values): a
+// step's cost does not depend on their values. FLOPs per step: 2·(parameters read by the
+// linears) + 4·head_dim per visible key and head.
+void BM_LsGptDecode(benchmark::State& state) {
+  const index_t context = state.range(0);
+  const bool all_global = state.range(1) != 0;
+  namespace gpt = lsattn::models::ls_gpt;
+  gpt::Config config;
+  config.block_size = context + 1;
+  config.vocab_size = 50304;
+  config.n_layer = 12;
+  config.n_head = 12;
+  config.head_dim = 64;
+  config.n_embd = 768;
+  config.n_local_head = all_global ? 0 : 11;
+  config.local_attn_span = 100;
+  config.precision = bench_precision();
+  const gpt::LsGpt<float> model(config, gpt::Weights<float>::random(config, 1));
+  auto decode = model.initial_state();
+  std::mt19937_64 rng(3);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  const index_t global = config.n_global_head() * config.head_dim;
+  for (auto* group : {&decode.local_keys, &decode.local_values})
+    for (auto& layer : *group)
+      for (float& v : layer) v = normal(rng);
+  for (auto* group : {&decode.global_keys, &decode.global_values})
+    for (auto& layer : *group) {
+      layer.reserve(static_cast<std::size_t>((context + 1) * global));  // the step appends without reallocating
+      layer.resize(static_cast<std::size_t>(context * global));
+      for (float& v : layer) v = normal(rng);
+    }
+  decode.position = context;
+  const std::size_t before = lsattn_bench::current_heap_bytes();
+  lsattn_bench::reset_peak_heap();
+  for (auto _ : state) {
+    benchmark::DoNotOptimize(model.step(7, decode));
+    state.PauseTiming();  // back to the same context: drop the token just appended
+    decode.position = context;
+    for (auto* group : {&decode.global_keys, &decode.global_values})
+      for (auto& layer : *group) layer.resize(static_cast<std::size_t>(context * global));
+    state.ResumeTiming();
+  }
+  const double d = 768, inner = config.mlp_width(), keys = 11.0 * std::min<double>(101, context + 1) * !all_global +
+                                                          (all_global ? 12.0 : 1.0) * static_cast<double>(context + 1);
+  const double flops = 12 * 2 * (d * 3 * 768 + 768 * d + 2 * d * inner) + 2 * d * 50304 + 12 * 4 * 64 * keys;
+  state.counters["FLOP/s"] = benchmark::Counter(flops, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["tokens/s"] = benchmark::Counter(1, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["state_MiB"] = static_cast<double>(decode.bytes()) / (1 << 20);
+  state.counters["peak_MiB"] = static_cast<double>(lsattn_bench::peak_heap_bytes() - before) / (1 << 20);
+}
+
 void lengths(benchmark::internal::Benchmark* b, index_t max_length, index_t max_tokens) {
   for (index_t batch : {1, 8})
     for (index_t length = 1024; length <= max_length; length *= 2)
@@ -245,6 +300,7 @@ BENCHMARK(BM_VisionLayer)->Args({1, 28})->Args({1, 56})->Args({1, 112})->Args({1
 
 BENCHMARK(BM_LsHeadsCausal)->Args({1, 4096})->Args({1, 8192})->Args({1, 16384})->Args({8, 4096})->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_LsGptCausal)->Arg(8192)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_LsGptDecode)->ArgsProduct({{1024, 8192, 32768}, {0, 1}})->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_FullMhaCausal)->Args({1, 4096})->Args({1, 8192})->Args({1, 16384})->Args({8, 4096})->Unit(benchmark::kMillisecond)->UseRealTime();
 
 BENCHMARK_MAIN();

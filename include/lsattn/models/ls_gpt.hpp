@@ -12,6 +12,7 @@
 // Whole sequences run through forward(); decoding one token at a time through a DecodeState and
 // step(), whose cost and memory per local head do not grow with the tokens decoded.
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -281,17 +282,19 @@ class LsGpt {
       auto& global_values = state.global_values[index];
       global_keys.insert(global_keys.end(), k + local, k + width);
       global_values.insert(global_values.end(), v + local, v + width);
-      for (index_t h = 0; h < config_.n_head; ++h) {
-        if (h < n_local) {
-          const index_t first = std::max<index_t>(0, t - window + 1);  // tokens first … t, in slots
-          attend(q + h * hd, local_keys.data() + h * hd, local_values.data() + h * hd, local, first, t + 1, window,
-                 context.data() + h * hd);
-        } else {
-          const index_t column = (h - n_local) * hd;
-          attend(q + h * hd, global_keys.data() + column, global_values.data() + column, global, 0, t + 1, t + 1,
-                 context.data() + h * hd);
-        }
-      }
+      // Slots fill in order, so the keys a local query sees are slots 0 … min(t + 1, window) − 1
+      // (in ring order: the softmax does not care); a global query sees rows 0 … t.
+      std::atomic<bool> overflowed{false};
+      cpu_detail::parallel_for(config_.n_head, config_.threads, [&](index_t h) {
+        const bool is_local = h < n_local;
+        const index_t column = is_local ? h * hd : (h - n_local) * hd;
+        const bool finite = is_local ? attend(q + h * hd, local_keys.data() + column, local_values.data() + column, local,
+                                              std::min(t + 1, window), context.data() + h * hd)
+                                     : attend(q + h * hd, global_keys.data() + column, global_values.data() + column,
+                                              global, t + 1, context.data() + h * hd);
+        if (!finite) overflowed = true;
+      });
+      if (overflowed) throw non_finite("lsattn: ls_gpt::LsGpt step: non-finite attention scores (float overflow)");
       add_linear(context.data(), 1, layer.proj_weight, layer.proj_bias, x.data());
       if (normed_rows.size() == 0) normed_rows = Tensor<T, 2>(Shape<2>{1, d});
       feed_forward(layer, x.data(), 1, normed_rows);
@@ -405,30 +408,21 @@ class LsGpt {
     add_linear(hidden.data(), rows, layer.fc_proj_weight, layer.fc_proj_bias, x);
   }
 
-  // One query against the keys of tokens first … last − 1, token t in row t % slots of
-  // `keys`/`values` (rows `stride` apart): softmax(q·k/√dh)·v into out.
-  void attend(const T* q, const T* keys, const T* values, index_t stride, index_t first, index_t last, index_t slots,
-              T* out) const {
+  // One query against `rows` keys and values (rows `stride` apart): softmax(q·k/√dh)·v into
+  // out. False when a score overflows (thrown by the caller, outside the parallel loop).
+  bool attend(const T* q, const T* keys, const T* values, index_t stride, index_t rows, T* out) const {
+    using Vector = Eigen::Matrix<T, Eigen::Dynamic, 1>;
     const index_t hd = config_.head_dim;
-    const T scale = T(1) / std::sqrt(static_cast<T>(hd));
-    std::vector<T> scores(static_cast<std::size_t>(last - first));
-    T largest = -std::numeric_limits<T>::infinity();
-    for (index_t t = first; t < last; ++t) {
-      const T* key = keys + (t % slots) * stride;
-      T dot = 0;
-      for (index_t f = 0; f < hd; ++f) dot += q[f] * key[f];
-      scores[static_cast<std::size_t>(t - first)] = dot * scale;
-      largest = std::max(largest, dot * scale);
-    }
-    if (!std::isfinite(largest)) throw non_finite("lsattn: ls_gpt::LsGpt step: non-finite attention scores (float overflow)");
-    T total = 0;
-    for (T& s : scores) total += (s = std::exp(s - largest));
-    std::fill_n(out, hd, T(0));
-    for (index_t t = first; t < last; ++t) {
-      const T p = scores[static_cast<std::size_t>(t - first)] / total;
-      const T* value = values + (t % slots) * stride;
-      for (index_t f = 0; f < hd; ++f) out[f] += p * value[f];
-    }
+    const Eigen::Map<const Vector> query(q, hd);
+    thread_local Vector scores;
+    scores.noalias() = cpu_detail::matrix(keys, rows, hd, stride) * query;
+    scores *= T(1) / std::sqrt(static_cast<T>(hd));
+    const T largest = scores.maxCoeff();
+    if (!std::isfinite(largest)) return false;
+    scores = (scores.array() - largest).exp();
+    scores /= scores.sum();
+    Eigen::Map<Vector>(out, hd).noalias() = cpu_detail::matrix(values, rows, hd, stride).transpose() * scores;
+    return true;
   }
 
   Config config_;

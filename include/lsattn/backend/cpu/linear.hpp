@@ -14,11 +14,29 @@ namespace lsattn::cpu_detail {
 
 // Rows are split into fixed blocks, so the result is the same for any thread count.
 inline constexpr index_t linear_row_block = 128;
+// Up to this many rows the product runs as matrix-vector products over blocks of outputs.
+inline constexpr index_t linear_vector_rows = 2;
+inline constexpr index_t linear_output_block = 256;
 
 template <class T>
 void linear(const T* x, index_t rows, index_t in_features, const T* weight, const T* bias, index_t out_features, T* y,
             int threads, Precision precision = Precision::fp32) {
   const index_t blocks = (rows + linear_row_block - 1) / linear_row_block;
+  if (rows <= linear_vector_rows && precision == Precision::fp32) {
+    // A few rows (a decoding step): packing W would cost as much as the product, which is a
+    // matrix-vector product bound by reading W once. Split over blocks of outputs.
+    const index_t output_blocks = (out_features + linear_output_block - 1) / linear_output_block;
+    parallel_for(output_blocks, threads, [&](index_t block) {
+      const index_t first = block * linear_output_block, count = std::min(linear_output_block, out_features - first);
+      const auto w = matrix(weight + first * in_features, count, in_features, in_features);
+      for (index_t r = 0; r < rows; ++r) {
+        Eigen::Map<Eigen::Matrix<T, Eigen::Dynamic, 1>> out(y + r * out_features + first, count);
+        out.noalias() = w * Eigen::Map<const Eigen::Matrix<T, Eigen::Dynamic, 1>>(x + r * in_features, in_features);
+        if (bias != nullptr) out += Eigen::Map<const Eigen::Matrix<T, Eigen::Dynamic, 1>>(bias + first, count);
+      }
+    });
+    return;
+  }
   if constexpr (std::is_same_v<T, float>) {
     PackedOperand packed;  // W packed once per call, shared read-only by every row block
     packed.pack(weight, in_features, in_features, out_features, /*transposed=*/true, precision);
