@@ -250,15 +250,15 @@ void BM_LsGptDecode(benchmark::State& state) {
   std::mt19937_64 rng(3);
   std::normal_distribution<float> normal(0.0f, 1.0f);
   const index_t global = config.n_global_head() * config.head_dim;
-  for (auto* group : {&decode.local_keys, &decode.local_values})
-    for (auto& layer : *group)
-      for (float& v : layer) v = normal(rng);
-  for (auto* group : {&decode.global_keys, &decode.global_values})
-    for (auto& layer : *group) {
-      layer.reserve(static_cast<std::size_t>((context + 1) * global));  // the step appends without reallocating
-      layer.resize(static_cast<std::size_t>(context * global));
-      for (float& v : layer) v = normal(rng);
+  for (auto& layer : decode.layers) {
+    for (auto* ring : {&layer.local_keys, &layer.local_values})
+      for (float& v : *ring) v = normal(rng);
+    for (auto* rows : {&layer.global_keys, &layer.global_values}) {
+      rows->reserve(static_cast<std::size_t>((context + 1) * global));  // the step appends without reallocating
+      rows->resize(static_cast<std::size_t>(context * global));
+      for (float& v : *rows) v = normal(rng);
     }
+  }
   decode.position = context;
   const std::size_t before = lsattn_bench::current_heap_bytes();
   lsattn_bench::reset_peak_heap();
@@ -266,8 +266,8 @@ void BM_LsGptDecode(benchmark::State& state) {
     benchmark::DoNotOptimize(model.step(7, decode));
     state.PauseTiming();  // back to the same context: drop the token just appended
     decode.position = context;
-    for (auto* group : {&decode.global_keys, &decode.global_values})
-      for (auto& layer : *group) layer.resize(static_cast<std::size_t>(context * global));
+    for (auto& layer : decode.layers)
+      for (auto* rows : {&layer.global_keys, &layer.global_values}) rows->resize(static_cast<std::size_t>(context * global));
     state.ResumeTiming();
   }
   const double d = 768, inner = config.mlp_width(), keys = 11.0 * std::min<double>(101, context + 1) * !all_global +

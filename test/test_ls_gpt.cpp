@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "lsattn/models/ls_gpt.hpp"
+#include "lsattn/models/ls_heads.hpp"
 
 namespace {
 
@@ -229,11 +230,11 @@ TEST_CASE("decoding step by step equals the whole forward at every position", "[
         REQUIRE(worst <= 1e-5 * scale);
         // Local heads' memory is fixed from the start; only global heads grow.
         std::size_t local = 0;
-        for (const auto& layer : state.local_keys) local += layer.size();
+        for (const auto& layer : state.layers) local += layer.local_keys.size();
         if (t == 0) local_bytes = local;
         REQUIRE(local == local_bytes);
       }
-      const std::size_t global_rows = state.global_keys.empty() ? 0 : state.global_keys[0].size();
+      const std::size_t global_rows = state.layers[0].global_keys.size();
       CHECK(global_rows == static_cast<std::size_t>(length * (c.n_head - c.n_local_head) * c.head_dim));
       CHECK_THROWS_WITH(model.step(0, state), Catch::Contains("block_size"));
     }
@@ -302,4 +303,30 @@ TEST_CASE("LS GPT configuration and input errors name the parameter", "[ls_gpt][
   auto poisoned = weights;
   poisoned.blocks[0].mlp_c_fc_weight(0, 0) = NAN;
   CHECK_THROWS_WITH(gpt::LsGpt<float>(c, poisoned), Catch::Contains("mlp.c_fc.weight"));
+}
+
+TEST_CASE("LS heads decode step by step like their causal forward", "[ls_gpt][ls_heads][decode]") {
+  namespace ls = lsattn::models::ls_heads;
+  std::mt19937_64 rng(19);
+  for (int trial = 0; trial < 6; ++trial) {
+    ls::Config c{24, 4, {}, 1 + static_cast<index_t>(rng() % 9), true, 0};
+    for (index_t h = 0; h < 4; ++h)
+      if (rng() % 2) c.local_heads.push_back(h);
+    INFO("local heads " << c.local_heads.size() << " window " << c.window);
+    const ls::LsHeadsAttention<lsattn::cpu, float> layer(c, ls::Weights<float>::random(c, rng()));
+    const index_t length = 30;
+    Tensor<float, 3> x(Shape<3>{1, length, 24});
+    std::normal_distribution<float> normal(0.0f, 1.0f);
+    for (float& v : x.values()) v = normal(rng);
+    const auto whole = layer.forward(x.view());
+    auto state = layer.initial_state();
+    for (index_t t = 0; t < length; ++t) {
+      const auto y = layer.step(lsattn::HostView<const float, 1>(x.address(0, t, 0), Shape<1>{24}), state);
+      for (index_t f = 0; f < 24; ++f) REQUIRE(std::abs(y[f] - whole(0, t, f)) <= 1e-5 * (1 + std::abs(whole(0, t, f))));
+    }
+    CHECK(state.bytes() == (c.local_heads.size() * c.window + (4 - c.local_heads.size()) * length) * 6 * 2 * sizeof(float));
+  }
+  ls::Config bidirectional{24, 4, {0}, 4, false, 0};
+  const ls::LsHeadsAttention<lsattn::cpu, float> layer(bidirectional, ls::Weights<float>::random(bidirectional, 1));
+  CHECK_THROWS_WITH(layer.initial_state(), Catch::Contains("causal"));
 }

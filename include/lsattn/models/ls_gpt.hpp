@@ -28,6 +28,7 @@
 #include "lsattn/core/config.hpp"
 #include "lsattn/core/error.hpp"
 #include "lsattn/core/tensor.hpp"
+#include "lsattn/models/decode_cache.hpp"
 #include "lsattn/models/ls_heads_config.hpp"
 #include "lsattn/models/parameter_checks.hpp"
 
@@ -162,23 +163,19 @@ struct Weights {
   }
 };
 
-// The decoding state of one sequence: per layer the keys and values a next token can see — a
-// ring of the last window() for each local head, every earlier one for each global head — and
-// the position of the next token. Local heads' memory is fixed; global heads' grows with the
-// context, as the model attends to all of it.
+// The decoding state of one sequence: per layer the keys and values a next token can see (a
+// ring of the last window() for each local head, every earlier one for each global head; see
+// decode_cache.hpp) and the position of the next token. Local heads' memory is fixed; global
+// heads' grows with the context, as the model attends to all of it.
 template <class T = float>
 struct DecodeState {
   index_t position = 0;
-  // [layer] → (slots × n_local_head·head_dim): slot t % window holds token t.
-  std::vector<std::vector<T>> local_keys, local_values;
-  // [layer] → (position × n_global_head·head_dim), grown one row per token.
-  std::vector<std::vector<T>> global_keys, global_values;
+  std::vector<HeadCache<T>> layers;
 
   // Bytes of keys and values held.
   std::size_t bytes() const {
     std::size_t total = 0;
-    for (const auto* group : {&local_keys, &local_values, &global_keys, &global_values})
-      for (const auto& layer : *group) total += layer.size() * sizeof(T);
+    for (const auto& layer : layers) total += layer.bytes();
     return total;
   }
 };
@@ -238,27 +235,24 @@ class LsGpt {
 
   DecodeState<T> initial_state() const {
     DecodeState<T> state;
-    const auto layers = static_cast<std::size_t>(config_.n_layer);
-    const index_t local = config_.n_local_head * config_.head_dim;
-    state.local_keys.assign(layers, std::vector<T>(static_cast<std::size_t>(config_.window() * local)));
-    state.local_values = state.local_keys;
-    state.global_keys.assign(layers, {});
-    state.global_values.assign(layers, {});
+    HeadCache<T> empty;
+    empty.local_keys.assign(static_cast<std::size_t>(config_.window() * config_.n_local_head * config_.head_dim), T(0));
+    empty.local_values = empty.local_keys;
+    state.layers.assign(static_cast<std::size_t>(config_.n_layer), empty);
     return state;
   }
 
   // Feeds the next token of each of the state's sequences (one per state) and returns its
   // logits (vocab_size), equal to forward()'s at that position. Throws past block_size.
   std::vector<T> step(std::int64_t token, DecodeState<T>& state) const {
-    require(state.local_keys.size() == static_cast<std::size_t>(config_.n_layer),
+    require(state.layers.size() == static_cast<std::size_t>(config_.n_layer),
             "state: not a decoding state of this model (start from initial_state())");
     require(state.position < config_.block_size, "step: position ", state.position,
             " is past block_size = ", config_.block_size, " (the learned positions end there)");
     require(token >= 0 && token < config_.vocab_size, "step: token id ", token, " is outside the vocabulary [0, ",
             config_.vocab_size, ")");
     const index_t d = config_.n_embd, width = config_.attention_width(), hd = config_.head_dim;
-    const index_t n_local = config_.n_local_head, local = n_local * hd, global = width - local;
-    const index_t window = config_.window(), t = state.position;
+    const index_t n_local = config_.n_local_head, window = config_.window(), t = state.position;
     std::vector<T> x(static_cast<std::size_t>(d)), normed(x.size()), qkv(static_cast<std::size_t>(3 * width)),
         context(static_cast<std::size_t>(width));
     embed(token, t, x.data());
@@ -268,33 +262,9 @@ class LsGpt {
       const auto index = static_cast<std::size_t>(i);
       normalize(x.data(), normed.data(), 1, layer.ln_1);
       linear(normed.data(), 1, layer.qkv_weight, layer.qkv_bias, qkv.data());
-      const T* q = qkv.data();
-      const T* k = qkv.data() + width;
-      const T* v = qkv.data() + 2 * width;
-      // Local heads: slot t % window replaces the token that just left every local window.
-      auto& local_keys = state.local_keys[index];
-      auto& local_values = state.local_values[index];
-      if (local > 0) {
-        std::copy_n(k, local, local_keys.data() + (t % window) * local);
-        std::copy_n(v, local, local_values.data() + (t % window) * local);
-      }
-      auto& global_keys = state.global_keys[index];
-      auto& global_values = state.global_values[index];
-      global_keys.insert(global_keys.end(), k + local, k + width);
-      global_values.insert(global_values.end(), v + local, v + width);
-      // Slots fill in order, so the keys a local query sees are slots 0 … min(t + 1, window) − 1
-      // (in ring order: the softmax does not care); a global query sees rows 0 … t.
-      std::atomic<bool> overflowed{false};
-      cpu_detail::parallel_for(config_.n_head, config_.threads, [&](index_t h) {
-        const bool is_local = h < n_local;
-        const index_t column = is_local ? h * hd : (h - n_local) * hd;
-        const bool finite = is_local ? attend(q + h * hd, local_keys.data() + column, local_values.data() + column, local,
-                                              std::min(t + 1, window), context.data() + h * hd)
-                                     : attend(q + h * hd, global_keys.data() + column, global_values.data() + column,
-                                              global, t + 1, context.data() + h * hd);
-        if (!finite) overflowed = true;
-      });
-      if (overflowed) throw non_finite("lsattn: ls_gpt::LsGpt step: non-finite attention scores (float overflow)");
+      detail::decode_attention(qkv.data(), qkv.data() + width, qkv.data() + 2 * width, config_.n_head, hd,
+                               [n_local](index_t h) { return h < n_local; }, window, t, state.layers[index], context.data(),
+                               config_.threads);
       add_linear(context.data(), 1, layer.proj_weight, layer.proj_bias, x.data());
       if (normed_rows.size() == 0) normed_rows = Tensor<T, 2>(Shape<2>{1, d});
       feed_forward(layer, x.data(), 1, normed_rows);
@@ -406,23 +376,6 @@ class LsGpt {
     linear(normed.data(), rows, layer.fc_weight, layer.fc_bias, hidden.data());
     for (T& v : hidden) v = static_cast<T>(0.5 * v * (1.0 + std::erf(v / std::sqrt(2.0))));
     add_linear(hidden.data(), rows, layer.fc_proj_weight, layer.fc_proj_bias, x);
-  }
-
-  // One query against `rows` keys and values (rows `stride` apart): softmax(q·k/√dh)·v into
-  // out. False when a score overflows (thrown by the caller, outside the parallel loop).
-  bool attend(const T* q, const T* keys, const T* values, index_t stride, index_t rows, T* out) const {
-    using Vector = Eigen::Matrix<T, Eigen::Dynamic, 1>;
-    const index_t hd = config_.head_dim;
-    const Eigen::Map<const Vector> query(q, hd);
-    thread_local Vector scores;
-    scores.noalias() = cpu_detail::matrix(keys, rows, hd, stride) * query;
-    scores *= T(1) / std::sqrt(static_cast<T>(hd));
-    const T largest = scores.maxCoeff();
-    if (!std::isfinite(largest)) return false;
-    scores = (scores.array() - largest).exp();
-    scores /= scores.sum();
-    Eigen::Map<Vector>(out, hd).noalias() = cpu_detail::matrix(values, rows, hd, stride).transpose() * scores;
-    return true;
   }
 
   Config config_;

@@ -18,6 +18,7 @@
 #include "lsattn/core/checks.hpp"
 #include "lsattn/core/error.hpp"
 #include "lsattn/core/tensor.hpp"
+#include "lsattn/models/decode_cache.hpp"
 #include "lsattn/models/ls_heads_config.hpp"
 #include "lsattn/models/parameter_checks.hpp"
 #include "lsattn/policy/window.hpp"
@@ -88,6 +89,49 @@ class LsHeadsAttention {
     linear(context.data(), weights_.W_o_weight, weights_.W_o_bias, y.data());
     detail::require_finite_output(std::as_const(y).view(), "ls_heads::LsHeadsAttention");
     if (max_logits != nullptr) *max_logits = largest;
+    return y;
+  }
+
+  // Decoding, for causal configurations: one token at a time, each step reusing the keys and
+  // values of the earlier ones (a ring of the last `window` for the local heads, all of them
+  // for the global heads; see decode_cache.hpp).
+  struct DecodeState {
+    index_t position = 0;
+    HeadCache<T> cache;
+    std::size_t bytes() const { return cache.bytes(); }
+  };
+
+  DecodeState initial_state() const {
+    require(config_.causal, "initial_state: decoding needs a causal configuration (causal = true)");
+    DecodeState state;
+    const index_t local = static_cast<index_t>(config_.local_heads.size()) * config_.head_dim();
+    state.cache.local_keys.assign(static_cast<std::size_t>(config_.window * local), T(0));
+    state.cache.local_values = state.cache.local_keys;
+    return state;
+  }
+
+  // The next token's row x (dim) → its output row (dim), equal to forward()'s at that position
+  // of the sequence fed so far.
+  std::vector<T> step(HostView<const T, 1> x, DecodeState& state) const {
+    const index_t d = config_.dim;
+    require(config_.causal, "step: decoding needs a causal configuration (causal = true)");
+    require(x.extent(0) == d && x.data() != nullptr, "x: expected shape (dim = ", d, "), got ", to_string(x.shape()));
+    detail::require_finite(x, "x");
+    std::vector<T> q(static_cast<std::size_t>(d)), k(q.size()), v(q.size()), context(q.size()), y(q.size());
+    auto linear = [&](const T* input, const Tensor<T, 2>& w, const Tensor<T, 1>& b, T* out) {
+      cpu_detail::linear(input, 1, d, w.data(), b.data(), d, out, config_.threads, config_.precision);
+    };
+    linear(x.data(), weights_.W_q_weight, weights_.W_q_bias, q.data());
+    linear(x.data(), weights_.W_k_weight, weights_.W_k_bias, k.data());
+    linear(x.data(), weights_.W_v_weight, weights_.W_v_bias, v.data());
+    detail::overflow_checked("ls_heads::LsHeadsAttention step", [&] {
+      detail::decode_attention(q.data(), k.data(), v.data(), config_.num_heads, config_.head_dim(),
+                               [&](index_t h) { return config_.is_local(h); }, config_.window, state.position,
+                               state.cache, context.data(), config_.threads);
+    });
+    linear(context.data(), weights_.W_o_weight, weights_.W_o_bias, y.data());
+    detail::require_finite(HostView<const T, 1>(y.data(), Shape<1>{d}), "output");
+    ++state.position;
     return y;
   }
 
