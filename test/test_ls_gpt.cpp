@@ -12,6 +12,7 @@
 
 #include "lsattn/models/ls_gpt.hpp"
 #include "lsattn/models/ls_heads.hpp"
+#include "lsattn/models/sampling.hpp"
 
 namespace {
 
@@ -329,4 +330,33 @@ TEST_CASE("LS heads decode step by step like their causal forward", "[ls_gpt][ls
   ls::Config bidirectional{24, 4, {0}, 4, false, 0};
   const ls::LsHeadsAttention<lsattn::cpu, float> layer(bidirectional, ls::Weights<float>::random(bidirectional, 1));
   CHECK_THROWS_WITH(layer.initial_state(), Catch::Contains("causal"));
+}
+
+TEST_CASE("sampling: greedy is argmax, seeds reproduce, top-k and top-p restrict", "[ls_gpt][sampling]") {
+  namespace models = lsattn::models;
+  const std::vector<float> logits{0.5f, 2.0f, -1.0f, 2.0f, 1.0f};
+  models::Sampler greedy({0.0, 0, 1.0, 1});
+  CHECK(greedy.next(logits) == 1);  // ties go to the lowest index
+  auto draw = [&](models::SamplingOptions options, int count) {
+    models::Sampler sampler(options);
+    std::vector<index_t> tokens;
+    for (int i = 0; i < count; ++i) tokens.push_back(sampler.next(logits));
+    return tokens;
+  };
+  CHECK(draw({1.0, 0, 1.0, 42}, 50) == draw({1.0, 0, 1.0, 42}, 50));
+  CHECK(draw({1.0, 0, 1.0, 42}, 50) != draw({1.0, 0, 1.0, 43}, 50));
+  for (index_t token : draw({1.0, 2, 1.0, 5}, 200)) CHECK((token == 1 || token == 3));  // top-2: the two 2.0s
+  // top-p 0.5: the two largest carry 2·e²/(…) ≈ 0.757 ≥ 0.5, the first alone ≈ 0.379 < 0.5.
+  for (index_t token : draw({1.0, 0, 0.5, 6}, 200)) CHECK((token == 1 || token == 3));
+  // Frequencies follow softmax: token 4 (logit 1) has e¹/(e^.5 + 2e² + e⁻¹ + e) ≈ 0.1393.
+  const auto many = draw({1.0, 0, 1.0, 7}, 20000);
+  const double share = std::count(many.begin(), many.end(), index_t{4}) / 20000.0;
+  CHECK(std::abs(share - 0.1393) < 0.01);
+  // A low temperature approaches greedy.
+  for (index_t token : draw({0.01, 0, 1.0, 8}, 100)) CHECK((token == 1 || token == 3));
+  CHECK_THROWS_WITH(models::Sampler({-1.0, 0, 1.0, 0}), Catch::Contains("temperature"));
+  CHECK_THROWS_WITH(models::Sampler({1.0, -2, 1.0, 0}), Catch::Contains("top_k"));
+  CHECK_THROWS_WITH(models::Sampler({1.0, 0, 0.0, 0}), Catch::Contains("top_p"));
+  models::Sampler sampler({1.0, 0, 1.0, 0});
+  CHECK_THROWS_WITH(sampler.next(std::vector<float>{1.0f, NAN}), Catch::Contains("non-finite"));
 }
