@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "lsattn/lsattn.hpp"
 #include "lsattn/models/ls_gpt.hpp"
 #include "lsattn/models/ls_heads.hpp"
 #include "lsattn/models/sampling.hpp"
@@ -359,4 +360,28 @@ TEST_CASE("sampling: greedy is argmax, seeds reproduce, top-k and top-p restrict
   CHECK_THROWS_WITH(models::Sampler({1.0, 0, 0.0, 0}), Catch::Contains("top_p"));
   models::Sampler sampler({1.0, 0, 1.0, 0});
   CHECK_THROWS_WITH(sampler.next(std::vector<float>{1.0f, NAN}), Catch::Contains("non-finite"));
+}
+
+TEST_CASE("the causal Transformer-LS layer decodes a segment like its forward", "[decode][causal]") {
+  namespace causal = lsattn::models::causal;
+  std::mt19937_64 rng(23);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  for (int trial = 0; trial < 10; ++trial) {
+    const index_t l = 1 + rng() % 4, cache = l * (rng() % 5), w = 1 + rng() % 9, length = 1 + rng() % 23;
+    causal::Config c{2, 16, l, 1 + static_cast<index_t>(rng() % 2), w, trial % 2 == 0, -1, -1, 0};
+    INFO("l " << l << " M " << cache << " w " << w << " L " << length << " r " << c.chunk_rank);
+    const causal::ChunkedLSAttention<lsattn::cpu, float> layer(c, causal::Weights<float>::random(c, rng()));
+    Tensor<float, 3> h(Shape<3>{1, length, 16}), memory(Shape<3>{1, cache, 16});
+    for (float& v : h.values()) v = normal(rng);
+    for (float& v : memory.values()) v = normal(rng);
+    const auto whole = layer.forward(h.view(), memory.view());
+    auto state = layer.begin_decode(lsattn::HostView<const float, 2>(memory.data(), Shape<2>{cache, 16}));
+    for (index_t t = 0; t < length; ++t) {
+      const auto y = layer.step(lsattn::HostView<const float, 1>(h.address(0, t, 0), Shape<1>{16}), state);
+      for (index_t f = 0; f < 16; ++f) REQUIRE(std::abs(y[f] - whole(0, t, f)) <= 1e-5 * (1 + std::abs(whole(0, t, f))));
+      // What the next token can see, not the segment: w window rows, a partial chunk.
+      REQUIRE(state.window_key.size() <= static_cast<std::size_t>(w * 16));
+      REQUIRE(state.chunk_input.size() < static_cast<std::size_t>(l * 16));
+    }
+  }
 }

@@ -252,7 +252,151 @@ class ChunkedLSAttention {
     return y;
   }
 
+  // Decoding: the segment after a memory h_cache fed one token at a time, each step's output
+  // equal to forward(h, h_cache)'s row at that position. The state keeps what the next token
+  // can see, not the whole segment: the last w projected window rows, the compressed rows of
+  // every complete chunk (r per chunk), the partial chunk's inputs and projected rows.
+  struct DecodeState {
+    index_t cache = 0;   // M, the memory's rows
+    index_t length = 0;  // segment tokens fed so far
+    std::vector<T> window_key, window_value;          // the last min(M + length, w) rows, oldest first
+    std::vector<T> compressed_key, compressed_value;  // complete chunks · r rows
+    std::vector<T> chunk_input, chunk_key, chunk_value;  // the partial chunk's rows
+    std::vector<T> window_positions, chunk_positions;    // the position tables (rows as needed)
+
+    std::size_t bytes() const {
+      std::size_t total = 0;
+      for (const auto* v : {&window_key, &window_value, &compressed_key, &compressed_value, &chunk_input, &chunk_key,
+                            &chunk_value, &window_positions, &chunk_positions})
+        total += v->size() * sizeof(T);
+      return total;
+    }
+  };
+
+  // h_cache (M, D) for one sequence, M % l == 0 (M = 0 allowed).
+  DecodeState begin_decode(HostView<const T, 2> h_cache) const {
+    const index_t d = config_.d_model, l = config_.chunk_size, r = config_.chunk_rank, nh = config_.n_head;
+    const index_t cache = h_cache.empty() ? 0 : h_cache.extent(0);
+    require(h_cache.empty() || h_cache.extent(1) == d, "h_cache: expected shape (M, d_model = ", d, "), got ",
+            to_string(h_cache.shape()));
+    require(cache % l == 0, "h_cache: its length M = ", cache, " must be a multiple of chunk_size = ", l);
+    if (cache > 0) detail::require_finite(h_cache, "h_cache");
+    DecodeState state;
+    state.cache = cache;
+    const index_t cache_window = std::min(cache, config_.window_len);
+    state.window_key.resize(static_cast<std::size_t>(cache_window * d));
+    state.window_value.resize(state.window_key.size());
+    if (cache_window > 0) {
+      linear(h_cache.address(cache - cache_window, 0), cache_window, weights_.proj_key_weight, weights_.proj_key_bias,
+             state.window_key.data());
+      linear(h_cache.address(cache - cache_window, 0), cache_window, weights_.proj_val_weight, weights_.proj_val_bias,
+             state.window_value.data());
+    }
+    const index_t cache_chunks = cache / l;
+    if (cache_chunks > 0) {  // raw slices compressed, then projected (spec §2.4 step 2)
+      std::vector<T> logits(static_cast<std::size_t>(cache * nh * r)), summaries(static_cast<std::size_t>(cache_chunks * r * d));
+      linear(h_cache.data(), cache, weights_.dconv_1_weight, weights_.dconv_1_bias, logits.data());
+      detail::CompressChunksOp<Backend>::run(logits.data(), h_cache.data(), d, cache_chunks, l, nh, config_.head_dim(), r,
+                                             summaries.data(), config_.threads);
+      state.compressed_key.resize(summaries.size());
+      state.compressed_value.resize(summaries.size());
+      linear(summaries.data(), cache_chunks * r, weights_.proj_key_weight, weights_.proj_key_bias, state.compressed_key.data());
+      linear(summaries.data(), cache_chunks * r, weights_.proj_val_weight, weights_.proj_val_bias,
+             state.compressed_value.data());
+    }
+    const TransformerXLPositions positions = TransformerXLPositions::from(config_.attention());
+    std::vector<T> sinusoids(static_cast<std::size_t>(config_.window_len * d));
+    for (index_t delta = 0; delta < config_.window_len; ++delta)
+      TransformerXLPositions::sinusoid(positions.window_value(delta), d, sinusoids.data() + delta * d);
+    state.window_positions.resize(sinusoids.size());
+    linear(sinusoids.data(), config_.window_len, weights_.r_net_weight, {}, state.window_positions.data());
+    extend_chunk_positions(state, cache_chunks * r);
+    return state;
+  }
+
+  // The next segment token's input row h (D) → its output row (D).
+  std::vector<T> step(HostView<const T, 1> h, DecodeState& state) const {
+    const index_t d = config_.d_model, l = config_.chunk_size, r = config_.chunk_rank, nh = config_.n_head;
+    const index_t w = config_.window_len;
+    require(h.extent(0) == d && h.data() != nullptr, "h: expected shape (d_model = ", d, "), got ", to_string(h.shape()));
+    require(state.window_positions.size() == static_cast<std::size_t>(w * d),
+            "state: not a decoding state of this layer (start from begin_decode())");
+    detail::require_finite(h, "h");
+    std::vector<T> query(static_cast<std::size_t>(d)), key(query.size()), value(query.size());
+    linear(h.data(), 1, weights_.proj_query_weight, weights_.proj_query_bias, query.data());
+    linear(h.data(), 1, weights_.proj_key_weight, weights_.proj_key_bias, key.data());
+    linear(h.data(), 1, weights_.proj_val_weight, weights_.proj_val_bias, value.data());
+    state.window_key.insert(state.window_key.end(), key.begin(), key.end());
+    state.window_value.insert(state.window_value.end(), value.begin(), value.end());
+
+    // This token is stream position M + length: for the executor, everything before it is cache.
+    const index_t before = state.cache + state.length;
+    const index_t window_rows = static_cast<index_t>(state.window_key.size()) / d;  // min(before, w) + 1
+    const index_t compressed_rows = static_cast<index_t>(state.compressed_key.size()) / d;
+    std::vector<T> context(static_cast<std::size_t>(d)), out(context.size());
+    const CausalAttentionInputs<T, space> inputs{{query.data(), Shape<3>{1, 1, d}},
+                                                 {state.window_key.data(), Shape<3>{1, window_rows, d}},
+                                                 {state.window_value.data(), Shape<3>{1, window_rows, d}},
+                                                 {state.compressed_key.data(), Shape<3>{1, compressed_rows, d}},
+                                                 {state.compressed_value.data(), Shape<3>{1, compressed_rows, d}},
+                                                 before,
+                                                 {weights_.r_w_bias.data(), Shape<1>{d}},
+                                                 {weights_.r_r_bias.data(), Shape<1>{d}},
+                                                 {state.window_positions.data(), Shape<2>{w, d}},
+                                                 {state.chunk_positions.data(), Shape<2>{compressed_rows, d}}};
+    const typename Attention::CombinerParams norm{
+        {weights_.dual_ln_win_weight.view(), weights_.dual_ln_win_bias.view(), 1e-5},
+        {weights_.dual_ln_dproj_weight.view(), weights_.dual_ln_dproj_bias.view(), 1e-5}};
+    detail::overflow_checked("causal::ChunkedLSAttention step",
+                             [&] { attention_(inputs, norm, HostView<T, 3>(context.data(), Shape<3>{1, 1, d})); });
+    linear(context.data(), 1, weights_.proj_out_weight, weights_.proj_out_bias, out.data());
+
+    // The next token sees the last w rows; a completed chunk becomes r compressed rows, projected
+    // rows compressed (spec §2.4 step 4), visible from the next chunk on.
+    const index_t keep = std::min(window_rows, w);
+    state.window_key.erase(state.window_key.begin(), state.window_key.end() - keep * d);
+    state.window_value.erase(state.window_value.begin(), state.window_value.end() - keep * d);
+    state.chunk_input.insert(state.chunk_input.end(), h.data(), h.data() + d);
+    state.chunk_key.insert(state.chunk_key.end(), key.begin(), key.end());
+    state.chunk_value.insert(state.chunk_value.end(), value.begin(), value.end());
+    ++state.length;
+    if (static_cast<index_t>(state.chunk_input.size()) == l * d) {
+      std::vector<T> logits(static_cast<std::size_t>(l * nh * r)), compressed(static_cast<std::size_t>(r * d));
+      linear(state.chunk_input.data(), l, weights_.dconv_1_weight, weights_.dconv_1_bias, logits.data());
+      for (auto [source, target] : {std::pair{&state.chunk_key, &state.compressed_key},
+                                    std::pair{&state.chunk_value, &state.compressed_value}}) {
+        detail::CompressChunksOp<Backend>::run(logits.data(), source->data(), d, 1, l, nh, config_.head_dim(), r,
+                                               compressed.data(), config_.threads);
+        target->insert(target->end(), compressed.begin(), compressed.end());
+      }
+      state.chunk_input.clear();
+      state.chunk_key.clear();
+      state.chunk_value.clear();
+      extend_chunk_positions(state, static_cast<index_t>(state.compressed_key.size()) / d);
+    }
+    detail::require_finite(HostView<const T, 1>(out.data(), Shape<1>{d}), "output");
+    return out;
+  }
+
  private:
+  void linear(const T* x, index_t rows, const Tensor<T, 2>& w, const Tensor<T, 1>& bias, T* y) const {
+    detail::LinearOp<Backend>::run(x, rows, w.extent(1), w.data(), bias.size() ? bias.data() : nullptr, w.extent(0), y,
+                                   config_.threads, config_.precision);
+  }
+
+  // The chunk position table up to `rows` rows: row p = r_net_chunk(e(p)) (clamped).
+  void extend_chunk_positions(DecodeState& state, index_t rows) const {
+    const index_t d = config_.d_model, have = static_cast<index_t>(state.chunk_positions.size()) / d;
+    if (rows <= have) return;
+    const TransformerXLPositions positions = TransformerXLPositions::from(config_.attention());
+    std::vector<T> sinusoids(static_cast<std::size_t>((rows - have) * d));
+    for (index_t p = have; p < rows; ++p)
+      TransformerXLPositions::sinusoid(positions.chunk_value(p), d, sinusoids.data() + (p - have) * d);
+    state.chunk_positions.resize(static_cast<std::size_t>(rows * d));
+    linear(sinusoids.data(), rows - have, weights_.r_net_chunk_weight, weights_.r_net_chunk_bias,
+           state.chunk_positions.data() + have * d);
+  }
+
   Config config_;
   Weights<T> weights_;
   Attention attention_;
