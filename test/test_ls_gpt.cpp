@@ -385,3 +385,48 @@ TEST_CASE("the causal Transformer-LS layer decodes a segment like its forward", 
     }
   }
 }
+
+TEST_CASE("the Transformer-LS language model decodes its segments like its forward", "[decode][causal][lm]") {
+  namespace causal = lsattn::models::causal;
+  std::mt19937_64 rng(29);
+  for (int trial = 0; trial < 6; ++trial) {
+    causal::LmConfig c;
+    c.vocab_size = 11;
+    c.d_model = 16;
+    c.n_head = 2;
+    c.d_inner = 24;
+    c.n_layer = 2;
+    c.chunk_size = 1 + rng() % 4;
+    c.chunk_rank = 1 + rng() % 2;
+    c.window_len = 1 + rng() % 6;
+    c.mem_len = c.chunk_size * (rng() % 4);
+    c.pre_ln = trial % 2 == 0;
+    c.use_gelu = trial % 3 != 0;
+    c.use_bias = trial % 2 == 1;
+    INFO("l " << c.chunk_size << " r " << c.chunk_rank << " w " << c.window_len << " mem " << c.mem_len << " pre_ln "
+              << c.pre_ln);
+    const causal::TransformerLSModel<lsattn::cpu, float> model(c, causal::LmWeights<float>::random(c, rng()));
+    auto memory = model.initial_state(1);
+    auto decode = model.initial_decode_state();
+    for (int segment = 0; segment < 3; ++segment) {
+      const index_t length = 1 + rng() % 13;  // multiples of chunk_size or not (then padded)
+      Tensor<std::int64_t, 2> tokens(Shape<2>{1, length});
+      for (auto& t : tokens.values()) t = static_cast<std::int64_t>(rng() % c.vocab_size);
+      const auto whole = model.forward(tokens.view(), memory);
+      for (index_t t = 0; t < length; ++t) {
+        INFO("segment " << segment << " position " << t << " of " << length);
+        const auto logprobs = model.step(tokens(0, t), decode);
+        for (index_t v = 0; v < c.vocab_size; ++v)
+          REQUIRE(std::abs(logprobs[v] - whole(0, t, v)) <= 1e-5 * (1 + std::abs(whole(0, t, v))));
+      }
+      model.end_segment(decode);
+      for (index_t i = 0; i < c.n_layer; ++i) {
+        const auto& want = memory.caches[static_cast<std::size_t>(i)];
+        const auto& got = decode.memory.caches[static_cast<std::size_t>(i)];
+        REQUIRE(got.shape() == want.shape());
+        for (index_t k = 0; k < want.size(); ++k)
+          REQUIRE(std::abs(got.values()[k] - want.values()[k]) <= 1e-5 * (1 + std::abs(want.values()[k])));
+      }
+    }
+  }
+}

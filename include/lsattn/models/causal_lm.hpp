@@ -119,6 +119,17 @@ struct LmState {
   CpuWorkspace workspace;  // the layers' scratch, kept from one segment to the next
 };
 
+// Decoding one sequence token by token with the same segments as forward(): the memory (the
+// layer caches forward carries), and within a segment each layer's decoding state and the
+// layer inputs so far (they become the next memory). See TransformerLSModel::step.
+template <class Backend, class T = float>
+struct LmDecodeState {
+  LmState<T> memory;
+  index_t length = 0;  // tokens of the current segment so far (0: between segments)
+  std::vector<typename ChunkedLSAttention<Backend, T>::DecodeState> layers;
+  std::vector<std::vector<T>> inputs;  // per layer, the segment's inputs so far (length × D)
+};
+
 template <class Backend, class T = float>
 class TransformerLSModel {
  public:
@@ -137,6 +148,64 @@ class TransformerLSModel {
     LmState<T> state;
     for (index_t i = 0; i < config_.n_layer; ++i) state.caches.emplace_back(Shape<3>{batch, config_.mem_len, config_.d_model});
     return state;
+  }
+
+  // A stream of one sequence, decoded token by token: memory as initial_state(1).
+  LmDecodeState<Backend, T> initial_decode_state() const {
+    LmDecodeState<Backend, T> state;
+    state.memory = initial_state(1);
+    return state;
+  }
+
+  // The log-probabilities (vocab) of the token after `token`, equal to forward()'s at this
+  // position when the stream is cut into the same segments: end_segment() closes a segment
+  // (and carries its memory on, as forward does); a step after it starts the next one.
+  std::vector<T> step(std::int64_t token, LmDecodeState<Backend, T>& state) const {
+    require(token >= 0 && token < config_.vocab_size, "step: token id ", token, " is outside the vocabulary [0, ",
+            config_.vocab_size, ")");
+    require(state.memory.caches.size() == static_cast<std::size_t>(config_.n_layer),
+            "state: not a decoding state of this model (start from initial_decode_state())");
+    const index_t d = config_.d_model;
+    if (state.length == 0) begin_segment(state);
+    Tensor<T, 3> h(Shape<3>{1, 1, d});
+    const T embed_scale = static_cast<T>(std::sqrt(static_cast<double>(d)));
+    for (index_t f = 0; f < d; ++f) h(0, 0, f) = weights_.in_emb(token, f) * embed_scale;
+    for (index_t i = 0; i < config_.n_layer; ++i) {
+      const auto index = static_cast<std::size_t>(i);
+      state.inputs[index].insert(state.inputs[index].end(), h.data(), h.data() + d);
+      h = detail::overflow_checked("TransformerLSModel layer " + std::to_string(i), [&] {
+        return run_layer_step(weights_.layers[index], attention_[index], h, state.layers[index]);
+      });
+    }
+    ++state.length;
+    std::vector<T> logits(static_cast<std::size_t>(config_.vocab_size));
+    linear(h.data(), 1, weights_.in_emb, weights_.out_emb_bias, logits.data());
+    const T top = *std::max_element(logits.begin(), logits.end());
+    double total = 0;
+    for (const T v : logits) total += std::exp(static_cast<double>(v - top));
+    const T log_total = static_cast<T>(std::log(total));
+    for (T& v : logits) v = v - top - log_total;
+    detail::require_finite(HostView<const T, 1>(logits.data(), Shape<1>{config_.vocab_size}), "log-probabilities");
+    return logits;
+  }
+
+  // Closes the current segment as forward() would: a length that is not a multiple of
+  // chunk_size is padded with token 0 up to a multiple of lcm(chunk_size, window_len) (the
+  // padded tokens enter the memory, as published); then every layer's memory becomes the last
+  // mem_len of [memory; the segment's inputs]. Nothing happens between segments.
+  void end_segment(LmDecodeState<Backend, T>& state) const {
+    if (state.length == 0) return;
+    const index_t l = config_.chunk_size, unit = std::lcm(l, config_.window_len), d = config_.d_model;
+    const index_t padded = state.length % l == 0 ? state.length : state.length + unit - state.length % unit;
+    while (state.length < padded) step(0, state);
+    for (index_t i = 0; i < config_.n_layer; ++i) {
+      const auto index = static_cast<std::size_t>(i);
+      const Tensor<T, 3> inputs(Shape<3>{1, state.length, d}, std::move(state.inputs[index]));
+      state.memory.caches[index] = last_rows(state.memory.caches[index], inputs, config_.mem_len);
+    }
+    state.length = 0;
+    state.layers.clear();
+    state.inputs.clear();
   }
 
   // Log-probabilities (B, L, vocab) of the next token at every position of the segment
@@ -220,6 +289,43 @@ class TransformerLSModel {
         std::copy_n(source, d, out.address(b, i, 0));
       }
     return out;
+  }
+
+  // Every layer's decoding state for a new segment after the memory (LN1 of it with pre_ln).
+  void begin_segment(LmDecodeState<Backend, T>& state) const {
+    state.layers.clear();
+    state.inputs.assign(static_cast<std::size_t>(config_.n_layer), {});
+    for (index_t i = 0; i < config_.n_layer; ++i) {
+      Tensor<T, 3> cache = state.memory.caches[static_cast<std::size_t>(i)];
+      require(cache.shape() == Shape<3>{1, config_.mem_len, config_.d_model}, "state: a layer memory has shape ",
+              to_string(cache.shape()), ", expected (1, ", config_.mem_len, ", ", config_.d_model, ")");
+      const auto& layer = weights_.layers[static_cast<std::size_t>(i)];
+      if (config_.pre_ln) layer_norm(cache, layer.norm1_weight, layer.norm1_bias);
+      state.layers.push_back(attention_[static_cast<std::size_t>(i)].begin_decode(
+          HostView<const T, 2>(cache.data(), Shape<2>{config_.mem_len, config_.d_model})));
+    }
+  }
+
+  // run_layer for one token, through the layer's decoding state.
+  Tensor<T, 3> run_layer_step(const LmLayerWeights<T>& layer, const ChunkedLSAttention<Backend, T>& attention,
+                              Tensor<T, 3> h, typename ChunkedLSAttention<Backend, T>::DecodeState& decode) const {
+    const index_t d = config_.d_model;
+    auto attend = [&](const Tensor<T, 3>& input) {
+      const auto out = attention.step(HostView<const T, 1>(input.data(), Shape<1>{d}), decode);
+      return Tensor<T, 3>(Shape<3>{1, 1, d}, std::vector<T>(out.begin(), out.end()));
+    };
+    if (config_.pre_ln) {
+      layer_norm(h, layer.norm1_weight, layer.norm1_bias);
+      add(h, attend(h));
+      layer_norm(h, layer.norm2_weight, layer.norm2_bias);
+      add(h, feed_forward(layer, h));
+    } else {
+      add(h, attend(h));
+      layer_norm(h, layer.norm1_weight, layer.norm1_bias);
+      add(h, feed_forward(layer, h));
+      layer_norm(h, layer.norm2_weight, layer.norm2_bias);
+    }
+    return h;
   }
 
   // One layer (spec §2.6). pre_ln: hn = LN1(h), h = hn + attn(hn, LN1(cache)), hn2 = LN2(h),
