@@ -715,8 +715,10 @@ struct RawTensor {
   std::vector<std::uint8_t> data;
 };
 
-std::string write_raw(const std::string& name, const std::map<std::string, RawTensor>& tensors) {
+std::string write_raw(const std::string& name, const std::map<std::string, RawTensor>& tensors,
+                      const std::map<std::string, std::string>& metadata = {}) {
   nlohmann::json header = nlohmann::json::object();
+  if (!metadata.empty()) header["__metadata__"] = metadata;
   std::vector<std::uint8_t> data;
   for (const auto& [tensor_name, tensor] : tensors) {
     header[tensor_name] = {{"dtype", tensor.dtype}, {"shape", tensor.shape}, {"data_offsets", {data.size(), data.size() + tensor.data.size()}}};
@@ -732,7 +734,8 @@ std::string write_raw(const std::string& name, const std::map<std::string, RawTe
   return path;
 }
 
-RawTensor raw_f32(const Tensor<float, 3>& t) {
+template <std::size_t Rank>
+RawTensor raw_f32(const Tensor<float, Rank>& t) {
   RawTensor raw{"F32", {t.shape().begin(), t.shape().end()}, std::vector<std::uint8_t>(t.values().size() * 4)};
   std::memcpy(raw.data.data(), t.values().data(), raw.data.size());  // little-endian hosts, as the reader assumes
   return raw;
@@ -1114,4 +1117,428 @@ TEST_CASE("a --dtype other than fp32 or bf16 is refused, naming the option", "[c
       CHECK_FALSE(fs::exists(output));
     }
   }
+}
+
+// ----------------------------------------------------------------------------------------------
+// Issue 13: the LS-attention GPT's checkpoints (models/ls_gpt_checkpoint.hpp) and `lsattn gpt`
+
+namespace {
+
+namespace gpt = lsattn::models::ls_gpt;
+
+// n_head · head_dim (16) < n_embd (20): the MLP is widened to 4·20 + 2·4 = 88.
+gpt::Config small_gpt(gpt::Version version, bool bias = true) {
+  return {.block_size = 12, .vocab_size = 40, .n_layer = 2, .n_head = 4, .head_dim = 4, .n_embd = 20,
+          .n_local_head = 2, .local_attn_span = 3, .bias = bias, .version = version};
+}
+
+// GPTConfig's fields as the exporter writes them from model_args (bias as Python prints it).
+std::map<std::string, std::string> gpt_metadata(const gpt::Config& c) {
+  return {{"block_size", std::to_string(c.block_size)},   {"vocab_size", std::to_string(c.vocab_size)},
+          {"n_layer", std::to_string(c.n_layer)},         {"n_head", std::to_string(c.n_head)},
+          {"head_dim", std::to_string(c.head_dim)},       {"n_embd", std::to_string(c.n_embd)},
+          {"n_local_head", std::to_string(c.n_local_head)}, {"local_attn_span", std::to_string(c.local_attn_span)},
+          {"bias", c.bias ? "True" : "False"},            {"dropout", "0.0"}};
+}
+
+// Every parameter as F32 under prefix + its published name.
+std::map<std::string, RawTensor> gpt_tensors(const gpt::Config& config, const gpt::Weights<float>& weights,
+                                             const std::string& prefix = "") {
+  std::map<std::string, RawTensor> tensors;
+  const_cast<gpt::Weights<float>&>(weights).for_each(
+      config, [&](const std::string& name, const auto& tensor, const auto&) { tensors[prefix + name] = raw_f32(tensor); });
+  return tensors;
+}
+
+std::vector<float> parameter_values(const gpt::Config& config, const gpt::Weights<float>& weights) {
+  std::vector<float> values;
+  const_cast<gpt::Weights<float>&>(weights).for_each(config, [&](const std::string&, const auto& tensor, const auto&) {
+    values.insert(values.end(), tensor.values().begin(), tensor.values().end());
+  });
+  return values;
+}
+
+// The packed_heads buffer of the published code, (1, n_head, size, size) BOOL: heads below
+// n_local_head see i − span < j ≤ i, the others j ≤ i.
+RawTensor mask_buffer(index_t n_head, index_t n_local_head, index_t span, index_t size) {
+  RawTensor raw{"BOOL", {1, n_head, size, size}, {}};
+  for (index_t h = 0; h < n_head; ++h)
+    for (index_t i = 0; i < size; ++i)
+      for (index_t j = 0; j < size; ++j) raw.data.push_back(j <= i && (h >= n_local_head || j > i - span));
+  return raw;
+}
+
+void add_masks(std::map<std::string, RawTensor>& tensors, const gpt::Config& c, const RawTensor& mask) {
+  for (index_t i = 0; i < c.n_layer; ++i) tensors["transformer.h." + std::to_string(i) + ".attn.mask"] = mask;
+}
+
+// Loads the config (metadata, then `overrides` as flags would) and the weights; the error text or "".
+std::string gpt_load_error(const std::string& path, const std::string& prefix = "",
+                           const std::map<std::string, std::string>& overrides = {}) {
+  try {
+    const auto file = SafeTensorsFile::open(path);
+    lsattn::io::Hyperparameters values(file.metadata(), file.source());
+    for (const auto& [k, v] : overrides) values.set(k, v);
+    const auto config = gpt::config_from(values, file, prefix);
+    gpt::load_weights(file, config, prefix);
+  } catch (const lsattn::error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+Tensor<std::int64_t, 2> gpt_tokens(index_t batch, index_t length, index_t vocab) {
+  Tensor<std::int64_t, 2> tokens(Shape<2>{batch, length});
+  for (index_t i = 0; i < tokens.size(); ++i) tokens.values()[i] = (i * 17 + 3) % vocab;
+  return tokens;
+}
+
+std::string gpt_input(const std::string& name, const Tensor<std::int64_t, 2>& tokens) {
+  return write_input(name, [&](SafeTensorsWriter& w) { w.add("input.tokens", tokens); });
+}
+
+}  // namespace
+
+TEST_CASE("ls_gpt checkpoints round-trip both versions, the version told by the names", "[cli][ls_gpt][checkpoint]") {
+  for (const auto version : {gpt::Version::packed_heads, gpt::Version::split_heads}) {
+    for (const bool bias : {true, false}) {
+      for (const bool stated : {true, false}) {  // bias in the metadata, or told by transformer.ln_f.bias
+        INFO(gpt::version_name(version) << ", bias " << bias << (stated ? " stated" : " inferred"));
+        const auto config = small_gpt(version, bias);
+        const auto weights = gpt::Weights<float>::random(config, 11);
+        auto metadata = gpt_metadata(config);
+        if (!stated) metadata.erase("bias");
+        const auto file = SafeTensorsFile::open(write_raw("gpt_round_trip.safetensors", gpt_tensors(config, weights), metadata));
+        const auto loaded = gpt::config_from(lsattn::io::Hyperparameters(file.metadata(), file.source()), file);
+        CHECK(loaded.version == version);
+        CHECK(loaded.bias == bias);
+        CHECK(loaded.block_size == 12);
+        CHECK(loaded.vocab_size == 40);
+        CHECK(loaded.n_layer == 2);
+        CHECK(loaded.n_head == 4);
+        CHECK(loaded.head_dim == 4);
+        CHECK(loaded.n_embd == 20);
+        CHECK(loaded.n_local_head == 2);
+        CHECK(loaded.local_attn_span == 3);
+        CHECK(loaded.window() == (version == gpt::Version::packed_heads ? 3 : 4));
+        CHECK(parameter_values(loaded, gpt::load_weights(file, loaded)) == parameter_values(config, weights));
+      }
+    }
+  }
+  SECTION("a version with no local or no global heads has only one of the split packs") {
+    for (const index_t n_local : {index_t{0}, index_t{4}}) {
+      auto config = small_gpt(gpt::Version::split_heads);
+      config.n_local_head = n_local;
+      const auto weights = gpt::Weights<float>::random(config, 12);
+      const auto path = write_raw("gpt_one_pack.safetensors", gpt_tensors(config, weights), gpt_metadata(config));
+      CHECK(gpt_load_error(path) == "");
+    }
+  }
+  SECTION("F16 and BF16 weights load as float") {
+    const auto config = small_gpt(gpt::Version::split_heads);
+    const auto weights = gpt::Weights<float>::random(config, 13);
+    for (const auto stored : {lsattn::io::dtype::f16, lsattn::io::dtype::bf16}) {
+      SafeTensorsWriter writer;
+      for (const auto& [k, v] : gpt_metadata(config)) writer.set_metadata(k, v);
+      std::vector<float> rounded;
+      const_cast<gpt::Weights<float>&>(weights).for_each(config, [&](const std::string& name, const auto& tensor, const auto&) {
+        writer.add(name, tensor, stored);
+        for (float v : tensor.values())
+          rounded.push_back(stored == lsattn::io::dtype::f16 ? lsattn::half_to_float(lsattn::float_to_half(v))
+                                                             : lsattn::bfloat16_to_float(lsattn::float_to_bfloat16(v)));
+      });
+      const auto path = scratch("gpt_16bit.safetensors").string();
+      writer.write(path);
+      const auto file = SafeTensorsFile::open(path);
+      const auto loaded = gpt::config_from(lsattn::io::Hyperparameters(file.metadata(), file.source()), file);
+      const auto values = parameter_values(loaded, gpt::load_weights(file, loaded));
+      CHECK(values == rounded);
+      CHECK(values != parameter_values(config, weights));
+    }
+  }
+}
+
+TEST_CASE("ls_gpt checkpoints: version, prefix, names, shapes and hyperparameters are checked", "[cli][ls_gpt][checkpoint][errors]") {
+  const auto config = small_gpt(gpt::Version::packed_heads);
+  const auto weights = gpt::Weights<float>::random(config, 21);
+  const auto tensors = gpt_tensors(config, weights);
+  const auto metadata = gpt_metadata(config);
+  auto error_of = [&](const std::map<std::string, RawTensor>& edited, const std::map<std::string, std::string>& meta,
+                      const std::string& prefix = "", const std::map<std::string, std::string>& overrides = {}) {
+    return gpt_load_error(write_raw("gpt_errors.safetensors", edited, meta), prefix, overrides);
+  };
+  REQUIRE(error_of(tensors, metadata) == "");
+
+  SECTION("neither version's attention") {
+    auto edited = tensors;
+    std::erase_if(edited, [](const auto& entry) { return entry.first.find(".attn.c_attn.") != std::string::npos; });
+    CHECK_THAT(error_of(edited, metadata), Contains("no attention tensors under the prefix ''") &&
+                                               Contains("attn.c_attn") && Contains("c_local_attn") &&
+                                               Contains("the file holds 25 tensors: 'lm_head.weight', "));
+  }
+  SECTION("both versions' attention") {
+    auto edited = tensors;
+    edited["transformer.h.1.attn.c_global_attn.weight"] = edited["transformer.h.1.attn.c_attn.weight"];
+    CHECK_THAT(error_of(edited, metadata), Contains("both versions") && Contains("'transformer.h.0.attn.c_attn.bias'") &&
+                                               Contains("'transformer.h.1.attn.c_global_attn.weight'"));
+  }
+  SECTION("the version the caller states must be the file's") {
+    const auto file = SafeTensorsFile::open(write_raw("gpt_errors.safetensors", tensors, metadata));
+    CHECK_THROWS_WITH(gpt::load_weights(file, small_gpt(gpt::Version::split_heads)),
+                      Contains("are those of packed_heads") && Contains("the config says split_heads"));
+  }
+  SECTION("a prefix (torch.compile's _orig_mod.) is named when not given, stripped when given") {
+    auto compiled = gpt_tensors(config, weights, "_orig_mod.");
+    compiled["optimizer.state"] = compiled["_orig_mod.lm_head.weight"];  // outside the prefix: not looked at
+    CHECK_THAT(error_of(compiled, metadata), Contains("no attention tensors") && Contains("--prefix _orig_mod."));
+    CHECK(error_of(compiled, metadata, "_orig_mod.") == "");
+    compiled["_orig_mod.transformer.h.0.attn.rotary"] = compiled["_orig_mod.lm_head.weight"];
+    CHECK_THAT(error_of(compiled, metadata, "_orig_mod."),
+               Contains("1 tensor under the prefix '_orig_mod.'") &&
+                   Contains("'_orig_mod.transformer.h.0.attn.rotary' (not a parameter of the model)"));
+  }
+  SECTION("missing, unexpected and misshaped tensors") {
+    auto missing = tensors;
+    missing.erase("transformer.h.1.mlp.c_fc.bias");
+    CHECK_THAT(error_of(missing, metadata),
+               Contains("missing tensor 'transformer.h.1.mlp.c_fc.bias' (expected shape (88)") && Contains("bias = true"));
+    auto extra = tensors;
+    extra["transformer.h.0.attn.rotary"] = extra["lm_head.weight"];
+    extra["lm_head.bias"] = extra["transformer.ln_f.bias"];
+    CHECK_THAT(error_of(extra, metadata), Contains("2 tensors") && Contains("'lm_head.bias'") &&
+                                              Contains("'transformer.h.0.attn.rotary' (not a parameter of the model)"));
+    auto misshaped = tensors;
+    misshaped["transformer.wpe.weight"] = raw_f32(Tensor<float, 2>(Shape<2>{13, 20}));
+    CHECK_THAT(error_of(misshaped, metadata),
+               Contains("tensor 'transformer.wpe.weight' has shape (13, 20), expected (12, 20)") &&
+                   Contains("block_size = 12"));
+    auto rank = tensors;
+    rank["transformer.ln_f.weight"] = raw_f32(Tensor<float, 2>(Shape<2>{1, 20}));
+    CHECK_THAT(error_of(rank, metadata), Contains("'transformer.ln_f.weight' has shape (1, 20), expected (20)"));
+  }
+  SECTION("hyperparameters the tensors contradict") {
+    auto meta = metadata;
+    meta["n_layer"] = "1";
+    CHECK_THAT(error_of(tensors, meta), Contains("n_layer = 1 contradicts the file, which has more blocks (transformer.h.1.ln_1.weight)"));
+    meta["n_layer"] = "3";
+    CHECK_THAT(error_of(tensors, meta), Contains("n_layer = 3 contradicts the file, which lacks transformer.h.2.ln_1.weight"));
+    meta = metadata;
+    meta["bias"] = "false";
+    CHECK_THAT(error_of(tensors, meta), Contains("'transformer.h.0.attn.c_attn.bias' (a bias, but bias = false)") &&
+                                            Contains("the hyperparameters contradict the weights"));
+    meta = metadata;
+    meta["n_embd"] = "24";
+    CHECK_THAT(error_of(tensors, meta), Contains("'transformer.wte.weight' has shape (40, 20), expected (40, 24)"));
+    meta = metadata;
+    meta["n_local_head"] = "5";
+    CHECK_THAT(error_of(tensors, meta), Contains("n_local_head (5) must be at most n_head (4)"));
+  }
+  SECTION("hyperparameters: from the metadata, the caller's (flags') values override it") {
+    auto meta = metadata;
+    meta.erase("n_head");
+    CHECK_THAT(error_of(tensors, meta), Contains("missing hyperparameter n_head") && Contains("--heads"));
+    CHECK(error_of(tensors, meta, "", {{"n_head", "4"}}) == "");
+    CHECK_THAT(error_of(tensors, metadata, "", {{"n_head", "2"}}),
+               Contains("'transformer.h.0.attn.c_attn.weight' has shape (48, 20), expected (24, 20)"));
+    meta = metadata;
+    meta["head_dim"] = "4.0";
+    CHECK_THAT(error_of(tensors, meta), Contains("__metadata__ head_dim must be a decimal integer, got '4.0'"));
+    CHECK_THAT(error_of(tensors, metadata, "", {{"local_window", "x"}}),
+               Contains("hyperparameter local_window (command line) must be a decimal integer"));
+    for (const char* key : {"block_size", "vocab_size", "n_layer", "head_dim", "n_embd", "n_local_head", "local_attn_span"}) {
+      meta = metadata;
+      meta.erase(key);
+      CHECK_THAT(error_of(tensors, meta), Contains(std::string("missing hyperparameter ") + key));
+    }
+    const auto file = SafeTensorsFile::open(write_raw("gpt_errors.safetensors", tensors, metadata));
+    lsattn::io::Hyperparameters values(file.metadata(), file.source());
+    CHECK(gpt::config_from(values, file).local_window == 0);
+    values.set("local_window", "6");
+    CHECK(gpt::config_from(values, file).window() == 6);
+  }
+}
+
+TEST_CASE("ls_gpt checkpoints: the packed_heads mask buffer is checked against the published formula", "[cli][ls_gpt][checkpoint][mask]") {
+  const auto config = small_gpt(gpt::Version::packed_heads);
+  const auto weights = gpt::Weights<float>::random(config, 31);
+  const auto metadata = gpt_metadata(config);
+  auto with_mask = [&](const RawTensor& mask) {
+    auto tensors = gpt_tensors(config, weights);
+    add_masks(tensors, config, mask);
+    return gpt_load_error(write_raw("gpt_mask.safetensors", tensors, metadata));
+  };
+  SECTION("the published buffer loads, also uncropped (larger than block_size) and stored as I64") {
+    CHECK(with_mask(mask_buffer(4, 2, 3, 12)) == "");
+    CHECK(with_mask(mask_buffer(4, 2, 3, 20)) == "");
+    RawTensor as_i64 = mask_buffer(4, 2, 3, 12);
+    as_i64.dtype = "I64";
+    std::vector<std::uint8_t> wide;
+    for (std::uint8_t v : as_i64.data) {
+      wide.push_back(v);
+      wide.insert(wide.end(), 7, 0);
+    }
+    as_i64.data = wide;
+    CHECK(with_mask(as_i64) == "");
+    // One layer's buffer only: the buffers are optional.
+    auto tensors = gpt_tensors(config, weights);
+    tensors["transformer.h.1.attn.mask"] = mask_buffer(4, 2, 3, 12);
+    CHECK(gpt_load_error(write_raw("gpt_mask.safetensors", tensors, metadata)) == "");
+  }
+  SECTION("a buffer of other hyperparameters is refused, naming those it implies") {
+    CHECK_THAT(with_mask(mask_buffer(4, 2, 5, 12)),
+               Contains("the attention mask buffer 'transformer.h.0.attn.mask' contradicts n_local_head = 2, local_attn_span = 3") &&
+                   Contains("at head 0, query 3, key 0 it holds true") &&
+                   Contains("the mask is that of n_local_head = 2, local_attn_span = 5"));
+    // The first published commits made n_head / 2 heads local, whatever n_local_head said.
+    CHECK_THAT(with_mask(mask_buffer(4, 1, 3, 12)), Contains("at head 1, query 3, key 0 it holds true") &&
+                                                        Contains("the mask is that of n_local_head = 1, local_attn_span = 3"));
+  }
+  SECTION("a buffer that follows no formula, or holds other values than 0 and 1") {
+    RawTensor corrupt = mask_buffer(4, 2, 3, 12);
+    corrupt.data[static_cast<std::size_t>(3 * 144 + 5 * 12 + 9)] = 1;  // head 3 (global), query 5 sees key 9
+    CHECK_THAT(with_mask(corrupt), Contains("at head 3, query 5, key 9 it holds true") &&
+                                       Contains("gives false; the mask follows no such formula"));
+    RawTensor twos{"I64", {1, 4, 12, 12}, {}};
+    for (std::uint8_t v : mask_buffer(4, 2, 3, 12).data) {
+      twos.data.push_back(v ? 2 : 0);
+      twos.data.insert(twos.data.end(), 7, 0);
+    }
+    CHECK_THAT(with_mask(twos), Contains("holds 2 at (0, 0, 0, 0); a mask holds 0 (false) or 1 (true)"));
+  }
+  SECTION("a buffer of the wrong shape") {
+    CHECK_THAT(with_mask(mask_buffer(4, 2, 3, 8)),
+               Contains("'transformer.h.0.attn.mask' has shape (1, 4, 8, 8), expected (1, n_head, block_size, block_size) = (1, 4, 12, 12) or a larger square"));
+    CHECK_THAT(with_mask(mask_buffer(2, 2, 3, 12)), Contains("has shape (1, 2, 12, 12)"));
+  }
+  SECTION("only the packed_heads version has the buffer") {
+    const auto split = small_gpt(gpt::Version::split_heads);
+    auto tensors = gpt_tensors(split, gpt::Weights<float>::random(split, 32));
+    add_masks(tensors, split, mask_buffer(4, 2, 3, 12));
+    CHECK_THAT(gpt_load_error(write_raw("gpt_mask.safetensors", tensors, metadata)),
+               Contains("'transformer.h.0.attn.mask' (a mask buffer, which only the packed_heads version has)"));
+  }
+  SECTION("a buffer of a block past n_layer is an extra block") {
+    auto tensors = gpt_tensors(config, weights);
+    tensors["transformer.h.2.attn.mask"] = mask_buffer(4, 2, 3, 12);
+    CHECK_THAT(gpt_load_error(write_raw("gpt_mask.safetensors", tensors, metadata)),
+               Contains("'transformer.h.2.attn.mask' (block 2, past n_layer = 2)"));
+  }
+}
+
+TEST_CASE("lsattn gpt runs both versions, --incremental gives the same logits", "[cli][ls_gpt]") {
+  const auto tokens = gpt_tokens(2, 11, 40);
+  const auto input = gpt_input("gpt_input.safetensors", tokens);
+  const auto output = scratch("gpt_output.safetensors").string(), stepped = scratch("gpt_stepped.safetensors").string();
+  for (const auto version : {gpt::Version::packed_heads, gpt::Version::split_heads}) {
+    INFO(gpt::version_name(version));
+    const auto config = small_gpt(version);
+    const auto weights = gpt::Weights<float>::random(config, 41);
+    auto tensors = gpt_tensors(config, weights, "_orig_mod.");
+    if (version == gpt::Version::packed_heads) {
+      for (index_t i = 0; i < config.n_layer; ++i)
+        tensors["_orig_mod.transformer.h." + std::to_string(i) + ".attn.mask"] = mask_buffer(4, 2, 3, 12);
+    }
+    const auto path = write_raw("gpt_weights.safetensors", tensors, gpt_metadata(config));
+    const std::vector<std::string> args{"gpt", "--weights", path, "--input", input, "--prefix", "_orig_mod."};
+    auto run_with = [&](const std::string& out, std::vector<std::string> extra) {
+      auto a = args;
+      a.insert(a.end(), {"--output", out});
+      a.insert(a.end(), extra.begin(), extra.end());
+      const Result result = run(a);
+      INFO(result.err);
+      REQUIRE(result.code == 0);
+      CHECK_THAT(result.out, Contains("wrote output.logits (2, 11, 40)"));
+      return SafeTensorsFile::open(out);
+    };
+    const auto plain = run_with(output, {}).load_float<3>("output.logits");
+    const gpt::LsGpt<float> model(config, weights);
+    CHECK(plain.values() == model.forward(tokens.view()).values());
+
+    const auto incremental_file = run_with(stepped, {"--incremental"});
+    CHECK(incremental_file.metadata().at("incremental") == "true");
+    CHECK(incremental_file.metadata().at("ls_gpt_version") ==
+          (version == gpt::Version::packed_heads ? "packed_heads" : "split_heads"));
+    CHECK(relative_difference(incremental_file.load_float<3>("output.logits"), plain) < 1e-5);
+
+    // --local-window states the keys a local query sees; --heads etc. override the metadata.
+    auto narrow = config;
+    narrow.local_window = 2;
+    const auto narrowed = run_with(output, {"--local-window", "2"});
+    CHECK(narrowed.metadata().at("local_window") == "2");
+    CHECK(narrowed.load_float<3>("output.logits").values() == gpt::LsGpt<float>(narrow, weights).forward(tokens.view()).values());
+    CHECK(narrowed.load_float<3>("output.logits").values() != plain.values());
+    CHECK(relative_difference(run_with(stepped, {"--local-window", "2", "--incremental"}).load_float<3>("output.logits"),
+                              narrowed.load_float<3>("output.logits")) < 1e-5);
+
+    // A window past block_size sees every earlier key (the local heads become causal), and
+    // decoding does not allocate rings of that many keys.
+    auto all_keys_config = config;
+    all_keys_config.local_window = 11;  // the rows' length: every earlier key
+    const auto all_keys = gpt::LsGpt<float>(all_keys_config, weights).forward(tokens.view());
+    CHECK(all_keys.values() != plain.values());
+    for (const char* huge : {"12", "2147483647"}) {
+      INFO("--local-window " << huge);
+      const auto wide = run_with(output, {"--local-window", huge});
+      CHECK(wide.metadata().at("local_window") == huge);
+      CHECK(relative_difference(wide.load_float<3>("output.logits"), all_keys) < 1e-6);
+      CHECK(relative_difference(run_with(stepped, {"--local-window", huge, "--incremental"}).load_float<3>("output.logits"),
+                                all_keys) < 1e-5);
+    }
+
+    const auto bf16 = run_with(output, {"--dtype", "bf16"}).load_float<3>("output.logits");
+    CHECK(bf16.values() != plain.values());
+    CHECK(relative_difference(bf16, plain) < 1.0 / 16);
+    CHECK(run_with(output, {"--threads", "1"}).load_float<3>("output.logits").values() == plain.values());
+  }
+}
+
+TEST_CASE("lsattn gpt: bad inputs and hyperparameters are clear errors and write nothing", "[cli][ls_gpt][errors]") {
+  const auto config = small_gpt(gpt::Version::split_heads);
+  const auto weights = write_raw("gpt_bad_weights.safetensors", gpt_tensors(config, gpt::Weights<float>::random(config, 51)),
+                                 gpt_metadata(config));
+  const auto output = scratch("gpt_bad_output.safetensors").string();
+  auto attempt = [&](const std::string& input, std::vector<std::string> extra = {}) {
+    fs::remove(output);
+    std::vector<std::string> args{"gpt", "--weights", weights, "--input", input, "--output", output};
+    args.insert(args.end(), extra.begin(), extra.end());
+    const Result result = run(args);
+    CHECK(fs::exists(output) == (result.code == 0));
+    return result;
+  };
+  auto tokens = gpt_tokens(2, 6, 40);
+  for (const bool incremental : {false, true}) {
+    INFO((incremental ? "--incremental" : "whole sequences"));
+    const std::vector<std::string> mode = incremental ? std::vector<std::string>{"--incremental"} : std::vector<std::string>{};
+    auto out_of_range = tokens;
+    out_of_range(1, 3) = 40;
+    Result result = attempt(gpt_input("gpt_bad_id.safetensors", out_of_range), mode);
+    CHECK(result.code == 1);
+    CHECK_THAT(result.err, StartsWith("lsattn: input ") &&
+                               Contains("input.tokens holds id 40 at (1, 3), outside the vocabulary [0, 40)"));
+    out_of_range(1, 3) = -1;
+    CHECK_THAT(attempt(gpt_input("gpt_bad_id.safetensors", out_of_range), mode).err, Contains("holds id -1 at (1, 3)"));
+    result = attempt(gpt_input("gpt_long.safetensors", gpt_tokens(1, 13, 40)), mode);
+    CHECK(result.code == 1);
+    CHECK_THAT(result.err, Contains("input.tokens has 13 tokens per row, more than block_size = 12"));
+    CHECK(attempt(gpt_input("gpt_full.safetensors", gpt_tokens(1, 12, 40)), mode).code == 0);
+  }
+  CHECK_THAT(attempt(gpt_input("gpt_empty.safetensors", gpt_tokens(2, 0, 40))).err,
+             Contains("input.tokens has shape (2, 0); expected a non-empty (B, T) batch"));
+  CHECK_THAT(attempt(write_input("gpt_no_tokens.safetensors", [](SafeTensorsWriter& w) {
+               w.add("input.tokens.0", gpt_tokens(1, 3, 40));
+             })).err,
+             Contains("missing tensor 'input.tokens' (B, T) int64"));
+  CHECK_THAT(attempt(write_input("gpt_float_tokens.safetensors", [](SafeTensorsWriter& w) {
+               w.add("input.tokens", Tensor<float, 2>(Shape<2>{1, 3}));
+             })).err,
+             Contains("tensor 'input.tokens' has dtype F32, but an integer tensor (I64 or BOOL) was requested"));
+  const auto input = gpt_input("gpt_good.safetensors", tokens);
+  CHECK_THAT(attempt(input, {"--local-window", "-1"}).err, Contains("local_window"));
+  CHECK_THAT(attempt(input, {"--heads", "x"}).err, Contains("hyperparameter n_head (command line) must be a decimal integer"));
+  const Result foreign = attempt(input, {"--window", "3"});  // a flag of another command
+  CHECK(foreign.code != 0);
+  CHECK(foreign.code != 1);
+  const Result no_prefix = attempt(input, {"--prefix", "model."});
+  CHECK(no_prefix.code == 1);
+  CHECK_THAT(no_prefix.err, Contains("no attention tensors under the prefix 'model.'"));
 }

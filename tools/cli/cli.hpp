@@ -23,6 +23,7 @@
 #include "lsattn/lsattn.hpp"
 #include "lsattn/models/causal_checkpoint.hpp"
 #include "lsattn/models/lra_checkpoint.hpp"
+#include "lsattn/models/ls_gpt_checkpoint.hpp"
 #include "lsattn/models/vision_checkpoint.hpp"
 #include "eval_bpc.hpp"
 
@@ -132,6 +133,13 @@ inline const std::map<std::string, std::string>& flag_keys(const std::string& fa
                  {"--pre-ln", "pre_ln"}, {"--use-gelu", "use_gelu"}});
     return keys;
   }();
+  // GPTConfig's fields, and lsattn's local_window (keys a local query sees, itself included).
+  static const std::map<std::string, std::string> gpt{
+      {"--block-size", "block_size"},     {"--vocab", "vocab_size"},          {"--layers", "n_layer"},
+      {"--heads", "n_head"},              {"--head-dim", "head_dim"},         {"--dim", "n_embd"},
+      {"--local-heads", "n_local_head"},  {"--local-attn-span", "local_attn_span"}, {"--bias", "bias"},
+      {"--local-window", "local_window"}};
+  if (family == "gpt") return gpt;
   if (family == "vision") return vision;
   if (family == "ls-heads") return ls_heads;
   return family == "lra" ? lra : family == "causal" ? causal : lm;
@@ -351,6 +359,69 @@ inline void run_lm(const CommonOptions& options, Stage& stage, std::ostream& log
   log << "lsattn: wrote " << segment << " segments of log-probabilities and caches to " << options.output_path << "\n";
 }
 
+// `gpt`: input.tokens (B, T) int64 → output.logits (B, T, vocab_size), the whole sequences at
+// once, or with `incremental` one token at a time through a decoding state per batch row (the
+// same logits, to rounding).
+inline void run_gpt(const CommonOptions& options, bool incremental, Stage& stage, std::ostream& log) {
+  namespace gpt = models::ls_gpt;
+  stage.enter("reading --weights '", options.weights_path, "'");
+  const auto weights = io::SafeTensorsFile::open(options.weights_path);
+  stage.enter("reading --input '", options.input_path, "'");
+  const auto input = io::SafeTensorsFile::open(options.input_path);
+  auto config = gpt::config_from(hyperparameters(weights, options, "gpt", "gpt"), weights, options.prefix);
+  config.threads = options.threads;
+  config.precision = options.precision;
+  // Rows hold at most block_size tokens, so a window of block_size keys already sees every
+  // earlier one: a larger window gives the same logits, but initial_state() would size its local
+  // rings by it (2^31 - 1 keys for --local-window 2147483647).
+  const index_t stated_window = config.window();
+  if (config.n_local_head > 0 && stated_window > config.block_size) config.local_window = config.block_size;
+  stage.enter("building the GPT (", gpt::version_name(config.version), ", n_layer = ", config.n_layer,
+              ", n_embd = ", config.n_embd, ", n_head = ", config.n_head, ", head_dim = ", config.head_dim,
+              ", vocab_size = ", config.vocab_size, ", block_size = ", config.block_size, ")");
+  const gpt::LsGpt<float> model(config, gpt::load_weights(weights, config, options.prefix));
+  require_input(input, "input.tokens", "(B, T) int64");
+  stage.enter("reading input.tokens of '", input.source(), "'");
+  const auto tokens = input.load_int64<2>("input.tokens");
+  const index_t batch = tokens.extent(0), length = tokens.extent(1);
+  // Checked here for both modes, naming the file: step() would only see one token at a time.
+  require(batch >= 1 && length >= 1, "input ", input.source(), ": input.tokens has shape ", to_string(tokens.shape()),
+          "; expected a non-empty (B, T) batch");
+  require(length <= config.block_size, "input ", input.source(), ": input.tokens has ", length,
+          " tokens per row, more than block_size = ", config.block_size, " (the learned positions end there)");
+  for (index_t i = 0; i < tokens.size(); ++i) {
+    const std::int64_t id = tokens.values()[static_cast<std::size_t>(i)];
+    require(id >= 0 && id < config.vocab_size, "input ", input.source(), ": input.tokens holds id ", id, " at (",
+            i / length, ", ", i % length, "), outside the vocabulary [0, ", config.vocab_size, ")");
+  }
+  stage.enter(incremental ? "decoding " : "running the GPT on ", "input.tokens (B, T) = ", to_string(tokens.shape()),
+              incremental ? " one token at a time" : "", " (n_layer = ", config.n_layer, ", vocab_size = ",
+              config.vocab_size, ", local window = ", stated_window, " keys)");
+  Tensor<float, 3> logits;
+  if (!incremental) {
+    logits = model.forward(tokens.view());
+  } else {
+    logits = Tensor<float, 3>(Shape<3>{batch, length, config.vocab_size});
+    for (index_t b = 0; b < batch; ++b) {
+      auto state = model.initial_state();
+      for (index_t t = 0; t < length; ++t) {
+        const std::vector<float> row = model.step(tokens(b, t), state);
+        std::copy(row.begin(), row.end(), logits.address(b, t, 0));
+      }
+    }
+  }
+  stage.enter("writing --output '", options.output_path, "' (output.logits ", to_string(logits.shape()), ")");
+  io::SafeTensorsWriter writer;
+  writer.set_metadata("command", "gpt");
+  writer.set_metadata("lsattn_version", version);
+  writer.set_metadata("ls_gpt_version", config.version == gpt::Version::packed_heads ? "packed_heads" : "split_heads");
+  writer.set_metadata("local_window", std::to_string(stated_window));
+  writer.set_metadata("incremental", incremental ? "true" : "false");
+  writer.add("output.logits", logits);
+  writer.write(options.output_path);
+  log << "lsattn: wrote output.logits " << to_string(logits.shape()) << " to " << options.output_path << "\n";
+}
+
 struct EvalOptions {
   std::string protocol = "published";        // ScoringProtocol by name
   std::optional<index_t> tokens_per_sample;  // absent: metadata `tokens_per_sample`, else 256
@@ -543,6 +614,16 @@ inline int main(int argc, const char* const* argv, std::ostream& out, std::ostre
   add_common(lm, "inputs: input.tokens.0, input.tokens.1, ... (B, L) int64");
   add_flags(lm, "lm");
 
+  auto* gpt = app.add_subcommand("gpt", "run the LS-attention GPT (nanoGPT model_localAttn.py) over token sequences");
+  add_common(gpt, "inputs: input.tokens (B, T) int64");
+  bool incremental = false;
+  gpt->add_flag("--incremental", incremental,
+                "feed the tokens one at a time through a decoding state (same logits as the whole-sequence run)");
+  add_flags(gpt, "gpt");
+  gpt->get_option("--local-window")
+      ->description("keys a local query sees, itself included (default: the version's own, local_attn_span for "
+                    "packed_heads, local_attn_span + 1 for split_heads; overrides __metadata__ local_window)");
+
   auto* bpc = app.add_subcommand("eval-bpc", "bits per character of a byte text file");
   add_common(bpc, nullptr);
   bpc->add_option("--text", options.input_path, "the text file")->required();
@@ -578,6 +659,8 @@ inline int main(int argc, const char* const* argv, std::ostream& out, std::ostre
           run_layer(options, variant, stage, out);
         } else if (lm->parsed()) {
           run_lm(options, stage, out);
+        } else if (gpt->parsed()) {
+          run_gpt(options, incremental, stage, out);
         } else if (bpc->parsed()) {
           run_eval_bpc(options, eval, stage, out, err);
         }
