@@ -279,6 +279,53 @@ void BM_LsGptDecode(benchmark::State& state) {
   state.counters["peak_MiB"] = static_cast<double>(lsattn_bench::peak_heap_bytes() - before) / (1 << 20);
 }
 
+// The character LM decoding (D = 512, 8 heads, l = 16, r = 1, w = 512 as in the published
+// enwik8 model, but 2 layers, mem_len 512, segments of 512 tokens, vocab 256, random weights):
+// steps from `decoded` tokens on (segments closed every 512; each timed step advances the
+// stream), against the segment forward's time per token (BM_LmSegmentForward). Prefilling
+// decodes the tokens one by one.
+lsattn::models::causal::LmConfig lm_decode_config() {
+  lsattn::models::causal::LmConfig config;
+  config.vocab_size = 256;
+  config.n_layer = 2;
+  config.mem_len = 512;
+  config.precision = bench_precision();
+  return config;
+}
+constexpr index_t lm_segment = 512;
+
+void BM_LmDecodeStep(benchmark::State& state) {
+  namespace causal = lsattn::models::causal;
+  const index_t decoded = state.range(0);
+  const auto config = lm_decode_config();
+  const causal::TransformerLSModel<lsattn::cpu, float> model(config, causal::LmWeights<float>::random(config, 1));
+  auto decode = model.initial_decode_state();
+  std::int64_t token = 0;
+  auto next = [&] {
+    benchmark::DoNotOptimize(model.step(token, decode));
+    token = (token * 31 + 7) % config.vocab_size;
+    if (decode.length == lm_segment) model.end_segment(decode);
+  };
+  for (index_t t = 0; t < decoded; ++t) next();
+  for (auto _ : state) next();
+  state.counters["tokens/s"] = benchmark::Counter(1, benchmark::Counter::kIsIterationInvariantRate);
+}
+
+void BM_LmSegmentForward(benchmark::State& state) {
+  namespace causal = lsattn::models::causal;
+  const auto config = lm_decode_config();
+  const causal::TransformerLSModel<lsattn::cpu, float> model(config, causal::LmWeights<float>::random(config, 1));
+  auto memory = model.initial_state(1);
+  Tensor<std::int64_t, 2> tokens(Shape<2>{1, lm_segment});
+  for (index_t t = 0; t < lm_segment; ++t) tokens(0, t) = (t * 31 + 7) % config.vocab_size;
+  benchmark::DoNotOptimize(model.forward(tokens.view(), memory));  // a full memory, as in a stream
+  for (auto _ : state) {
+    auto carried = memory;
+    benchmark::DoNotOptimize(model.forward(tokens.view(), carried));
+  }
+  state.counters["tokens/s"] = benchmark::Counter(static_cast<double>(lm_segment), benchmark::Counter::kIsIterationInvariantRate);
+}
+
 void lengths(benchmark::internal::Benchmark* b, index_t max_length, index_t max_tokens) {
   for (index_t batch : {1, 8})
     for (index_t length = 1024; length <= max_length; length *= 2)
@@ -301,6 +348,8 @@ BENCHMARK(BM_VisionLayer)->Args({1, 28})->Args({1, 56})->Args({1, 112})->Args({1
 BENCHMARK(BM_LsHeadsCausal)->Args({1, 4096})->Args({1, 8192})->Args({1, 16384})->Args({8, 4096})->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_LsGptCausal)->Arg(8192)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_LsGptDecode)->ArgsProduct({{1024, 8192, 32768}, {0, 1}})->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_LmDecodeStep)->Arg(16)->Arg(500)->Arg(2048)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_LmSegmentForward)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_FullMhaCausal)->Args({1, 4096})->Args({1, 8192})->Args({1, 16384})->Args({8, 4096})->Unit(benchmark::kMillisecond)->UseRealTime();
 
 BENCHMARK_MAIN();
