@@ -250,9 +250,12 @@ void BM_LsGptDecode(benchmark::State& state) {
   std::mt19937_64 rng(3);
   std::normal_distribution<float> normal(0.0f, 1.0f);
   const index_t global = config.n_global_head() * config.head_dim;
+  const index_t local = config.n_local_head * config.head_dim;
   for (auto& layer : decode.layers) {
-    for (auto* ring : {&layer.local_keys, &layer.local_values})
+    for (auto* ring : {&layer.local_keys, &layer.local_values}) {
+      ring->resize(static_cast<std::size_t>(std::min(context, config.window()) * local));  // a full ring
       for (float& v : *ring) v = normal(rng);
+    }
     for (auto* rows : {&layer.global_keys, &layer.global_values}) {
       rows->reserve(static_cast<std::size_t>((context + 1) * global));  // the step appends without reallocating
       rows->resize(static_cast<std::size_t>(context * global));

@@ -220,7 +220,6 @@ TEST_CASE("decoding step by step equals the whole forward at every position", "[
       std::copy(row.begin(), row.end(), tokens.data());
       const auto logits = model.forward(tokens.view());
       auto state = model.initial_state();
-      std::size_t local_bytes = 0;
       for (index_t t = 0; t < length; ++t) {
         const auto step = model.step(row[t], state);
         double worst = 0, scale = 1e-30;
@@ -230,11 +229,11 @@ TEST_CASE("decoding step by step equals the whole forward at every position", "[
         }
         INFO("position " << t);
         REQUIRE(worst <= 1e-5 * scale);
-        // Local heads' memory is fixed from the start; only global heads grow.
+        // Local heads' memory stops growing at the window; only global heads keep growing.
         std::size_t local = 0;
         for (const auto& layer : state.layers) local += layer.local_keys.size();
-        if (t == 0) local_bytes = local;
-        REQUIRE(local == local_bytes);
+        const auto rows = static_cast<std::size_t>(std::min(t + 1, c.window()));
+        REQUIRE(local == rows * static_cast<std::size_t>(c.n_layer * c.n_local_head * c.head_dim));
       }
       const std::size_t global_rows = state.layers[0].global_keys.size();
       CHECK(global_rows == static_cast<std::size_t>(length * (c.n_head - c.n_local_head) * c.head_dim));
@@ -326,11 +325,19 @@ TEST_CASE("LS heads decode step by step like their causal forward", "[ls_gpt][ls
       const auto y = layer.step(lsattn::HostView<const float, 1>(x.address(0, t, 0), Shape<1>{24}), state);
       for (index_t f = 0; f < 24; ++f) REQUIRE(std::abs(y[f] - whole(0, t, f)) <= 1e-5 * (1 + std::abs(whole(0, t, f))));
     }
-    CHECK(state.bytes() == (c.local_heads.size() * c.window + (4 - c.local_heads.size()) * length) * 6 * 2 * sizeof(float));
+    CHECK(state.bytes() == (c.local_heads.size() * std::min(c.window, length) + (4 - c.local_heads.size()) * length) * 6 *
+                               2 * sizeof(float));
   }
   ls::Config bidirectional{24, 4, {0}, 4, false, 0};
   const ls::LsHeadsAttention<lsattn::cpu, float> layer(bidirectional, ls::Weights<float>::random(bidirectional, 1));
   CHECK_THROWS_WITH(layer.initial_state(), Catch::Contains("causal"));
+  // A window far larger than any sequence costs nothing until tokens fill it.
+  ls::Config huge{24, 4, {0, 1}, lsattn::max_size, true, 0};
+  const ls::LsHeadsAttention<lsattn::cpu, float> wide(huge, ls::Weights<float>::random(huge, 2));
+  auto state = wide.initial_state();
+  const std::vector<float> row(24, 0.5f);
+  wide.step(lsattn::HostView<const float, 1>(row.data(), Shape<1>{24}), state);
+  CHECK(state.bytes() == 4 * 6 * 2 * sizeof(float));
 }
 
 TEST_CASE("sampling: greedy is argmax, seeds reproduce, top-k and top-p restrict", "[ls_gpt][sampling]") {

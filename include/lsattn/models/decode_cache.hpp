@@ -20,7 +20,7 @@ namespace lsattn::models {
 
 template <class T = float>
 struct HeadCache {
-  std::vector<T> local_keys, local_values;    // window × (local heads · head_dim)
+  std::vector<T> local_keys, local_values;    // min(tokens, window) × (local heads · head_dim)
   std::vector<T> global_keys, global_values;  // tokens × (global heads · head_dim), one row per token
 
   std::size_t bytes() const {
@@ -45,10 +45,16 @@ void decode_attention(const T* q, const T* k, const T* v, index_t heads, index_t
   for (index_t h = 0; h < heads; ++h) column[h] = (is_local(h) ? local++ : global++) * head_dim;
   local *= head_dim;
   global *= head_dim;
-  require(cache.local_keys.size() == static_cast<std::size_t>(window * local) &&
+  // The ring grows to `window` slots as tokens come (a huge window costs nothing until used).
+  const index_t filled = std::min(position, window);
+  require(cache.local_keys.size() == static_cast<std::size_t>(filled * local) &&
               cache.global_keys.size() == static_cast<std::size_t>(position * global),
           "state: does not match this layer at position ", position, " (start from initial_state())");
   const index_t slot = window > 0 ? position % window : 0;
+  if (position < window) {
+    cache.local_keys.resize(static_cast<std::size_t>((position + 1) * local));
+    cache.local_values.resize(cache.local_keys.size());
+  }
   for (index_t h = 0; h < heads; ++h) {
     const T* key = k + h * head_dim;
     const T* value = v + h * head_dim;

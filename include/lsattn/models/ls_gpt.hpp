@@ -235,10 +235,7 @@ class LsGpt {
 
   DecodeState<T> initial_state() const {
     DecodeState<T> state;
-    HeadCache<T> empty;
-    empty.local_keys.assign(static_cast<std::size_t>(config_.window() * config_.n_local_head * config_.head_dim), T(0));
-    empty.local_values = empty.local_keys;
-    state.layers.assign(static_cast<std::size_t>(config_.n_layer), empty);
+    state.layers.assign(static_cast<std::size_t>(config_.n_layer), HeadCache<T>{});  // rings grow as tokens come
     return state;
   }
 

@@ -103,11 +103,7 @@ class LsHeadsAttention {
 
   DecodeState initial_state() const {
     require(config_.causal, "initial_state: decoding needs a causal configuration (causal = true)");
-    DecodeState state;
-    const index_t local = static_cast<index_t>(config_.local_heads.size()) * config_.head_dim();
-    state.cache.local_keys.assign(static_cast<std::size_t>(config_.window * local), T(0));
-    state.cache.local_values = state.cache.local_keys;
-    return state;
+    return DecodeState{};  // the local ring grows to `window` slots as tokens come
   }
 
   // The next token's row x (dim) → its output row (dim), equal to forward()'s at that position
