@@ -74,6 +74,9 @@ import types
 
 import torch
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from exporter_common import to_bool  # noqa: E402  (shared by every exporter)
+
 CONFIG_KEYS = ("num_head", "head_dim", "transformer_dim", "window_size",
                "num_landmarks", "pooling_mode")
 
@@ -86,18 +89,6 @@ def _metadata(config):
     if int(meta["transformer_dim"]) != int(meta["num_head"]) * int(meta["head_dim"]):
         raise ValueError("transformer_dim must equal num_head * head_dim")
     return meta
-
-
-def to_bool(v):
-    """A config boolean: True/False, or the strings true/false, 1/0, yes/no in any case."""
-    if isinstance(v, str):
-        low = v.strip().lower()
-        if low in ("true", "1", "yes"):
-            return True
-        if low in ("false", "0", "no"):
-            return False
-        raise ValueError(f"not a boolean: {v!r}")
-    return bool(v)
 
 
 def canonicalize_header(path):

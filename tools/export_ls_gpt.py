@@ -54,22 +54,13 @@ import sys
 
 import numpy as np
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from exporter_common import to_bool  # noqa: E402  (shared by every exporter)
+
 INT_KEYS = ("block_size", "vocab_size", "n_layer", "n_head", "head_dim", "n_embd", "n_local_head",
             "local_attn_span")
 VERSIONS = ("packed_heads", "split_heads")
 COMPILE_PREFIX = "_orig_mod."
-
-
-def to_bool(v):
-    """A config boolean: True/False, or the strings true/false, 1/0, yes/no in any case."""
-    if isinstance(v, str):
-        low = v.strip().lower()
-        if low in ("true", "1", "yes"):
-            return True
-        if low in ("false", "0", "no"):
-            return False
-        raise ValueError(f"not a boolean: {v!r}")
-    return bool(v)
 
 
 def metadata(config):
