@@ -1542,3 +1542,312 @@ TEST_CASE("lsattn gpt: bad inputs and hyperparameters are clear errors and write
   CHECK(no_prefix.code == 1);
   CHECK_THAT(no_prefix.err, Contains("no attention tensors under the prefix 'model.'"));
 }
+
+// ----------------------------------------------------------------------------------------------
+// Issue 13 item 3: `lsattn lm --incremental` and `lsattn generate`
+
+namespace {
+
+std::vector<std::int64_t> printed_ids(const std::string& text) {
+  std::istringstream in(text);
+  std::vector<std::int64_t> ids;
+  for (std::int64_t id = 0; in >> id;) ids.push_back(id);
+  return ids;
+}
+
+std::string ids_argument(const std::vector<std::int64_t>& ids) {
+  std::string list;
+  for (const auto id : ids) list += (list.empty() ? "" : ",") + std::to_string(id);
+  return list;
+}
+
+template <class T>
+std::int64_t argmax_of(const T* row, index_t count) {
+  return static_cast<std::int64_t>(std::max_element(row, row + count) - row);
+}
+
+}  // namespace
+
+TEST_CASE("lm --incremental writes the plain run's log-probabilities and caches", "[cli][lm][incremental]") {
+  for (const bool pre_ln : {true, false}) {
+    INFO("pre_ln " << pre_ln);
+    auto config = small_lm;  // chunk_size 4, window_len 8, mem_len 8
+    config.pre_ln = pre_ln;
+    const auto weights = write_model(config, "lm_incremental_weights.safetensors", 17);
+    // Segments of 8, 5, 7 and 4 tokens: 5 and 7 are not multiples of chunk_size, so the published
+    // padding runs (in forward, and in end_segment).
+    const auto input = write_input("lm_incremental_input.safetensors", [](SafeTensorsWriter& w) {
+      index_t segment = 0;
+      for (const index_t length : {8, 5, 7, 4}) {
+        Tensor<std::int64_t, 2> tokens(Shape<2>{2, length});
+        for (index_t i = 0; i < tokens.size(); ++i) tokens.values()[i] = (i * 31 + segment * 7 + 1) % 256;
+        w.add("input.tokens." + std::to_string(segment++), tokens);
+      }
+    });
+    const auto plain_path = scratch("lm_plain_out.safetensors").string();
+    const auto stepped_path = scratch("lm_stepped_out.safetensors").string();
+    const Result plain_run = run({"lm", "--weights", weights, "--input", input, "--output", plain_path});
+    REQUIRE(plain_run.code == 0);
+    const Result stepped_run =
+        run({"lm", "--weights", weights, "--input", input, "--output", stepped_path, "--incremental"});
+    INFO(stepped_run.err);
+    REQUIRE(stepped_run.code == 0);
+    CHECK(stepped_run.out == "lsattn: wrote 4 segments of log-probabilities and caches to " + stepped_path + "\n");
+    const auto plain = SafeTensorsFile::open(plain_path), stepped = SafeTensorsFile::open(stepped_path);
+    auto sorted_names = [](const SafeTensorsFile& file) {
+      auto names = file.names();
+      std::sort(names.begin(), names.end());
+      return names;
+    };
+    CHECK(sorted_names(stepped) == sorted_names(plain));
+    CHECK(plain.names().size() == 4 * (1 + 2));
+    CHECK(stepped.metadata().at("incremental") == "true");
+    CHECK(plain.metadata().at("incremental") == "false");
+    for (const auto& name : plain.names()) {
+      INFO(name);
+      const auto want = plain.load_float<3>(name);
+      const auto got = stepped.load_float<3>(name);
+      CHECK(relative_difference(got, want) < 1e-5);
+    }
+  }
+  SECTION("tokens outside the vocabulary are named with the segment and position") {
+    const auto weights = write_model(small_lm, "lm_incremental_weights.safetensors", 17);
+    const auto bad = write_input("lm_incremental_bad.safetensors", [](SafeTensorsWriter& w) {
+      w.add("input.tokens.0", Tensor<std::int64_t, 2>(Shape<2>{1, 3}, 1));
+      Tensor<std::int64_t, 2> second(Shape<2>{2, 3}, 1);
+      w.add("input.tokens.1", second);
+    });
+    const auto output = scratch("lm_incremental_bad_out.safetensors").string();
+    CHECK_THAT(run({"lm", "--weights", weights, "--input", bad, "--output", output, "--incremental"}).err,
+               Contains("input.tokens.1 has batch 2, input.tokens.0 had 1"));
+    const auto out_of_range = write_input("lm_incremental_range.safetensors", [](SafeTensorsWriter& w) {
+      Tensor<std::int64_t, 2> tokens(Shape<2>{2, 3}, 1);
+      tokens(1, 2) = 256;
+      w.add("input.tokens.0", tokens);
+    });
+    CHECK_THAT(run({"lm", "--weights", weights, "--input", out_of_range, "--output", output, "--incremental"}).err,
+               Contains("input.tokens.0 holds id 256 at (1, 2), outside the vocabulary [0, 256)"));
+  }
+}
+
+TEST_CASE("generate: greedy decoding of the LM is the argmax chain of its segment forward", "[cli][generate][lm]") {
+  const auto weights = write_model(small_lm, "generate_lm.safetensors", 23);
+  const std::vector<std::int64_t> prompt{10, 20, 30};
+  const index_t segment_length = 6;  // not a multiple of chunk_size 4: end_segment pads
+  const std::vector<std::string> greedy{"generate", "--weights", weights, "--prompt-ids", ids_argument(prompt),
+                                        "--max-new-tokens", "14", "--temperature", "0", "--print-ids",
+                                        "--segment-length", std::to_string(segment_length)};
+  const Result result = run(greedy);
+  INFO(result.err);
+  REQUIRE(result.code == 0);
+  CHECK_THAT(result.err, Contains("generated 14 tokens in") && Contains("tokens/s"));
+  const auto generated = printed_ids(result.out);
+  REQUIRE(generated.size() == 14);
+  CHECK(result.out.back() == '\n');
+
+  // Independently: forward over the stream (prompt and every generated token but the last) cut
+  // into segments of 6, the memory carried; each generated token is the argmax of the
+  // log-probabilities at the position before it.
+  std::vector<std::int64_t> stream = prompt;
+  stream.insert(stream.end(), generated.begin(), generated.end() - 1);
+  const causal::TransformerLSModel<lsattn::cpu, float> model(small_lm, causal::LmWeights<float>::random(small_lm, 23));
+  auto state = model.initial_state(1);
+  std::vector<std::vector<float>> rows;
+  for (std::size_t start = 0; start < stream.size(); start += segment_length) {
+    const index_t count = std::min<index_t>(segment_length, static_cast<index_t>(stream.size() - start));
+    Tensor<std::int64_t, 2> tokens(Shape<2>{1, count});
+    for (index_t i = 0; i < count; ++i) tokens(0, i) = stream[start + i];
+    const auto logprobs = model.forward(tokens.view(), state);
+    for (index_t i = 0; i < count; ++i) rows.emplace_back(logprobs.address(0, i, 0), logprobs.address(0, i, 0) + 256);
+  }
+  for (std::size_t k = 0; k < generated.size(); ++k) {
+    INFO("generated token " << k);
+    const auto& row = rows[prompt.size() - 1 + k];
+    const auto best = argmax_of(row.data(), 256);
+    // Equal, or a near tie that the step's rounding may order either way.
+    CHECK((generated[k] == best || row[generated[k]] > row[best] - 1e-5f));
+  }
+
+  SECTION("--model lm gives the same; a text prompt is its bytes; tokens print as text") {
+    auto stated = greedy;
+    stated.insert(stated.end(), {"--model", "lm"});
+    CHECK(run(stated).out == result.out);
+    const Result as_ids = run({"generate", "--weights", weights, "--prompt-ids", "104,105", "--max-new-tokens", "6",
+                               "--temperature", "0", "--print-ids"});
+    const Result as_text = run({"generate", "--weights", weights, "--prompt", "hi", "--max-new-tokens", "6",
+                                "--temperature", "0", "--print-ids"});
+    REQUIRE(as_ids.code == 0);
+    CHECK(as_text.out == as_ids.out);
+    const Result text = run({"generate", "--weights", weights, "--prompt", "hi", "--max-new-tokens", "6",
+                             "--temperature", "0"});
+    REQUIRE(text.code == 0);
+    std::string bytes;
+    for (const auto id : printed_ids(as_ids.out)) bytes += static_cast<char>(id);
+    CHECK(text.out == bytes + "\n");
+  }
+  SECTION("the default segment length is the metadata's tokens_per_sample, else 256") {
+    const auto with_metadata =
+        write_model(small_lm, "generate_lm_tps.safetensors", 23, {{"tokens_per_sample", std::to_string(segment_length)}});
+    auto args = greedy;
+    args[2] = with_metadata;
+    args.resize(args.size() - 2);  // no --segment-length
+    CHECK(run(args).out == result.out);
+  }
+}
+
+TEST_CASE("generate: a fairseq dictionary maps the prompt in and the tokens out", "[cli][generate][lm]") {
+  causal::LmConfig config = small_lm;
+  config.vocab_size = 8;
+  const auto weights = write_model(config, "generate_dict.safetensors", 29);
+  const auto dict = scratch("generate_dict.txt").string();
+  std::ofstream(dict) << "116 500\n104 400\n101 300\n";  // 't', 'h', 'e' → ids 4, 5, 6
+  const std::vector<std::string> base{"generate", "--weights", weights, "--dict", dict, "--max-new-tokens", "40",
+                                      "--seed", "3"};
+  auto with = [&](std::vector<std::string> extra) {
+    auto args = base;
+    args.insert(args.end(), extra.begin(), extra.end());
+    return run(args);
+  };
+  const Result ids = with({"--prompt", "the\nt", "--print-ids"});
+  INFO(ids.err);
+  REQUIRE(ids.code == 0);
+  CHECK(with({"--prompt-ids", "4,5,6,2,4", "--print-ids"}).out == ids.out);
+  const Result text = with({"--prompt", "the\nt"});
+  REQUIRE(text.code == 0);
+  const std::map<std::int64_t, std::string> symbols{{0, "<s>"}, {1, "<pad>"}, {2, "\n"}, {3, "<unk>"},
+                                                    {4, "t"},   {5, "h"},     {6, "e"},  {7, "<7>"}};
+  std::string expected;
+  for (const auto id : printed_ids(ids.out)) expected += symbols.at(id);
+  CHECK(text.out == expected + "\n");
+  CHECK_THAT(with({"--prompt", "tax"}).err, Contains("--prompt: byte 97 ('a') at offset 1 is not in --dict"));
+}
+
+TEST_CASE("generate: greedy decoding of the GPT is the argmax chain of its forward, and stops at block_size", "[cli][generate][ls_gpt]") {
+  for (const auto version : {gpt::Version::packed_heads, gpt::Version::split_heads}) {
+    INFO(gpt::version_name(version));
+    const auto config = small_gpt(version);  // block_size 12, vocab 40
+    const auto weights = gpt::Weights<float>::random(config, 61);
+    const auto path = write_raw("generate_gpt.safetensors", gpt_tensors(config, weights), gpt_metadata(config));
+    const std::vector<std::int64_t> prompt{1, 2, 3};
+    const Result result = run({"generate", "--weights", path, "--prompt-ids", "1,2,3", "--max-new-tokens", "20",
+                               "--temperature", "0"});
+    INFO(result.err);
+    REQUIRE(result.code == 0);
+    const auto generated = printed_ids(result.out);  // ids: the GPT has no text without --dict
+    // Positions 0 … 11 are fed; the token sampled at position 11 is the last one.
+    REQUIRE(generated.size() == 10);
+    CHECK_THAT(result.err, Contains("stopped after 10 of 20 new tokens: the sequence reached block_size = 12"));
+    std::vector<std::int64_t> stream = prompt;
+    stream.insert(stream.end(), generated.begin(), generated.end() - 1);
+    Tensor<std::int64_t, 2> tokens(Shape<2>{1, static_cast<index_t>(stream.size())}, stream);
+    const auto logits = gpt::LsGpt<float>(config, weights).forward(tokens.view());
+    for (std::size_t k = 0; k < generated.size(); ++k) {
+      INFO("generated token " << k);
+      const float* row = logits.address(0, static_cast<index_t>(prompt.size() - 1 + k), 0);
+      const auto best = argmax_of(row, 40);
+      CHECK((generated[k] == best || row[generated[k]] > row[best] - 1e-5f));
+    }
+    const Result short_run = run({"generate", "--weights", path, "--prompt-ids", "1,2,3", "--max-new-tokens", "4",
+                                  "--temperature", "0", "--model", "gpt"});
+    REQUIRE(short_run.code == 0);
+    CHECK(printed_ids(short_run.out) == std::vector<std::int64_t>(generated.begin(), generated.begin() + 4));
+    CHECK_THAT(short_run.err, !Contains("stopped"));
+    CHECK_THAT(run({"generate", "--weights", path, "--prompt-ids", ids_argument(gpt_tokens(1, 13, 40).values()),
+                    "--temperature", "0"}).err,
+               Contains("--prompt-ids: the prompt has 13 tokens, more than block_size = 12"));
+  }
+}
+
+TEST_CASE("generate: the same seed gives the same tokens, another seed others", "[cli][generate]") {
+  const auto lm_weights = write_model(small_lm, "generate_seed_lm.safetensors", 31);
+  const auto config = small_gpt(gpt::Version::split_heads);
+  const auto gpt_weights =
+      write_raw("generate_seed_gpt.safetensors", gpt_tensors(config, gpt::Weights<float>::random(config, 71)),
+                gpt_metadata(config));
+  for (const auto& [model_weights, model_length] : {std::pair{lm_weights, "30"}, std::pair{gpt_weights, "9"}}) {
+    const std::string weights = model_weights, length = model_length;
+    INFO(weights);
+    for (const std::vector<std::string>& cut : {std::vector<std::string>{}, std::vector<std::string>{"--top-k", "5"},
+                                              std::vector<std::string>{"--top-p", "0.9", "--temperature", "1.5"}}) {
+      auto sample = [&](const std::string& seed) {
+        std::vector<std::string> args{"generate", "--weights", weights, "--prompt-ids", "5,6", "--max-new-tokens",
+                                      length, "--seed", seed, "--print-ids"};
+        args.insert(args.end(), cut.begin(), cut.end());
+        const Result result = run(args);
+        INFO(result.err);
+        REQUIRE(result.code == 0);
+        return printed_ids(result.out);
+      };
+      const auto first = sample("7");
+      CHECK(first.size() == std::stoul(length));
+      CHECK(sample("7") == first);
+      CHECK(sample("8") != first);
+    }
+  }
+  SECTION("top-k 1 is greedy") {
+    auto with = [&](std::vector<std::string> extra) {
+      std::vector<std::string> args{"generate", "--weights", lm_weights, "--prompt-ids", "5,6", "--max-new-tokens", "10",
+                                    "--print-ids"};
+      args.insert(args.end(), extra.begin(), extra.end());
+      return run(args).out;
+    };
+    CHECK(with({"--top-k", "1", "--seed", "1"}) == with({"--temperature", "0"}));
+  }
+}
+
+TEST_CASE("generate: bad options are errors naming the option", "[cli][generate][errors]") {
+  const auto weights = write_model(small_lm, "generate_errors_lm.safetensors", 37);
+  const auto config = small_gpt(gpt::Version::split_heads);
+  const auto gpt_path = write_raw("generate_errors_gpt.safetensors",
+                                  gpt_tensors(config, gpt::Weights<float>::random(config, 73)), gpt_metadata(config));
+  auto attempt = [&](const std::string& path, std::vector<std::string> extra) {
+    std::vector<std::string> args{"generate", "--weights", path, "--max-new-tokens", "3"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    return run(args);
+  };
+  auto error_of = [&](std::vector<std::string> extra, const std::string& path = "") {
+    const Result result = attempt(path.empty() ? weights : path, std::move(extra));
+    CHECK(result.code == 1);
+    CHECK(result.out == "");
+    return result.err;
+  };
+  const std::vector<std::string> prompt{"--prompt-ids", "1,2"};
+  auto plus = [&](std::vector<std::string> extra) {
+    extra.insert(extra.begin(), prompt.begin(), prompt.end());
+    return extra;
+  };
+  CHECK_THAT(error_of(plus({"--temperature", "-1"})), Contains("--temperature: must be >= 0 (0 = greedy), got -1"));
+  CHECK_THAT(error_of(plus({"--temperature", "nan"})), Contains("--temperature"));
+  CHECK_THAT(error_of(plus({"--top-p", "0"})), Contains("--top-p: must be in (0, 1]"));
+  CHECK_THAT(error_of(plus({"--top-p", "1.5"})), Contains("--top-p"));
+  CHECK_THAT(error_of(plus({"--top-k", "-2"})), Contains("--top-k: must be >= 0"));
+  const Result negative_count = attempt(weights, plus({"--max-new-tokens", "-1"}));  // refused by the parser or after
+  CHECK(negative_count.code != 0);
+  CHECK_THAT(negative_count.err + negative_count.out, Contains("--max-new-tokens"));
+  CHECK_THAT(error_of(plus({"--segment-length", "0"})), Contains("--segment-length"));
+  CHECK_THAT(error_of({}), Contains("--prompt TEXT or --prompt-ids"));
+  CHECK_THAT(error_of({"--prompt", ""}), Contains("--prompt: the prompt is empty"));
+  CHECK_THAT(error_of({"--prompt-ids", "1,x"}), Contains("--prompt-ids: 'x' (item 1) is not a token id"));
+  CHECK_THAT(error_of({"--prompt-ids", "1,,2"}), Contains("--prompt-ids"));
+  CHECK_THAT(error_of({"--prompt-ids", "1,256"}),
+             Contains("--prompt-ids: token id 256 at position 1 is outside the model's vocabulary [0, 256)"));
+  CHECK_THAT(error_of({"--prompt-ids", "1,-3"}), Contains("token id -3"));
+  CHECK_THAT(error_of(plus({"--window", "x"})), Contains("window_len") && Contains("x"));
+  CHECK_THAT(error_of(plus({"--block-size", "4"})), Contains("--block-size does not apply to generate --model lm"));
+  CHECK_THAT(error_of(plus({"--segment-length", "4"}), gpt_path), Contains("--segment-length applies to --model lm only"));
+  CHECK_THAT(error_of({"--prompt", "hi"}, gpt_path), Contains("--prompt") && Contains("--dict"));
+  CHECK_THAT(error_of(plus({"--model", "gpt"})), Contains("missing") || Contains("no attention tensors"));
+  CHECK_THAT(error_of(plus({"--mem-len", "4"}), gpt_path), Contains("--mem-len does not apply to generate --model gpt"));
+  const Result unknown = attempt(weights, plus({"--model", "nope"}));
+  CHECK(unknown.code != 0);
+  CHECK(unknown.code != 1);
+  CHECK_THAT(unknown.err + unknown.out, Contains("--model") && Contains("nope"));
+  const Result both = attempt(weights, plus({"--prompt", "hi"}));
+  CHECK(both.code != 0);
+  CHECK_THAT(both.err + both.out, Contains("--prompt"));
+  const auto neither = write_input("generate_neither.safetensors", [](SafeTensorsWriter& w) {
+    w.add("weight", Tensor<float, 2>(Shape<2>{2, 2}));
+  });
+  CHECK_THAT(error_of(prompt, neither), Contains("holds neither a language model's 'in_emb.weight'") &&
+                                            Contains("pass --model lm or --model gpt"));
+}

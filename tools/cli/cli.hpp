@@ -26,6 +26,7 @@
 #include "lsattn/models/ls_gpt_checkpoint.hpp"
 #include "lsattn/models/vision_checkpoint.hpp"
 #include "eval_bpc.hpp"
+#include "generate.hpp"
 
 namespace lsattn::cli {
 
@@ -327,36 +328,101 @@ inline models::causal::LmState<float> initial_state(const models::causal::Transf
   return model.initial_state(batch);
 }
 
-// `lm`: input.tokens.0, input.tokens.1, … (B, L_s) int64, in order, from a zero memory.
-inline void run_lm(const CommonOptions& options, Stage& stage, std::ostream& log) {
+// `lm`: input.tokens.0, input.tokens.1, … (B, L_s) int64, in order, from a zero memory. With
+// `incremental`, every batch row is fed one token at a time through its own decoding state
+// (step, then end_segment after each segment): the same outputs, to rounding.
+inline void run_lm(const CommonOptions& options, bool incremental, Stage& stage, std::ostream& log) {
   stage.enter("reading --weights '", options.weights_path, "'");
   const auto weights = io::SafeTensorsFile::open(options.weights_path);
   stage.enter("reading --input '", options.input_path, "'");
   const auto input = io::SafeTensorsFile::open(options.input_path);
   const auto model = load_model(options, weights, "lm", stage);
+  const auto& config = model.config();
   require_input(input, "input.tokens.0", "(B, L) int64");
   io::SafeTensorsWriter writer;
   writer.set_metadata("command", "lm");
   writer.set_metadata("lsattn_version", version);
-  models::causal::LmState<float> state;
-  index_t segment = 0;
+  writer.set_metadata("incremental", incremental ? "true" : "false");
+  models::causal::LmState<float> state;                                // the whole batch at once
+  std::vector<models::causal::LmDecodeState<cpu, float>> row_states;  // incremental: one per row
+  index_t segment = 0, batch = 0;
   for (; input.contains("input.tokens." + std::to_string(segment)); ++segment) {
     const std::string name = "input.tokens." + std::to_string(segment);
     stage.enter("reading ", name, " of '", input.source(), "'");
     const auto tokens = input.load_int64<2>(name);
-    if (segment == 0) state = initial_state(model, tokens.extent(0), stage);
-    require(tokens.extent(0) == state.caches.front().extent(0), "input ", input.source(), ": ", name, " has batch ",
-            tokens.extent(0), ", input.tokens.0 had ", state.caches.front().extent(0));
-    stage.enter("running the language model on ", name, " (B, L) = ", to_string(tokens.shape()), " (n_layer = ",
-                model.config().n_layer, ", mem_len = ", model.config().mem_len, ", vocab_size = ",
-                model.config().vocab_size, ")");
-    writer.add("output.logprobs." + std::to_string(segment), model.forward(tokens.view(), state));
-    for (index_t layer = 0; layer < model.config().n_layer; ++layer)
-      writer.add("output.cache." + std::to_string(segment) + "." + std::to_string(layer), state.caches[layer]);
+    if (segment == 0) {
+      batch = tokens.extent(0);
+      if (!incremental) state = initial_state(model, batch, stage);
+      for (index_t b = 0; incremental && b < batch; ++b) row_states.push_back(model.initial_decode_state());
+    }
+    require(tokens.extent(0) == batch, "input ", input.source(), ": ", name, " has batch ", tokens.extent(0),
+            ", input.tokens.0 had ", batch);
+    stage.enter(incremental ? "decoding " : "running the language model on ", name, " (B, L) = ",
+                to_string(tokens.shape()), incremental ? " one token at a time" : "", " (n_layer = ", config.n_layer,
+                ", mem_len = ", config.mem_len, ", vocab_size = ", config.vocab_size, ")");
+    const std::string segment_name = std::to_string(segment);
+    if (!incremental) {
+      writer.add("output.logprobs." + segment_name, model.forward(tokens.view(), state));
+      for (index_t layer = 0; layer < config.n_layer; ++layer)
+        writer.add("output.cache." + segment_name + "." + std::to_string(layer), state.caches[layer]);
+      continue;
+    }
+    // Checked here, naming the file: step() sees one token at a time.
+    const index_t length = tokens.extent(1);
+    require(batch >= 1 && length >= 1, "input ", input.source(), ": ", name, " has shape ", to_string(tokens.shape()),
+            "; expected a non-empty (B, L) segment");
+    for (index_t i = 0; i < tokens.size(); ++i) {
+      const std::int64_t id = tokens.values()[static_cast<std::size_t>(i)];
+      require(id >= 0 && id < config.vocab_size, "input ", input.source(), ": ", name, " holds id ", id, " at (",
+              i / length, ", ", i % length, "), outside the vocabulary [0, ", config.vocab_size, ")");
+    }
+    Tensor<float, 3> logprobs(Shape<3>{batch, length, config.vocab_size});
+    for (index_t b = 0; b < batch; ++b) {
+      auto& row = row_states[static_cast<std::size_t>(b)];
+      for (index_t t = 0; t < length; ++t) {
+        const std::vector<float> next = model.step(tokens(b, t), row);
+        std::copy(next.begin(), next.end(), logprobs.address(b, t, 0));
+      }
+      model.end_segment(row);
+    }
+    writer.add("output.logprobs." + segment_name, logprobs);
+    for (index_t layer = 0; layer < config.n_layer; ++layer) {
+      Tensor<float, 3> cache(Shape<3>{batch, config.mem_len, config.d_model});
+      for (index_t b = 0; b < batch; ++b) {
+        const auto& memory = row_states[static_cast<std::size_t>(b)].memory.caches[static_cast<std::size_t>(layer)];
+        std::copy(memory.values().begin(), memory.values().end(), cache.address(b, 0, 0));
+      }
+      writer.add("output.cache." + segment_name + "." + std::to_string(layer), cache);
+    }
   }
   stage.enter("writing --output '", options.output_path, "' (", segment, " segments)");
   writer.write(options.output_path);
   log << "lsattn: wrote " << segment << " segments of log-probabilities and caches to " << options.output_path << "\n";
+}
+
+// The GPT's configuration: the metadata, the flags over it, and the window a run may use. Rows
+// hold at most block_size tokens, so a window of block_size keys already sees every earlier one:
+// a larger window gives the same logits, but initial_state() would size its local rings by it
+// (2^31 - 1 keys for --local-window 2147483647). `stated_window` is the window asked for.
+struct GptSetup {
+  models::ls_gpt::Config config;
+  index_t stated_window = 0;
+};
+
+inline GptSetup gpt_setup(const CommonOptions& options, const io::SafeTensorsFile& weights, const std::string& command) {
+  GptSetup setup{models::ls_gpt::config_from(hyperparameters(weights, options, "gpt", command), weights, options.prefix)};
+  auto& config = setup.config;
+  config.threads = options.threads;
+  config.precision = options.precision;
+  setup.stated_window = config.window();
+  if (config.n_local_head > 0 && setup.stated_window > config.block_size) config.local_window = config.block_size;
+  return setup;
+}
+
+inline void enter_gpt_build(Stage& stage, const models::ls_gpt::Config& config) {
+  stage.enter("building the GPT (", models::ls_gpt::version_name(config.version), ", n_layer = ", config.n_layer,
+              ", n_embd = ", config.n_embd, ", n_head = ", config.n_head, ", head_dim = ", config.head_dim,
+              ", vocab_size = ", config.vocab_size, ", block_size = ", config.block_size, ")");
 }
 
 // `gpt`: input.tokens (B, T) int64 → output.logits (B, T, vocab_size), the whole sequences at
@@ -368,17 +434,8 @@ inline void run_gpt(const CommonOptions& options, bool incremental, Stage& stage
   const auto weights = io::SafeTensorsFile::open(options.weights_path);
   stage.enter("reading --input '", options.input_path, "'");
   const auto input = io::SafeTensorsFile::open(options.input_path);
-  auto config = gpt::config_from(hyperparameters(weights, options, "gpt", "gpt"), weights, options.prefix);
-  config.threads = options.threads;
-  config.precision = options.precision;
-  // Rows hold at most block_size tokens, so a window of block_size keys already sees every
-  // earlier one: a larger window gives the same logits, but initial_state() would size its local
-  // rings by it (2^31 - 1 keys for --local-window 2147483647).
-  const index_t stated_window = config.window();
-  if (config.n_local_head > 0 && stated_window > config.block_size) config.local_window = config.block_size;
-  stage.enter("building the GPT (", gpt::version_name(config.version), ", n_layer = ", config.n_layer,
-              ", n_embd = ", config.n_embd, ", n_head = ", config.n_head, ", head_dim = ", config.head_dim,
-              ", vocab_size = ", config.vocab_size, ", block_size = ", config.block_size, ")");
+  const auto [config, stated_window] = gpt_setup(options, weights, "gpt");
+  enter_gpt_build(stage, config);
   const gpt::LsGpt<float> model(config, gpt::load_weights(weights, config, options.prefix));
   require_input(input, "input.tokens", "(B, T) int64");
   stage.enter("reading input.tokens of '", input.source(), "'");
@@ -430,13 +487,6 @@ struct EvalOptions {
   bool allow_unknown = false;        // --allow-unk: bytes missing from --dict become <unk>
   bool progress = true;
 };
-
-// "120 ('x')", or "7" for a byte that does not print.
-inline std::string describe_byte(unsigned char byte) {
-  std::string text = std::to_string(byte);
-  if (byte >= 0x20 && byte < 0x7f) text += std::string(" ('") + static_cast<char>(byte) + "')";
-  return text;
-}
 
 // The bytes among the first `total` of the text that the dictionary does not list.
 struct UnknownBytes {
@@ -560,6 +610,87 @@ inline void run_eval_bpc(const CommonOptions& options, const EvalOptions& eval, 
   out << ")\n";
 }
 
+// Which model a weights file holds, when --model does not say: the character LM's in_emb.weight
+// or the GPT's transformer.wte.weight under the prefix.
+inline std::string model_family_of(const io::SafeTensorsFile& weights, const std::string& prefix) {
+  const bool lm = weights.contains(prefix + "in_emb.weight"), gpt = weights.contains(prefix + "transformer.wte.weight");
+  require(lm != gpt, "--weights '", weights.source(), "': ",
+          lm ? "holds both a language model's" : "holds neither a language model's", " '", prefix,
+          "in_emb.weight' and ", lm ? "a GPT's" : "nor a GPT's", " '", prefix,
+          "transformer.wte.weight'; pass --model lm or --model gpt (and --prefix if the names have one)");
+  return lm ? "lm" : "gpt";
+}
+
+// `generate`: samples tokens after a prompt from the character LM or the GPT, streaming them to
+// `out`; the timing goes to `err`.
+inline void run_generate(const CommonOptions& options, const GenerateOptions& generation, Stage& stage, std::ostream& out,
+                         std::ostream& err) {
+  generation.validate();
+  stage.enter("reading --weights '", options.weights_path, "'");
+  const auto weights = io::SafeTensorsFile::open(options.weights_path);
+  const std::string family = generation.model.empty() ? model_family_of(weights, options.prefix) : generation.model;
+  require(family == "lm" || !generation.segment_length, "--segment-length applies to --model lm only");
+  const bool has_dict = !generation.dict_path.empty();
+  const ByteVocabulary vocabulary = ByteVocabulary::load(generation.dict_path);
+  // The character LM always has a byte vocabulary (a byte is its id without --dict, as in
+  // eval-bpc); the GPT only with --dict.
+  const bool text = family == "lm" || has_dict;
+  std::vector<std::int64_t> prompt;
+  if (generation.prompt) {
+    require(text, "--prompt: a GPT's token ids have no text form without --dict; give --prompt-ids 1,2,3");
+    prompt = text_tokens(*generation.prompt, vocabulary);
+  } else {
+    prompt = parse_token_ids(*generation.prompt_ids);
+  }
+  require(!prompt.empty(), generation.prompt ? "--prompt" : "--prompt-ids", ": the prompt is empty; give at least one token");
+  const char* prompt_flag = generation.prompt ? "--prompt" : "--prompt-ids";
+  auto check_ids = [&](index_t vocab_size) {
+    for (std::size_t i = 0; i < prompt.size(); ++i) {
+      require(prompt[i] >= 0 && prompt[i] < vocab_size, prompt_flag, ": token id ", prompt[i], " at position ", i,
+              " is outside the model's vocabulary [0, ", vocab_size, ")");
+    }
+  };
+  models::Sampler sampler(generation.sampling());
+  TokenWriter writer(out, text && !generation.print_ids ? &vocabulary : nullptr);
+  auto emit = [&](std::int64_t token) { writer.write(token); };
+  GenerationResult result;
+  index_t block_size = 0;  // the GPT's
+  if (family == "lm") {
+    const auto model = load_model(options, weights, "generate --model lm", stage);
+    check_ids(model.config().vocab_size);
+    const index_t segment_length =
+        generation.segment_length
+            ? *generation.segment_length
+            : checked_size("tokens_per_sample (metadata of " + weights.source() + ")",
+                           io::Hyperparameters(weights.metadata(), weights.source()).integer("tokens_per_sample").value_or(256),
+                           1);
+    stage.enter("generating ", generation.max_new_tokens, " tokens after a prompt of ", prompt.size(),
+                " with the language model (segments of ", segment_length, " tokens, mem_len = ", model.config().mem_len,
+                ")");
+    result = generate_lm(model, prompt, segment_length, generation.max_new_tokens, sampler, emit);
+  } else {
+    const auto [config, stated_window] = gpt_setup(options, weights, "generate --model gpt");
+    enter_gpt_build(stage, config);
+    const models::ls_gpt::LsGpt<float> model(config, models::ls_gpt::load_weights(weights, config, options.prefix));
+    check_ids(config.vocab_size);
+    block_size = config.block_size;
+    require(static_cast<index_t>(prompt.size()) <= config.block_size, prompt_flag, ": the prompt has ", prompt.size(),
+            " tokens, more than block_size = ", config.block_size, " (the learned positions end there)");
+    stage.enter("generating ", generation.max_new_tokens, " tokens after a prompt of ", prompt.size(),
+                " with the GPT (block_size = ", config.block_size, ", local window = ", stated_window, " keys)");
+    result = generate_gpt(model, prompt, generation.max_new_tokens, sampler, emit);
+  }
+  writer.finish();
+  if (result.reached_block_size) {
+    err << "lsattn: stopped after " << result.generated << " of " << generation.max_new_tokens
+        << " new tokens: the sequence reached block_size = " << block_size
+        << " (the learned positions end there)\n";
+  }
+  err << "lsattn: prompt of " << prompt.size() << " tokens in " << result.prompt_seconds << " s; generated "
+      << result.generated << " tokens in " << result.generation_seconds << " s ("
+      << result.generated / std::max(result.generation_seconds, 1e-9) << " tokens/s)\n";
+}
+
 // Runs the command line; returns the process exit code (0 ok, 1 runtime error, other: usage).
 inline int main(int argc, const char* const* argv, std::ostream& out, std::ostream& err) {
   CLI::App app{"lsattn: long-short attention (Transformer-LS) on the CPU"};
@@ -612,6 +743,10 @@ inline int main(int argc, const char* const* argv, std::ostream& out, std::ostre
 
   auto* lm = app.add_subcommand("lm", "run the language model over token segments, carrying its memory");
   add_common(lm, "inputs: input.tokens.0, input.tokens.1, ... (B, L) int64");
+  bool lm_incremental = false;
+  lm->add_flag("--incremental", lm_incremental,
+               "feed each batch row one token at a time through a decoding state, closing each segment with "
+               "end_segment (the same log-probabilities and caches as the segment run)");
   add_flags(lm, "lm");
 
   auto* gpt = app.add_subcommand("gpt", "run the LS-attention GPT (nanoGPT model_localAttn.py) over token sequences");
@@ -641,6 +776,44 @@ inline int main(int argc, const char* const* argv, std::ostream& out, std::ostre
   bpc->add_flag("!--no-progress", eval.progress, "no progress bar");
   add_flags(bpc, "lm");
 
+  auto* generate = app.add_subcommand("generate", "sample tokens after a prompt from the language model or the GPT");
+  GenerateOptions generation;
+  add_common(generate, nullptr);
+  generate
+      ->add_option("--model", generation.model,
+                   "lm (the character LM) or gpt (default: told by the weights: in_emb.weight is lm, "
+                   "transformer.wte.weight gpt)")
+      ->check(CLI::IsMember({"lm", "gpt"}));
+  auto* prompt_text = generate->add_option_function<std::string>(
+      "--prompt", [&generation](const std::string& value) { generation.prompt = value; },
+      "the prompt as text: its bytes through --dict (the LM without --dict: a byte is its id)");
+  generate
+      ->add_option_function<std::string>(
+          "--prompt-ids", [&generation](const std::string& value) { generation.prompt_ids = value; },
+          "the prompt as token ids, comma-separated: 1,2,3")
+      ->excludes(prompt_text);
+  generate->add_option("--dict", generation.dict_path,
+                       "fairseq dict.txt of byte symbols, as eval-bpc reads it: prompt text in, tokens out as text");
+  generate->add_option("--max-new-tokens", generation.max_new_tokens, "tokens to generate (default 100)");
+  generate->add_option("--temperature", generation.temperature, "softmax temperature; 0: greedy (default 1)");
+  generate->add_option("--top-k", generation.top_k, "sample among the K most likely tokens only (0: all; default)");
+  generate->add_option("--top-p", generation.top_p,
+                       "sample among the smallest set of tokens whose probability reaches P (1: all; default)");
+  generate->add_option("--seed", generation.seed, "random seed: the same seed gives the same tokens (default 0)");
+  generate->add_option_function<index_t>(
+      "--segment-length", [&generation](index_t value) { generation.segment_length = value; },
+      "lm: tokens per segment before end_segment carries the memory on (default: metadata tokens_per_sample, else "
+      "256, as eval-bpc)");
+  generate->add_flag("--print-ids", generation.print_ids, "print token ids separated by spaces, not text");
+  // The flags of both models; one that does not apply to the model run is an error.
+  std::map<std::string, std::string> generate_flags = flag_keys("lm");
+  for (const auto& entry : flag_keys("gpt")) generate_flags.insert(entry);
+  for (const auto& [flag, key] : generate_flags) {
+    generate->add_option_function<std::string>(flag, [&options, flag = flag](const std::string& value) {
+      options.flags[flag] = value;
+    }, "hyperparameter (overrides __metadata__)");
+  }
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -658,11 +831,13 @@ inline int main(int argc, const char* const* argv, std::ostream& out, std::ostre
         if (run->parsed()) {
           run_layer(options, variant, stage, out);
         } else if (lm->parsed()) {
-          run_lm(options, stage, out);
+          run_lm(options, lm_incremental, stage, out);
         } else if (gpt->parsed()) {
           run_gpt(options, incremental, stage, out);
         } else if (bpc->parsed()) {
           run_eval_bpc(options, eval, stage, out, err);
+        } else if (generate->parsed()) {
+          run_generate(options, generation, stage, out, err);
         }
       },
       stage, err);

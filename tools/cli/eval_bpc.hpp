@@ -31,6 +31,13 @@ inline ScoringProtocol scoring_protocol_from(const std::string& name) {
   throw error("lsattn: --protocol: expected 'published' or 'every-byte', got '" + name + "'");
 }
 
+// "120 ('x')", or "7" for a byte that does not print.
+inline std::string describe_byte(unsigned char byte) {
+  std::string text = std::to_string(byte);
+  if (byte >= 0x20 && byte < 0x7f) text += std::string(" ('") + static_cast<char>(byte) + "')";
+  return text;
+}
+
 // Token ids of the text's bytes. Without a dictionary a byte is its own id. With a fairseq
 // dict.txt (the published enwik8/text8 preprocessing writes every byte as a decimal number and
 // every text line as a line) the ids are fairseq's: <s>=0, <pad>=1, </s>=2, <unk>=3, then the
