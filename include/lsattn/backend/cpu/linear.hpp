@@ -17,6 +17,7 @@ inline constexpr index_t linear_row_block = 128;
 // Up to this many rows the product runs as matrix-vector products over blocks of outputs.
 inline constexpr index_t linear_vector_rows = 2;
 inline constexpr index_t linear_output_block = 256;
+inline constexpr index_t linear_parallel_work = index_t{1} << 20;
 
 template <class T>
 void linear(const T* x, index_t rows, index_t in_features, const T* weight, const T* bias, index_t out_features, T* y,
@@ -26,7 +27,9 @@ void linear(const T* x, index_t rows, index_t in_features, const T* weight, cons
     // A few rows (a decoding step): packing W would cost as much as the product, which is a
     // matrix-vector product bound by reading W once. Split over blocks of outputs.
     const index_t output_blocks = (out_features + linear_output_block - 1) / linear_output_block;
-    parallel_for(output_blocks, threads, [&](index_t block) {
+    // Below about a million multiply-adds a second thread costs more to wake than it saves.
+    const bool small = rows * out_features * in_features < linear_parallel_work;
+    parallel_for(output_blocks, small ? 1 : threads, [&](index_t block) {
       const index_t first = block * linear_output_block, count = std::min(linear_output_block, out_features - first);
       const auto w = matrix(weight + first * in_features, count, in_features, in_features);
       for (index_t r = 0; r < rows; ++r) {
