@@ -14,6 +14,8 @@
 #include "lsattn/models/ls_gpt.hpp"
 #include "lsattn/models/ls_heads.hpp"
 #include "lsattn/models/sampling.hpp"
+#include "oracle_lra.hpp"
+#include "test_helpers.hpp"
 
 namespace {
 
@@ -25,27 +27,19 @@ using Matrix = std::vector<std::vector<double>>;
 
 // ---- The oracle: dense float64, explicit masks, the published tensors as they are. ----
 
+// The published tensors into the dense oracle's helpers (oracle_lra.hpp); an absent bias
+// (bias = False) is zeros.
+std::vector<double> bias_or_zeros(const Tensor<float, 1>& b, index_t size) {
+  return b.size() ? test_helpers::flat(b) : std::vector<double>(static_cast<std::size_t>(size), 0.0);
+}
+
 std::vector<double> layer_norm(const std::vector<double>& x, const Tensor<float, 1>& w, const Tensor<float, 1>& b) {
-  double mean = 0, variance = 0;
-  for (double v : x) mean += v;
-  mean /= static_cast<double>(x.size());
-  for (double v : x) variance += (v - mean) * (v - mean);
-  variance /= static_cast<double>(x.size());
-  std::vector<double> y(x.size());
-  for (std::size_t f = 0; f < x.size(); ++f)
-    y[f] = (x[f] - mean) / std::sqrt(variance + 1e-5) * w.values()[f] + (b.size() ? b.values()[f] : 0.0);
-  return y;
+  return oracle::layer_norm(x, test_helpers::flat(w), bias_or_zeros(b, w.size()));
 }
 
 // y = W x + b for W [out, in].
 std::vector<double> linear(const std::vector<double>& x, const Tensor<float, 2>& w, const Tensor<float, 1>& b) {
-  std::vector<double> y(static_cast<std::size_t>(w.extent(0)));
-  for (index_t o = 0; o < w.extent(0); ++o) {
-    double sum = b.size() ? b.values()[o] : 0.0;
-    for (index_t i = 0; i < w.extent(1); ++i) sum += w(o, i) * x[i];
-    y[o] = sum;
-  }
-  return y;
+  return oracle::linear(x, test_helpers::to_matrix(w), bias_or_zeros(b, w.extent(0)));
 }
 
 // Whether query i may see key j in head h: causal; a local head also bounds the distance.

@@ -36,4 +36,16 @@ void save_parameters(SafeTensorsWriter& writer, const Weights& weights, const Co
   });
 }
 
+// A model's stacked layers `<prefix><stem><i><probe>` (i = 0, 1, …) must number n_layer: checked
+// before n_layer layers are allocated, since a wrong n_layer would otherwise fail on a missing
+// tensor after a huge allocation, or ignore trained layers. `unit` names them ("layers").
+inline void require_layer_count(const SafeTensorsFile& file, index_t n_layer, const std::string& prefix,
+                                const std::string& stem, const std::string& probe, const char* unit) {
+  const auto has = [&](index_t layer) { return file.contains(prefix + stem + std::to_string(layer) + probe); };
+  const bool has_last = has(n_layer - 1), has_more = has(n_layer);
+  require(has_last && !has_more, "weights ", file.source(), ": n_layer = ", n_layer, " contradicts the file, which ",
+          has_more ? "has more " + std::string(unit) + " (" : std::string("lacks "), prefix, stem,
+          has_more ? n_layer : n_layer - 1, probe, has_more ? ")" : "");
+}
+
 }  // namespace lsattn::io

@@ -91,15 +91,7 @@ inline Weights<float> load_layer_weights(const io::SafeTensorsFile& file, const 
 inline LmWeights<float> load_lm_weights(const io::SafeTensorsFile& file, const LmConfig& config,
                                         const std::string& prefix = "") {
   config.validate();
-  // The layer count must match the file before n_layer layers are allocated: a wrong n_layer
-  // would otherwise fail on a missing tensor after a huge allocation, or ignore trained layers.
-  const auto has_layer = [&](index_t layer) {
-    return file.contains(prefix + "layers." + std::to_string(layer) + ".norm1.weight");
-  };
-  const bool has_last = has_layer(config.n_layer - 1), has_more = has_layer(config.n_layer);
-  require(has_last && !has_more, "weights ", file.source(), ": n_layer = ", config.n_layer,
-          " contradicts the file, which ", has_more ? "has more layers (" : "lacks ", prefix, "layers.",
-          has_more ? config.n_layer : config.n_layer - 1, ".norm1.weight", has_more ? ")" : "");
+  io::require_layer_count(file, config.n_layer, prefix, "layers.", ".norm1.weight", "layers");
   for (index_t layer = 0; layer < config.n_layer; ++layer) {
     require_bias_matches(file, prefix + "layers." + std::to_string(layer) + ".attn.", config.use_bias);
   }

@@ -190,13 +190,7 @@ inline Weights<float> load_weights(const io::SafeTensorsFile& file, const Config
   require(found == config.version, "weights ", file.source(), ": the attention tensors are those of ",
           version_name(found), ", but the config says ", version_name(config.version));
   // The block count first: a wrong n_layer would otherwise list every block's tensors as missing.
-  const auto has_block = [&](index_t layer) {
-    return file.contains(prefix + "transformer.h." + std::to_string(layer) + ".ln_1.weight");
-  };
-  const bool has_last = has_block(config.n_layer - 1), has_more = has_block(config.n_layer);
-  require(has_last && !has_more, "weights ", file.source(), ": n_layer = ", config.n_layer,
-          " contradicts the file, which ", has_more ? "has more blocks (" : "lacks ", prefix, "transformer.h.",
-          has_more ? config.n_layer : config.n_layer - 1, ".ln_1.weight", has_more ? ")" : "");
+  io::require_layer_count(file, config.n_layer, prefix, "transformer.h.", ".ln_1.weight", "blocks");
 
   // In the published module order, so that the first error is the first tensor the model reads.
   std::vector<std::pair<std::string, std::vector<index_t>>> expected;

@@ -48,9 +48,8 @@ struct Executor<cpu, BidirectionalWindow, SequenceProjection> {
     // Float tensors use the packed kernels (fp32 or bf16 products): the global keys/values are
     // packed once per batch item and head, each block's window keys/values once per task.
     // Double tensors: Eigen products.
-    constexpr bool packed = std::is_same_v<T, float>;
-    if constexpr (!packed) require(config.precision == Precision::fp32, "precision bf16 needs float tensors");
-    if constexpr (packed) require_kernel_path(config.precision);  // here: it may throw, inside a parallel loop it must not
+    constexpr bool packed = uses_packed_kernels<T>;
+    require_precision<T>(config.precision);
     std::vector<PackedOperand> packed_global_key(packed ? heads : 0), packed_global_value(packed ? heads : 0);
 
     const index_t row_blocks = (length + linear_row_block - 1) / linear_row_block;
@@ -58,9 +57,8 @@ struct Executor<cpu, BidirectionalWindow, SequenceProjection> {
                                                   : (length + global_only_block - 1) / global_only_block;
 
     // Scratch from the caller's workspace (reused across calls: no page faults), else a local one.
-    CpuWorkspace local_workspace;
-    CpuWorkspace& scratch = workspace != nullptr ? *workspace : local_workspace;
-    const CpuWorkspace::Frame frame(scratch);
+    CallScratch call(workspace);
+    CpuWorkspace& scratch = call.workspace();
     auto take = [&](index_t rows) { return matrix(scratch.take<T>(rows * width), rows, width, width); };
     auto key = take(length), value = take(length);
     auto global_key = take(global_count), global_value = take(global_count);

@@ -6,6 +6,8 @@
 #include "lsattn/backend/cpu/matmul_f32.hpp"
 #include "lsattn/core/config.hpp"
 
+#include <type_traits>
+
 namespace lsattn::cpu_detail {
 
 static_assert(f32_panel == bf16_panel, "one slice alignment for both precisions");
@@ -17,6 +19,18 @@ inline constexpr index_t packed_panel = f32_panel;
 inline void require_kernel_path(Precision precision) {
   if (precision == Precision::bf16) (void)active_bf16_path();
   else (void)active_fp32_path();
+}
+
+// Whether tensors of element type T run the packed kernels (float) or Eigen's products (double).
+template <class T>
+inline constexpr bool uses_packed_kernels = std::is_same_v<T, float>;
+
+// An executor's check before its parallel loops: float resolves the kernel path of `precision`
+// (a bad one throws here, where it may), other element types compute in fp32 only.
+template <class T>
+void require_precision(Precision precision) {
+  if constexpr (uses_packed_kernels<T>) require_kernel_path(precision);
+  else require(precision == Precision::fp32, "precision bf16 needs float tensors");
 }
 
 // B of C = A·B, packed for `precision` and the path active when packed.

@@ -42,9 +42,8 @@ struct Executor<cpu, CausalWindow, ChunkedProjection> {
     const index_t query_blocks = (length + query_block - 1) / query_block;
 
     // Scratch from the caller's workspace (reused across calls: no page faults), else a local one.
-    CpuWorkspace local_workspace;
-    CpuWorkspace& scratch = workspace != nullptr ? *workspace : local_workspace;
-    const CpuWorkspace::Frame frame(scratch);
+    CallScratch call(workspace);
+    CpuWorkspace& scratch = call.workspace();
     auto take = [&](index_t rows) { return matrix(scratch.take<T>(rows * width), rows, width, width); };
     auto key = take(window_rows), value = take(window_rows);
     auto compressed_key = take(compressed_rows), compressed_value = take(compressed_rows);
@@ -71,9 +70,8 @@ struct Executor<cpu, CausalWindow, ChunkedProjection> {
     // tables are packed once per call, the normalised keys and values once per batch item, and
     // each block's band starts on a panel boundary (the extra leading rows are masked like any
     // row outside the window). Double tensors: Eigen products.
-    constexpr bool packed = std::is_same_v<T, float>;
-    if constexpr (!packed) require(config.precision == Precision::fp32, "precision bf16 needs float tensors");
-    if constexpr (packed) require_kernel_path(config.precision);  // here: it may throw, inside a parallel loop it must not
+    constexpr bool packed = uses_packed_kernels<T>;
+    require_precision<T>(config.precision);
     const index_t packed_heads = packed ? heads : 0;
     std::vector<PackedOperand> packed_key(packed_heads), packed_value(packed_heads), packed_chunk_key(packed_heads),
         packed_chunk_value(packed_heads), packed_window_position(packed_heads), packed_chunk_position(packed_heads);

@@ -23,4 +23,16 @@ ConstMatrixMap<T> matrix(const T* data, index_t rows, index_t cols, index_t stri
   return {data, rows, cols, Eigen::OuterStride<>(stride)};
 }
 
+// out = lhs · rhs, or out += lhs · rhs when `accumulate`; an empty inner dimension gives zeros
+// (or leaves `out` as it is) without handing Eigen an empty product.
+template <class Out, class Lhs, class Rhs>
+void multiply_into(Out&& out, const Lhs& lhs, const Rhs& rhs, bool accumulate) {
+  if (lhs.cols() == 0) {
+    if (!accumulate) out.setZero();
+    return;
+  }
+  if (accumulate) out.noalias() += lhs * rhs;
+  else out.noalias() = lhs * rhs;
+}
+
 }  // namespace lsattn::cpu_detail

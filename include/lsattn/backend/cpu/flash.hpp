@@ -46,9 +46,8 @@ void flash_attention(const T* q, const T* k, const T* v, const std::vector<char>
   // Float tensors: each head's keys and values are packed once for the packed kernels (fp32 or
   // bf16), and key blocks start on a panel boundary (the extra leading keys are masked like
   // any invisible key). Double tensors: Eigen products.
-  constexpr bool packed = std::is_same_v<T, float>;
-  if constexpr (!packed) require(precision == Precision::fp32, "precision bf16 needs float tensors");
-  if constexpr (packed) require_kernel_path(precision);  // here: it may throw, inside a parallel loop it must not
+  constexpr bool packed = uses_packed_kernels<T>;
+  require_precision<T>(precision);
   std::vector<PackedOperand> packed_key(packed ? heads : 0), packed_value(packed ? heads : 0);
   if constexpr (packed) {
     parallel_for(2 * heads, threads, [&](index_t task) {

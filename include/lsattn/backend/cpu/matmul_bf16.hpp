@@ -230,14 +230,7 @@ inline void matmul_bf16(const float* a, index_t lda, index_t m, const PackedSlic
     rounded.resize(m, b.k);
     for (index_t i = 0; i < m; ++i)
       for (index_t col = 0; col < b.k; ++col) rounded(i, col) = round_to_bf16(a[i * lda + col]);
-    auto out = matrix(c, m, b.n, ldc);
-    if (b.k == 0) {
-      if (!accumulate) out.setZero();
-      return;
-    }
-    const auto operand = b.b->rounded.block(b.k_begin, b.n_begin, b.k, b.n);
-    if (accumulate) out.noalias() += rounded * operand;
-    else out.noalias() = rounded * operand;
+    multiply_into(matrix(c, m, b.n, ldc), rounded, b.b->rounded.block(b.k_begin, b.n_begin, b.k, b.n), accumulate);
     return;
   }
 #if LSATTN_HAS_AVX512_BF16_KERNEL

@@ -136,14 +136,8 @@ inline void matmul_f32(const float* a, index_t lda, index_t m, const F32Slice& b
                        bool accumulate) {
   if (m == 0 || b.n == 0) return;
   if (b.b->path == Fp32Path::eigen) {
-    auto out = matrix(c, m, b.n, ldc);
-    if (b.k == 0) {
-      if (!accumulate) out.setZero();
-      return;
-    }
-    const auto operand = b.b->plain.block(b.k_begin, b.n_begin, b.k, b.n);
-    if (accumulate) out.noalias() += matrix(a, m, b.k, lda) * operand;
-    else out.noalias() = matrix(a, m, b.k, lda) * operand;
+    multiply_into(matrix(c, m, b.n, ldc), matrix(a, m, b.k, lda), b.b->plain.block(b.k_begin, b.n_begin, b.k, b.n),
+                  accumulate);
     return;
   }
 #if LSATTN_HAS_AVX512_F32_KERNEL

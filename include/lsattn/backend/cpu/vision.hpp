@@ -43,16 +43,14 @@ struct Executor<cpu, Window2D, SequenceProjection> {
     const bool has_bias = !in.position_bias.empty();
 
     // Scratch from the caller's workspace (reused across calls: no page faults), else a local one.
-    CpuWorkspace local_workspace;
-    CpuWorkspace& scratch = workspace != nullptr ? *workspace : local_workspace;
-    const CpuWorkspace::Frame frame(scratch);
+    CallScratch call(workspace);
+    CpuWorkspace& scratch = call.workspace();
     auto take = [&](index_t count) { return matrix(scratch.take<T>(count * width), count, width, width); };
     auto key = take(tokens), value = take(tokens), compressed_key = take(rank), compressed_value = take(rank);
     T* probabilities = scratch.take<T>(patches * heads * rank);
     const std::vector<char> all_valid;
-    constexpr bool packed = std::is_same_v<T, float>;
-    if constexpr (!packed) require(config.precision == Precision::fp32, "precision bf16 needs float tensors");
-    if constexpr (packed) require_kernel_path(config.precision);  // here: it may throw, inside a parallel loop it must not
+    constexpr bool packed = uses_packed_kernels<T>;
+    require_precision<T>(config.precision);
     const index_t packed_heads = packed ? heads : 0;
     std::vector<PackedOperand> packed_compressed_key(packed_heads), packed_compressed_value(packed_heads),
         packed_global_key(packed_heads), packed_global_value(packed_heads);

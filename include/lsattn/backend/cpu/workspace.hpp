@@ -82,4 +82,21 @@ class CpuWorkspace {
   std::size_t next_ = 0;
 };
 
+// The scratch of one executor call: the caller's workspace when given, else one of its own
+// (fresh memory, as before workspaces existed); either way inside a Frame, so everything taken
+// during the call is handed back when it ends.
+class CallScratch {
+ public:
+  explicit CallScratch(CpuWorkspace* given) : workspace_(given != nullptr ? *given : own_), frame_(workspace_) {}
+  CallScratch(const CallScratch&) = delete;
+  CallScratch& operator=(const CallScratch&) = delete;
+
+  CpuWorkspace& workspace() { return workspace_; }
+
+ private:
+  CpuWorkspace own_;  // declared first: constructed before workspace_ may refer to it
+  CpuWorkspace& workspace_;
+  CpuWorkspace::Frame frame_;
+};
+
 }  // namespace lsattn
