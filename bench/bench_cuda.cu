@@ -148,7 +148,7 @@ int main(int argc, char** argv) {
   benchmark::Initialize(&argc, argv);
   if (!lsattn::cuda_detail::device_available()) {
     std::fprintf(stderr, "lsattn_bench_cuda: no CUDA device; nothing to measure\n");
-    return 0;
+    return lsattn::cuda_detail::gpu_required() ? 1 : 0;  // LSATTN_REQUIRE_GPU=1: a failure
   }
   cudaDeviceProp properties{};
   lsattn::cuda_detail::check(cudaGetDeviceProperties(&properties, 0), "cudaGetDeviceProperties");

@@ -75,7 +75,7 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   if (!lsattn::cuda_detail::device_available()) {
     std::printf("lsattn CUDA demo: no CUDA device here; nothing to run (the CPU demo is lsattn_demo)\n");
-    return 0;
+    return lsattn::cuda_detail::gpu_required() ? 1 : 0;  // LSATTN_REQUIRE_GPU=1: a failure
   }
   try {
     cudaDeviceProp properties{};

@@ -7,6 +7,8 @@
 #include <random>
 #include <type_traits>
 
+#include <catch2/catch.hpp>
+
 #include "lsattn/cuda.cuh"
 
 namespace lsattn_test {
@@ -52,10 +54,53 @@ double relative_error(const lsattn::DeviceTensor<T, 3>& got, const lsattn::Tenso
   return worst / scale;
 }
 
+// Waits for the device and reads a tensor back as float.
+template <class T>
+lsattn::Tensor<float, 3> download_as_float(const lsattn::DeviceTensor<T, 3>& device) {
+  lsattn::Tensor<T, 3> host(device.shape());
+  device.copy_to(host.view());
+  lsattn::Tensor<float, 3> out(device.shape());
+  for (lsattn::index_t i = 0; i < out.size(); ++i) out.values()[i] = static_cast<float>(host.values()[i]);
+  return out;
+}
+
 template <class T>
 constexpr double tolerance_for(double half_tolerance, double bfloat_tolerance) {
   return std::is_same_v<T, float> ? 2e-4 : std::is_same_v<T, __half> ? half_tolerance : bfloat_tolerance;
 }
+
+// Whether GPU work can run here. Without a device the case is skipped with a warning, unless
+// LSATTN_REQUIRE_GPU=1 (the GPU bundle), where a skip is a failure.
+inline bool gpu_present() {
+  if (lsattn::cuda_detail::device_available()) return true;
+  if (lsattn::cuda_detail::gpu_required()) FAIL("LSATTN_REQUIRE_GPU=1 but no CUDA device is visible");
+  WARN("no CUDA device: GPU comparison skipped (host-side CUDA tests still ran)");
+  return false;
+}
+
+// Whether the tiled tensor-core kernels can run on this device and build; the same rule.
+inline bool tiled_kernels_present() {
+  if (lsattn::cuda_detail::TiledSupport::current().capable) return true;
+  if (lsattn::cuda_detail::gpu_required())
+    FAIL("LSATTN_REQUIRE_GPU=1 but this device (or build) cannot run the tiled kernels (needs sm_80 code and device)");
+  WARN("this device (or build) cannot run the tiled kernels: only the per-query kernels were tested");
+  return false;
+}
+
+// Sets a test hook (tiled_kernel_enabled(), mma_kernel_enabled(), max_gemm_rows()) for one
+// scope; restored even when the run throws.
+template <class V>
+class ScopedValue {
+ public:
+  ScopedValue(V& variable, V value) : variable_(variable), saved_(variable) { variable_ = value; }
+  ScopedValue(const ScopedValue&) = delete;
+  ScopedValue& operator=(const ScopedValue&) = delete;
+  ~ScopedValue() { variable_ = saved_; }
+
+ private:
+  V& variable_;
+  V saved_;
+};
 
 inline lsattn::DeviceWorkspace workspace_of(lsattn::DeviceTensor<unsigned char, 1>& memory) {
   return {memory.view().data(), static_cast<std::size_t>(memory.size())};

@@ -95,10 +95,7 @@ TEST_CASE("CUDA causal workspace and argument checks", "[cuda][causal]") {
 }
 
 TEMPLATE_TEST_CASE("CUDA causal attention matches the CPU backend", "[cuda][gpu][causal]", float, __half, __nv_bfloat16) {
-  if (!lsattn::cuda_detail::device_available()) {
-    WARN("no CUDA device: GPU comparison skipped (host-side CUDA tests still ran)");
-    return;
-  }
+  if (!gpu_present()) return;
   std::mt19937_64 rng(9);
   const double tolerance = tolerance_for<TestType>(2e-2, 6e-2);
   for (int trial = 0; trial < 12; ++trial) {
@@ -158,10 +155,7 @@ TEST_CASE("CUDA 2D workspace and argument checks", "[cuda][vision]") {
 }
 
 TEMPLATE_TEST_CASE("CUDA 2D attention matches the CPU backend", "[cuda][gpu][vision]", float, __half, __nv_bfloat16) {
-  if (!lsattn::cuda_detail::device_available()) {
-    WARN("no CUDA device: GPU comparison skipped (host-side CUDA tests still ran)");
-    return;
-  }
+  if (!gpu_present()) return;
   std::mt19937_64 rng(13);
   const double tolerance = tolerance_for<TestType>(2e-2, 6e-2);
   for (int trial = 0; trial < 12; ++trial) {
@@ -201,39 +195,49 @@ TEMPLATE_TEST_CASE("CUDA 2D attention matches the CPU backend", "[cuda][gpu][vis
 }
 
 TEMPLATE_TEST_CASE("CUDA linear (cuBLAS) matches a host product", "[cuda][gpu][linear]", float, __half, __nv_bfloat16) {
-  if (!lsattn::cuda_detail::device_available()) {
-    WARN("no CUDA device: GPU comparison skipped (host-side CUDA tests still ran)");
-    return;
-  }
+  if (!gpu_present()) return;
   std::mt19937_64 rng(21);
   const index_t rows = 37, in_features = 24, out_features = 20;
   const auto x = random_tensor<float>(Shape<3>{1, rows, in_features}, rng);
   const auto w = random_tensor<float>(Shape<3>{1, out_features, in_features}, rng);
   const auto b = random_tensor<float>(Shape<3>{1, 1, out_features}, rng);
   const auto dx = upload_as<TestType>(x), dw = upload_as<TestType>(w), db = upload_as<TestType>(b);
-  lsattn::DeviceTensor<TestType, 3> dy(Shape<3>{1, rows, out_features});
   const lsattn::CublasHandle handle;
-  lsattn::cuda_detail::linear(handle, cudaStream_t{}, dx.view().data(), rows, in_features, dw.view().data(),
-                              db.view().data(), out_features, dy.view().data());
-  lsattn::cuda_detail::check(cudaDeviceSynchronize(), "synchronize");
-  Tensor<TestType, 3> y(dy.shape());
-  dy.copy_to(y.view());
-  const double tolerance = std::is_same_v<TestType, float> ? 1e-4 : std::is_same_v<TestType, __half> ? 2e-2 : 6e-2;
-  for (index_t r = 0; r < rows; ++r)
-    for (index_t o = 0; o < out_features; ++o) {
-      double want = static_cast<float>(static_cast<TestType>(b(0, 0, o)));
-      for (index_t i = 0; i < in_features; ++i)
-        want += static_cast<double>(static_cast<float>(static_cast<TestType>(x(0, r, i)))) *
-                static_cast<float>(static_cast<TestType>(w(0, o, i)));
-      CHECK(static_cast<float>(y(0, r, o)) == Approx(want).margin(tolerance * 5));
-    }
+  // Whole, and in slices of 5 rows (as inputs of more than INT_MAX rows run: cuBLAS sizes are int).
+  for (const index_t slice : {lsattn::cuda_detail::max_gemm_rows(), index_t{5}}) {
+    const ScopedValue<index_t> slicing(lsattn::cuda_detail::max_gemm_rows(), slice);
+    lsattn::DeviceTensor<TestType, 3> dy(Shape<3>{1, rows, out_features});
+    lsattn::cuda_detail::linear(handle, cudaStream_t{}, dx.view().data(), rows, in_features, dw.view().data(),
+                                db.view().data(), out_features, dy.view().data());
+    lsattn::cuda_detail::check(cudaDeviceSynchronize(), "synchronize");
+    Tensor<TestType, 3> y(dy.shape());
+    dy.copy_to(y.view());
+    const double tolerance = std::is_same_v<TestType, float> ? 1e-4 : std::is_same_v<TestType, __half> ? 2e-2 : 6e-2;
+    INFO("rows per cuBLAS call: " << slice);
+    for (index_t r = 0; r < rows; ++r)
+      for (index_t o = 0; o < out_features; ++o) {
+        double want = static_cast<float>(static_cast<TestType>(b(0, 0, o)));
+        for (index_t i = 0; i < in_features; ++i)
+          want += static_cast<double>(static_cast<float>(static_cast<TestType>(x(0, r, i)))) *
+                  static_cast<float>(static_cast<TestType>(w(0, o, i)));
+        CHECK(static_cast<float>(y(0, r, o)) == Approx(want).margin(tolerance * 5));
+      }
+  }
+}
+
+TEST_CASE("CUDA linear: feature counts beyond int are refused by name", "[cuda][linear]") {
+  using Catch::Matchers::Contains;
+  const lsattn::index_t too_many = lsattn::index_t{1} << 31;
+  CHECK_NOTHROW(lsattn::cuda_detail::require_cublas_features(512, 2048));
+  CHECK_THROWS_WITH(lsattn::cuda_detail::require_cublas_features(too_many, 8),
+                    Contains("in_features = 2147483648"));
 }
 
 TEST_CASE("CUDA LRA layer: workspace and argument checks", "[cuda][layer]") {
   using Catch::Matchers::Contains;
   namespace lra = lsattn::models::lra;
   const lra::Config config{2, 4, 8, 4, 2, false, 0};
-  if (!lsattn::cuda_detail::device_available()) {
+  if (!gpu_present()) {
     // Uploading weights needs a device; without one the layer reports a clear CUDA error.
     CHECK_THROWS_WITH((lra::AttentionLS<lsattn::cuda, float>(config, lra::Weights<float>::random(config, 1))),
                       Contains("CUDA"));
@@ -248,7 +252,7 @@ TEST_CASE("CUDA LRA layer: cls pooling", "[cuda][layer][cls]") {
   using Catch::Matchers::Contains;
   namespace lra = lsattn::models::lra;
   const lra::Config config{2, 4, 8, 4, 2, true, 0};  // pooling_mode 'cls'
-  if (!lsattn::cuda_detail::device_available()) {
+  if (!gpu_present()) {
     // Supported now: without a device the only error is the weights' upload.
     CHECK_THROWS_WITH((lra::AttentionLS<lsattn::cuda, float>(config, lra::Weights<float>::random(config, 1))),
                       Contains("CUDA") && !Contains("pooling_mode"));
@@ -286,10 +290,7 @@ TEST_CASE("CUDA LRA layer: cls pooling", "[cuda][layer][cls]") {
 
 TEMPLATE_TEST_CASE("CUDA LRA layer matches the CPU layer", "[cuda][gpu][layer]", float, __half, __nv_bfloat16) {
   namespace lra = lsattn::models::lra;
-  if (!lsattn::cuda_detail::device_available()) {
-    WARN("no CUDA device: GPU comparison skipped (host-side CUDA tests still ran)");
-    return;
-  }
+  if (!gpu_present()) return;
   std::mt19937_64 rng(17);
   const double tolerance = tolerance_for<TestType>(3e-2, 8e-2);
   for (int trial = 0; trial < 6; ++trial) {
@@ -321,10 +322,7 @@ TEMPLATE_TEST_CASE("CUDA LRA layer matches the CPU layer", "[cuda][gpu][layer]",
 TEMPLATE_TEST_CASE("CUDA LRA layer with cls pooling matches the CPU layer", "[cuda][gpu][layer][cls]", float, __half,
                    __nv_bfloat16) {
   namespace lra = lsattn::models::lra;
-  if (!lsattn::cuda_detail::device_available()) {
-    WARN("no CUDA device: GPU comparison skipped (host-side CUDA tests still ran)");
-    return;
-  }
+  if (!gpu_present()) return;
   std::mt19937_64 rng(29);
   const double tolerance = tolerance_for<TestType>(3e-2, 8e-2);
   const lsattn::CublasHandle handle;

@@ -3,6 +3,7 @@
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cfloat>
 #include <random>
@@ -24,6 +25,16 @@ using namespace lsattn_test;
 struct Case {
   index_t heads, head_dim, window, rank, length;
   bool with_cls, with_mask, one_item_fully_padded = false;
+  bool non_blocking_stream = false;  // launch on a cudaStreamNonBlocking stream, read back at once
+};
+
+// A stream that does not synchronise with the legacy default stream.
+struct NonBlockingStream {
+  cudaStream_t stream{};
+  NonBlockingStream() { lsattn::cuda_detail::check(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "cudaStreamCreate"); }
+  NonBlockingStream(const NonBlockingStream&) = delete;
+  NonBlockingStream& operator=(const NonBlockingStream&) = delete;
+  ~NonBlockingStream() { (void)cudaStreamDestroy(stream); }
 };
 
 // The CUDA backend in T on inputs made in float; returns the context read back as float.
@@ -44,6 +55,16 @@ Tensor<float, 3> run_gpu(const lsattn::AttentionConfig& config, const Case& c, c
   if (c.with_cls) in.cls_query = dcq.view(), in.cls_key = dck.view(), in.cls_value = dcv.view();
   lsattn::DeviceTensor<T, 3> context(out_shape);
   lsattn::DeviceTensor<unsigned char, 1> workspace(Shape<1>{static_cast<index_t>(gpu.workspace_bytes(in))});
+  if (c.non_blocking_stream) {
+    // No synchronisation of our own: DeviceTensor::copy_to must wait for the stream's kernels.
+    const NonBlockingStream stream;
+    gpu(in, {{dw.view(), db.view()}, {dw.view(), db.view()}}, context.view(), stream.stream, workspace_of(workspace));
+    Tensor<T, 3> host(out_shape);
+    context.copy_to(host.view());
+    Tensor<float, 3> out(out_shape);
+    for (index_t i = 0; i < out.size(); ++i) out.values()[i] = static_cast<float>(host.values()[i]);
+    return out;
+  }
   gpu(in, {{dw.view(), db.view()}, {dw.view(), db.view()}}, context.view(), cudaStream_t{}, workspace_of(workspace));
   lsattn::cuda_detail::check(cudaDeviceSynchronize(), "synchronize");
   Tensor<T, 3> host(out_shape);
@@ -103,19 +124,19 @@ void compare_bidirectional(const Case& c, std::mt19937_64& rng, double tolerance
   const bool tiled_shape = lsattn::cuda_detail::tensor_core_type<T> &&
                            (c.head_dim == 16 || c.head_dim == 32 || c.head_dim == 64 || c.head_dim == 128);
   if (!tiled_shape) return;
-  if (!lsattn::cuda_detail::TiledSupport::current().capable) {
-    WARN("this device (or build) cannot run the tiled kernels: only the per-query kernels were tested");
-    return;
-  }
+  if (!tiled_kernels_present()) return;
   const lsattn::DeviceTensor<T, 3> probe(Shape<3>{1, 1, width});
   REQUIRE(lsattn::cuda_detail::tiled_applies<T>(c.head_dim, probe.view().data(), width));
   const Tensor<float, 3> per_query = [&] {
-    struct PerQueryKernels {  // the tiled kernels are back on even if run() throws
-      PerQueryKernels() { lsattn::cuda_detail::tiled_kernel_enabled() = false; }
-      ~PerQueryKernels() { lsattn::cuda_detail::tiled_kernel_enabled() = true; }
-    } scope;
+    const ScopedValue scope(lsattn::cuda_detail::tiled_kernel_enabled(), false);
     return run();
   }();
+  const Tensor<float, 3> wmma = [&] {
+    const ScopedValue scope(lsattn::cuda_detail::mma_kernel_enabled(), false);
+    return run();
+  }();
+  INFO("the mma kernel against the WMMA kernel it replaced, same dtype and inputs");
+  CHECK(host_relative_error(got, wmma) < kernel_tolerance);
   INFO("tiled kernels against the one-block-per-query kernels, same dtype and inputs");
   CHECK(host_relative_error(got, per_query) < kernel_tolerance);
 }
@@ -223,10 +244,7 @@ TEST_CASE("CUDA tiled kernel: shared memory fits the sm_80 opt-in limit", "[cuda
 // __nv_bfloat16 with those head sizes the tiled kernel (on sm_80+), checked against both the CPU
 // backend and the per-query kernel.
 TEMPLATE_TEST_CASE("CUDA bidirectional attention matches the CPU backend", "[cuda][gpu]", float, __half, __nv_bfloat16) {
-  if (!lsattn::cuda_detail::device_available()) {
-    WARN("no CUDA device: GPU comparison skipped (host-side CUDA tests still ran)");
-    return;
-  }
+  if (!gpu_present()) return;
   std::mt19937_64 rng(5);
   // Relative to max |want|: bf16 keeps 8 bits, fp16 11; K, V after the LN and P are rounded to T.
   const double tolerance = tolerance_for<TestType>(5e-3, 2.5e-2), kernel_tolerance = tolerance_for<TestType>(3e-3, 1.5e-2);
@@ -255,5 +273,214 @@ TEMPLATE_TEST_CASE("CUDA bidirectional attention matches the CPU backend", "[cud
         {1, 32, 8, 17, 257, false, true},     // r = 17, L just past a compression chunk
     };
     for (const Case& c : cases) compare_bidirectional<TestType>(c, rng, tolerance, kernel_tolerance);
+  }
+}
+
+// ---- The mma.sync kernel's fragment geometry, replayed on the host --------------------------
+// An emulation of ldmatrix.x4 and mma.m16n8k16 written from the PTX ISA's fragment tables (not
+// from the kernel's helpers): the helpers must route a warp's loads and products so that the
+// results are Q·Kᵀ and P·V.
+namespace {
+
+using Register = std::array<double, 2>;  // two 16-bit lanes of a 32-bit register, low first
+using WarpRegisters = std::array<std::array<Register, 4>, 32>;
+
+// ldmatrix.x4: lanes 8j…8j+7 give the rows of 8×8 matrix j; lane l receives in register j
+// row l/4, columns 2(l%4) and 2(l%4)+1 of matrix j (transposed: rows 2(l%4), 2(l%4)+1 of column l/4).
+template <class At>
+WarpRegisters emulate_ldmatrix_x4(At&& element_at_row_start, bool transposed) {
+  WarpRegisters out{};
+  for (int lane = 0; lane < 32; ++lane)
+    for (int j = 0; j < 4; ++j)
+      for (int half = 0; half < 2; ++half) {
+        const int row = transposed ? 2 * (lane % 4) + half : lane / 4;
+        const int col = transposed ? lane / 4 : 2 * (lane % 4) + half;
+        out[lane][j][half] = element_at_row_start(8 * j + row, col);  // row of matrix j, given by lane 8j + row
+      }
+  return out;
+}
+
+// mma.m16n8k16 (row.col): A 16×16 in a0…a3, B 16×8 in b0, b1, C/D 16×8 in c0…c3 per lane.
+std::array<std::array<double, 4>, 32> emulate_mma(const WarpRegisters& a, const std::array<std::array<Register, 2>, 32>& b,
+                                                  std::array<std::array<double, 4>, 32> c) {
+  double A[16][16], B[16][8];
+  for (int lane = 0; lane < 32; ++lane) {
+    const int g = lane / 4, t = lane % 4;
+    for (int reg = 0; reg < 4; ++reg)
+      for (int half = 0; half < 2; ++half) A[g + 8 * (reg % 2)][2 * t + half + 8 * (reg / 2)] = a[lane][reg][half];
+    for (int reg = 0; reg < 2; ++reg)
+      for (int half = 0; half < 2; ++half) B[2 * t + half + 8 * reg][g] = b[lane][reg][half];
+  }
+  for (int lane = 0; lane < 32; ++lane) {
+    const int g = lane / 4, t = lane % 4;
+    for (int i = 0; i < 4; ++i) {
+      const int row = g + 8 * (i / 2), col = 2 * t + i % 2;
+      for (int k = 0; k < 16; ++k) c[lane][i] += A[row][k] * B[k][col];
+    }
+  }
+  return c;
+}
+
+}  // namespace
+
+TEST_CASE("CUDA mma kernel: fragment geometry computes Q Kt and P V (host emulation of ldmatrix and mma)", "[cuda][mma]") {
+  namespace geometry = lsattn::cuda_detail::mma_geometry;
+  constexpr int head_dim = 32, keys = 64;
+  std::mt19937_64 rng(41);
+  std::uniform_int_distribution<int> small(-4, 4);  // exact in double and in 16 bits
+  double Q[16][head_dim], K[keys][head_dim], V[keys][head_dim];
+  for (auto& row : Q) for (double& x : row) x = small(rng);
+  for (auto& row : K) for (double& x : row) x = small(rng);
+  for (auto& row : V) for (double& x : row) x = small(rng);
+
+  // The kernel's loads: lane `lane` hands the row starting at cell(lane) (+ the block's corner);
+  // emulate_ldmatrix_x4 asks for (matrix row index = the addressing lane, column within 8).
+  auto load = [](auto&& matrix, auto cell_of, int row0, int col0, bool transposed) {
+    return emulate_ldmatrix_x4([&](int addressing_lane, int col) {
+      const geometry::Cell cell = cell_of(addressing_lane);
+      return matrix(row0 + cell.row, col0 + cell.col + col);
+    }, transposed);
+  };
+  auto q_at = [&](int r, int c) { return Q[r][c]; };
+  auto k_at = [&](int r, int c) { return K[r][c]; };
+  auto v_at = [&](int r, int c) { return V[r][c]; };
+  auto b_pair = [](const WarpRegisters& regs, int first) {
+    std::array<std::array<Register, 2>, 32> b{};
+    for (int lane = 0; lane < 32; ++lane) b[lane] = {regs[lane][first], regs[lane][first + 1]};
+    return b;
+  };
+
+  std::array<std::array<std::array<double, 4>, 32>, keys / 8> s{};
+  for (int kk = 0; kk < head_dim / 16; ++kk) {
+    const WarpRegisters qa = load(q_at, geometry::a_load_cell, 0, kk * 16, false);
+    for (int pair = 0; pair < keys / 16; ++pair) {
+      const WarpRegisters kb = load(k_at, geometry::key_load_cell, pair * 16, kk * 16, false);
+      s[2 * pair] = emulate_mma(qa, b_pair(kb, 0), s[2 * pair]);
+      s[2 * pair + 1] = emulate_mma(qa, b_pair(kb, 2), s[2 * pair + 1]);
+    }
+  }
+  double S[16][keys];
+  for (int nt = 0; nt < keys / 8; ++nt)
+    for (int lane = 0; lane < 32; ++lane)
+      for (int i = 0; i < 4; ++i) {
+        const geometry::Cell cell = geometry::accumulator_cell(lane, i);
+        S[cell.row][nt * 8 + cell.col] = s[nt][lane][i];
+      }
+  for (int r = 0; r < 16; ++r)
+    for (int n = 0; n < keys; ++n) {
+      double want = 0;
+      for (int f = 0; f < head_dim; ++f) want += Q[r][f] * K[n][f];
+      REQUIRE(S[r][n] == want);
+    }
+
+  // P = S (any values do): A fragments from the accumulators, V through ldmatrix.trans.
+  std::array<std::array<std::array<double, 4>, 32>, head_dim / 8> o{};
+  for (int kk = 0; kk < keys / 16; ++kk) {
+    WarpRegisters pa{};
+    for (int lane = 0; lane < 32; ++lane)
+      for (int reg = 0; reg < 4; ++reg) {
+        const geometry::PackedSource source = geometry::p_fragment_source(reg);
+        const auto& from = s[2 * kk + source.tile_offset][lane];
+        pa[lane][reg] = {from[source.first], from[source.first + 1]};
+      }
+    for (int pair = 0; pair < head_dim / 16; ++pair) {
+      const WarpRegisters vb = load(v_at, geometry::value_load_cell, kk * 16, pair * 16, true);
+      o[2 * pair] = emulate_mma(pa, b_pair(vb, 0), o[2 * pair]);
+      o[2 * pair + 1] = emulate_mma(pa, b_pair(vb, 2), o[2 * pair + 1]);
+    }
+  }
+  for (int nt = 0; nt < head_dim / 8; ++nt)
+    for (int lane = 0; lane < 32; ++lane)
+      for (int i = 0; i < 4; ++i) {
+        const geometry::Cell cell = geometry::accumulator_cell(lane, i);
+        double want = 0;
+        for (int n = 0; n < keys; ++n) want += S[cell.row][n] * V[n][nt * 8 + cell.col];
+        REQUIRE(o[nt][lane][i] == want);
+      }
+}
+
+TEST_CASE("CUDA mma kernel: key tiles cover the globals and the tile's key range once; unmasked tiles are whole for every row",
+          "[cuda][mma]") {
+  using lsattn::cuda_detail::KeyTileSpan;
+  using lsattn::cuda_detail::KeyTiling;
+  std::mt19937_64 rng(43);
+  for (int trial = 0; trial < 400; ++trial) {
+    const index_t length = 1 + static_cast<index_t>(rng() % 900), globals = static_cast<index_t>(rng() % 140);
+    const index_t w = 1 + static_cast<index_t>(rng() % 300);
+    const bool has_mask = trial % 3 == 0;
+    const int kind = trial % 4;
+    auto row_keys = [&](index_t t) {
+      if (kind == 0) return lsattn::SegmentVisibility{lsattn::BidirectionalWindow::segments(w)}.row_keys(t, length);
+      if (kind == 1) return lsattn::SlidingVisibility{w, true}.row_keys(t, length);
+      if (kind == 2) return lsattn::SlidingVisibility{w, false}.row_keys(t, length);
+      return lsattn::FullVisibility{true}.row_keys(t, length);
+    };
+    auto tile_keys = [&](index_t first, index_t last) {
+      if (kind == 0) return lsattn::SegmentVisibility{lsattn::BidirectionalWindow::segments(w)}.keys(first, last, length);
+      if (kind == 1) return lsattn::SlidingVisibility{w, true}.keys(first, last, length);
+      if (kind == 2) return lsattn::SlidingVisibility{w, false}.keys(first, last, length);
+      return lsattn::FullVisibility{true}.keys(first, last, length);
+    };
+    const lsattn::cuda_detail::QueryTiling queries{length};
+    for (index_t qi = 0; qi < queries.count(); ++qi) {
+      const IndexRange rows = queries.tile(qi);
+      const KeyTiling tiling{globals, tile_keys(rows.begin, rows.end)};
+      index_t highest_begin = 0, lowest_end = length;
+      for (index_t t = rows.begin; t < rows.end; ++t) {
+        highest_begin = std::max(highest_begin, row_keys(t).begin);
+        lowest_end = std::min(lowest_end, row_keys(t).end);
+      }
+      INFO("kind=" << kind << " L=" << length << " w=" << w << " globals=" << globals << " tile=" << qi);
+      index_t next_global = 0, next_local = tiling.local.begin;
+      for (index_t j = 0; j < tiling.count(); ++j) {
+        const KeyTileSpan span = tiling.tile(j);
+        REQUIRE(span.end > span.begin);
+        REQUIRE(span.end - span.begin <= lsattn::cuda_detail::tile_rows);
+        index_t& next = span.global ? next_global : next_local;
+        REQUIRE(span.begin == next);  // in order, no gap, no overlap
+        next = span.end;
+        if (lsattn::cuda_detail::key_tile_unmasked(span, has_mask, highest_begin, lowest_end)) {
+          REQUIRE_FALSE(has_mask);
+          for (index_t t = rows.begin; t < rows.end; ++t)
+            for (index_t key = span.begin; key < span.end; ++key) REQUIRE(row_keys(t).contains(key));
+        }
+      }
+      REQUIRE(next_global == globals);
+      REQUIRE(next_local == std::max(tiling.local.begin, tiling.local.end));
+    }
+  }
+}
+
+// Issue 14's untested risks, on a GPU.
+TEST_CASE("CUDA boundaries: 48 KiB per-query limit, L past 64K, a non-blocking stream, no stale probe error",
+          "[cuda][gpu][boundaries]") {
+  if (!gpu_present()) return;
+  std::mt19937_64 rng(47);
+  SECTION("the capability probe leaves no error behind") {
+    (void)lsattn::cuda_detail::TiledSupport::current();
+    CHECK(cudaGetLastError() == cudaSuccess);
+  }
+  SECTION("the per-query kernel with exactly max_scores_per_query scores, and one more refused") {
+    const index_t limit = lsattn::cuda_detail::max_scores_per_query;  // 12256 = r + 2w (w even)
+    const index_t window = 6000, rank = limit - 2 * window;
+    compare_bidirectional<float>({1, 8, window, rank, 12100, false, true}, rng, 2e-4, 2e-4);
+    const lsattn::AttentionConfig over{1, 8, window, rank + 1};
+    const lsattn::LongShortAttention<lsattn::cuda, float> gpu(over);
+    const lsattn::DeviceTensor<float, 3> x(Shape<3>{1, 100, 8}), logits(Shape<3>{1, 100, rank + 1});
+    lsattn::DeviceTensor<float, 3> out(x.shape());
+    const lsattn::DeviceTensor<float, 1> ones(Shape<1>{8});
+    const lsattn::LongShortAttention<lsattn::cuda, float>::Inputs in{x.view(), x.view(), x.view(), logits.view()};
+    lsattn::DeviceTensor<unsigned char, 1> workspace(Shape<1>{static_cast<index_t>(gpu.workspace_bytes(in))});
+    CHECK_THROWS_WITH(gpu(in, {{ones.view(), ones.view()}, {ones.view(), ones.view()}}, out.view(), cudaStream_t{},
+                          workspace_of(workspace)),
+                      Catch::Matchers::Contains("rank + window keys") && Catch::Matchers::Contains("12257"));
+  }
+  SECTION("L = 64K + 77 in bf16 (tiled kernels) against the CPU backend") {
+    compare_bidirectional<__nv_bfloat16>({2, 64, 128, 64, 65536 + 77, false, true}, rng, 2.5e-2, 1.5e-2);
+  }
+  SECTION("kernels on a non-blocking stream, read back by DeviceTensor::copy_to") {
+    Case c{8, 64, 128, 64, 16384, false, false};
+    c.non_blocking_stream = true;
+    compare_bidirectional<__nv_bfloat16>(c, rng, 2.5e-2, 1.5e-2);
   }
 }

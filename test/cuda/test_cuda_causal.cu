@@ -45,12 +45,6 @@ causal::Weights<float> rounded_weights(causal::Weights<float> weights, const cau
   return weights;
 }
 
-bool gpu_present() {
-  if (lsattn::cuda_detail::device_available()) return true;
-  WARN("no CUDA device: GPU comparison skipped (host-side CUDA tests still ran)");
-  return false;
-}
-
 }  // namespace
 
 TEST_CASE("CUDA causal layer: workspace from the shapes only", "[cuda][causal][layer]") {
@@ -133,7 +127,7 @@ TEST_CASE("CUDA causal layer: arguments are checked on the host before any launc
 
 TEST_CASE("CUDA causal layer without a device reports a CUDA error", "[cuda][causal][layer]") {
   const causal::Config config{2, 8, 4, 1, 6};
-  if (lsattn::cuda_detail::device_available()) {
+  if (gpu_present()) {
     const CudaLayer<float> layer(config, causal::Weights<float>::random(config, 1));
     CHECK(layer.workspace_bytes(2, 10, 8) == CudaLayer<float>::workspace_bytes(config, 2, 10, 8));
     return;

@@ -37,10 +37,7 @@ TEST_CASE("CUDA LS heads: workspace from shapes, configuration checked", "[cuda]
 
 TEST_CASE("CUDA LS heads: arguments checked before any launch", "[cuda][ls_heads]") {
   using Catch::Matchers::Contains;
-  if (!lsattn::cuda_detail::device_available()) {
-    WARN("no CUDA device: constructing a CUDA layer uploads its weights; skipped");
-    return;
-  }
+  if (!gpu_present()) return;
   const ls::Config config{64, 4, {0, 2}, 16, false};
   const CudaLayer<float> layer(config, ls::Weights<float>::random(config, 1));
   float* fake = reinterpret_cast<float*>(0x1000);
@@ -55,10 +52,7 @@ TEST_CASE("CUDA LS heads: arguments checked before any launch", "[cuda][ls_heads
 }
 
 TEMPLATE_TEST_CASE("CUDA LS heads match the CPU layer", "[cuda][gpu][ls_heads]", float, __half, __nv_bfloat16) {
-  if (!lsattn::cuda_detail::device_available()) {
-    WARN("no CUDA device: GPU comparison skipped (host-side CUDA tests still ran)");
-    return;
-  }
+  if (!gpu_present()) return;
   struct Case {
     index_t dim, heads;
     std::vector<index_t> local;
@@ -99,8 +93,11 @@ TEMPLATE_TEST_CASE("CUDA LS heads match the CPU layer", "[cuda][gpu][ls_heads]",
     lsattn::DeviceTensor<float, 1> logits(Shape<1>{c.heads});
     lsattn::DeviceTensor<unsigned char, 1> workspace(Shape<1>{static_cast<index_t>(layer.workspace_bytes(2, c.length))});
     const lsattn::CublasHandle handle;
-    layer.forward(dx.view(), c.with_mask ? dm.view() : lsattn::DeviceView<const TestType, 2>{}, y.view(), handle,
-                  cudaStream_t{}, workspace_of(workspace), logits.view());
+    auto forward = [&](lsattn::DeviceTensor<TestType, 3>& out, lsattn::DeviceTensor<float, 1>& max_logits) {
+      layer.forward(dx.view(), c.with_mask ? dm.view() : lsattn::DeviceView<const TestType, 2>{}, out.view(), handle,
+                    cudaStream_t{}, workspace_of(workspace), max_logits.view());
+    };
+    forward(y, logits);
     INFO("dim=" << c.dim << " heads=" << c.heads << " local=" << c.local.size() << " w=" << c.window
                 << " causal=" << c.causal << " L=" << c.length << " mask=" << c.with_mask);
     CHECK(relative_error(y, want) < tolerance);
@@ -109,6 +106,22 @@ TEMPLATE_TEST_CASE("CUDA LS heads match the CPU layer", "[cuda][gpu][ls_heads]",
     for (index_t h = 0; h < c.heads; ++h) {
       const float expected = want_logits[static_cast<std::size_t>(h)];
       CHECK(std::abs(got_logits[static_cast<std::size_t>(h)] - expected) <= 2 * tolerance * std::max(1.0f, std::abs(expected)));
+    }
+    if (lsattn::cuda_detail::tensor_core_type<TestType> && lsattn::cuda_detail::TiledSupport::current().capable) {
+      // The default (mma.sync) kernel against the WMMA kernel it replaced, same inputs.
+      lsattn::DeviceTensor<TestType, 3> y_wmma(x.shape());
+      lsattn::DeviceTensor<float, 1> logits_wmma(Shape<1>{c.heads});
+      {
+        const ScopedValue wmma(lsattn::cuda_detail::mma_kernel_enabled(), false);
+        forward(y_wmma, logits_wmma);
+      }
+      CHECK(relative_error(y_wmma, download_as_float(y)) < tolerance / 4);
+      std::vector<float> wmma_logits(static_cast<std::size_t>(c.heads));
+      logits_wmma.copy_to({wmma_logits.data(), Shape<1>{c.heads}});
+      for (index_t h = 0; h < c.heads; ++h) {
+        const float mine = got_logits[static_cast<std::size_t>(h)], reference = wmma_logits[static_cast<std::size_t>(h)];
+        CHECK(std::abs(mine - reference) <= tolerance * std::max(1.0f, std::abs(reference)));
+      }
     }
   }
 }

@@ -6,6 +6,8 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
+#include <limits>
 #include <type_traits>
 
 #include "lsattn/backend/cuda/kernels.cuh"
@@ -46,6 +48,20 @@ constexpr cudaDataType_t cuda_type() {
   else return CUDA_R_16BF;
 }
 
+// The most rows one cuBLAS call takes: its sizes are int. Larger inputs (B·L rows) run in
+// slices; tests lower the limit to exercise the slicing.
+inline index_t& max_gemm_rows() {
+  static index_t rows = std::numeric_limits<int>::max();
+  return rows;
+}
+
+// Feature counts go to cuBLAS as int: larger ones are refused by name (rows are sliced instead).
+inline void require_cublas_features(index_t in_features, index_t out_features) {
+  constexpr index_t int_max = std::numeric_limits<int>::max();
+  require(in_features <= int_max && out_features <= int_max, "linear: in_features = ", in_features,
+          " and out_features = ", out_features, " must each be at most ", int_max, " (cuBLAS sizes are int)");
+}
+
 // x (rows × in), W (out × in) row-major, y (rows × out). In cuBLAS's column-major terms
 // y (out × rows) = Wᵀ(out × in) · x (in × rows), with W seen as (in × out).
 template <class T>
@@ -53,15 +69,22 @@ void linear(const CublasHandle& handle, cudaStream_t stream, const T* x, index_t
             const T* weight, const T* bias, index_t out_features, T* y) {
   static_assert(std::is_same_v<T, float> || std::is_same_v<T, __half> || std::is_same_v<T, __nv_bfloat16>,
                 "lsattn: the CUDA backend takes float, __half or __nv_bfloat16");
+  require_cublas_features(in_features, out_features);
+  constexpr index_t int_max = std::numeric_limits<int>::max();
   if (rows == 0) return;
   CublasHandle::check(cublasSetStream(handle.get(), stream), "cublasSetStream");
   const float one = 1.0f, zero = 0.0f;
-  CublasHandle::check(cublasGemmEx(handle.get(), CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(out_features),
-                                   static_cast<int>(rows), static_cast<int>(in_features), &one, weight, cuda_type<T>(),
-                                   static_cast<int>(in_features), x, cuda_type<T>(), static_cast<int>(in_features), &zero,
-                                   y, cuda_type<T>(), static_cast<int>(out_features), CUBLAS_COMPUTE_32F,
-                                   CUBLAS_GEMM_DEFAULT),
-                      "cublasGemmEx");
+  const index_t slice = std::max<index_t>(1, std::min(max_gemm_rows(), int_max));
+  for (index_t first = 0; first < rows; first += slice) {
+    const index_t count = std::min(slice, rows - first);
+    CublasHandle::check(cublasGemmEx(handle.get(), CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(out_features),
+                                     static_cast<int>(count), static_cast<int>(in_features), &one, weight,
+                                     cuda_type<T>(), static_cast<int>(in_features), x + first * in_features,
+                                     cuda_type<T>(), static_cast<int>(in_features), &zero, y + first * out_features,
+                                     cuda_type<T>(), static_cast<int>(out_features), CUBLAS_COMPUTE_32F,
+                                     CUBLAS_GEMM_DEFAULT),
+                        "cublasGemmEx");
+  }
   if (bias != nullptr) {
     add_bias<<<256, 256, 0, stream>>>(y, bias, rows, out_features);
     check(cudaGetLastError(), "kernel launch");

@@ -4,6 +4,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
 #include <string>
 #include <utility>
 
@@ -27,6 +28,13 @@ inline bool device_available() {
   const cudaError_t status = cudaGetDeviceCount(&count);
   if (status != cudaSuccess) (void)cudaGetLastError();  // clear the sticky "no driver" error
   return status == cudaSuccess && count > 0;
+}
+
+// LSATTN_REQUIRE_GPU=1 (set by the GPU bundle): every place that would skip GPU work without a
+// device — tests, benchmarks, the demo — fails instead, so a broken driver cannot look green.
+inline bool gpu_required() {
+  const char* value = std::getenv("LSATTN_REQUIRE_GPU");
+  return value != nullptr && value[0] != '\0' && std::string(value) != "0";
 }
 
 }  // namespace cuda_detail
@@ -59,15 +67,20 @@ class DeviceTensor {
   const Shape<Rank>& shape() const { return shape_; }
   index_t size() const { return element_count(shape_); }
 
-  // Synchronous copies (utilities for setting up inputs and reading results).
+  // Synchronous copies (utilities for setting up inputs and reading results). They wait for the
+  // whole device before and after: a plain cudaMemcpy is ordered only with the legacy default
+  // stream, not with kernels the caller launched on a non-blocking stream.
   void copy_from(HostView<const T, Rank> host) {
     require(host.shape() == shape_, "DeviceTensor::copy_from: host shape ", to_string(host.shape()),
             " differs from the device shape ", to_string(shape_));
+    cuda_detail::check(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
     cuda_detail::check(cudaMemcpy(data_, host.data(), size() * sizeof(T), cudaMemcpyHostToDevice), "cudaMemcpy");
+    cuda_detail::check(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
   }
   void copy_to(HostView<T, Rank> host) const {
     require(host.shape() == shape_, "DeviceTensor::copy_to: host shape ", to_string(host.shape()),
             " differs from the device shape ", to_string(shape_));
+    cuda_detail::check(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
     cuda_detail::check(cudaMemcpy(host.data(), data_, size() * sizeof(T), cudaMemcpyDeviceToHost), "cudaMemcpy");
   }
 

@@ -15,37 +15,13 @@
 #include <mutex>
 #include <type_traits>
 
+#include "lsattn/backend/cuda/attention_tiles.cuh"
 #include "lsattn/backend/cuda/kernels.cuh"
+#include "lsattn/backend/cuda/mma_attention.cuh"
 #include "lsattn/backend/cuda/runtime.cuh"
 #include "lsattn/policy/window.hpp"
 
 namespace lsattn::cuda_detail {
-
-inline constexpr index_t tile_rows = 64;  // queries per tile, and keys per key tile
-inline constexpr int tile_threads = 128;  // 4 warps, 16 query rows each
-
-// Query tiles: tile i covers queries [64·i, min(64·(i + 1), L)). A tile may span several window
-// segments: it loads the union of their keys and masks each row to its own range.
-struct QueryTiling {
-  index_t length = 0;
-
-  LSATTN_HOST_DEVICE constexpr index_t count() const { return (length + tile_rows - 1) / tile_rows; }
-  LSATTN_HOST_DEVICE constexpr IndexRange tile(index_t i) const {
-    return {i * tile_rows, (i + 1) * tile_rows < length ? (i + 1) * tile_rows : length};
-  }
-};
-
-// Where one head's keys and values come from: `global_count` float rows (always visible, the
-// compressed keys and the cls key), then the local rows of T chosen by the visibility policy.
-template <class T>
-struct TiledKeys {
-  const T* key = nullptr;
-  const T* value = nullptr;
-  const float* global_key = nullptr;
-  const float* global_value = nullptr;
-  index_t global_count = 0;
-  index_t stride = 0;  // row stride of all four (the model width)
-};
 
 // Shared-memory layout of one block; leading dimensions padded against bank conflicts, every
 // region 32-byte aligned as WMMA requires.
@@ -292,6 +268,9 @@ struct TiledSupport {
     if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess ||
         cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device) != cudaSuccess ||
         cudaFuncGetAttributes(&probe, arch_probe<>) != cudaSuccess) {
+      // A failed query (no kernel image for this device, say) leaves its error for the next
+      // cudaGetLastError(): clear it, or the caller's next launch check would report it.
+      (void)cudaGetLastError();
       return {};
     }
     const bool sm80_code = probe.ptxVersion >= 80 && probe.binaryVersion >= 80;
@@ -301,6 +280,13 @@ struct TiledSupport {
 
 // Tests set this to false to run the one-block-per-query kernels on the same inputs.
 inline bool& tiled_kernel_enabled() {
+  static bool enabled = true;
+  return enabled;
+}
+
+// Which tiled kernel runs: the register-tiled mma.sync kernel (true, the default) or the WMMA
+// kernel it replaced, kept as the reference the tests compare it with.
+inline bool& mma_kernel_enabled() {
   static bool enabled = true;
   return enabled;
 }
@@ -328,12 +314,15 @@ template <class T, int HeadDim, class Visibilities>
 void launch_tiled_for(const T* query, const TiledKeys<T>& keys, const T* mask, index_t length, Visibilities visibilities,
                       QueryTiling tiling, index_t heads, float scale, T* context, float* row_max_logit,
                       cudaStream_t stream) {
-  auto* kernel = &tiled_attention<T, HeadDim, Visibilities>;
-  const std::size_t bytes = TileLayout<T, HeadDim>::bytes;
+  // The mma kernel stores O two elements at a time: the context rows must be 4-byte aligned.
+  const bool mma = mma_kernel_enabled() && reinterpret_cast<std::uintptr_t>(context) % 4 == 0;
+  auto* kernel = mma ? &mma_attention<T, HeadDim, Visibilities> : &tiled_attention<T, HeadDim, Visibilities>;
+  const std::size_t bytes = mma ? MmaLayout<T, HeadDim>::bytes : TileLayout<T, HeadDim>::bytes;
   check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)),
         "cudaFuncSetAttribute");
   const index_t tiles = tiling.count();
   if (tiles == 0) return;
+  require(heads <= 65535, "heads: the tiled CUDA kernels take at most 65535 heads (grid y), got ", heads);
   kernel<<<dim3(static_cast<unsigned>(tiles), static_cast<unsigned>(heads)), tile_threads, bytes, stream>>>(
       query, keys, mask, length, visibilities, tiling, scale, context, row_max_logit);
   check(cudaGetLastError(), "kernel launch");

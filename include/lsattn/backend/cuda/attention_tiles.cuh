@@ -1,0 +1,35 @@
+#pragma once
+// What the tiled tensor-core attention kernels (WMMA and mma.sync) share: the query tiling and
+// where a head's keys come from.
+#include "lsattn/core/backend.hpp"
+#include "lsattn/policy/window.hpp"
+
+namespace lsattn::cuda_detail {
+
+inline constexpr index_t tile_rows = 64;  // queries per tile, and keys per key tile
+inline constexpr int tile_threads = 128;  // 4 warps, 16 query rows each
+
+// Query tiles: tile i covers queries [64·i, min(64·(i + 1), L)). A tile may span several window
+// segments: it loads the union of their keys and masks each row to its own range.
+struct QueryTiling {
+  index_t length = 0;
+
+  LSATTN_HOST_DEVICE constexpr index_t count() const { return (length + tile_rows - 1) / tile_rows; }
+  LSATTN_HOST_DEVICE constexpr IndexRange tile(index_t i) const {
+    return {i * tile_rows, (i + 1) * tile_rows < length ? (i + 1) * tile_rows : length};
+  }
+};
+
+// Where one head's keys and values come from: `global_count` float rows (always visible, the
+// compressed keys and the cls key), then the local rows of T chosen by the visibility policy.
+template <class T>
+struct TiledKeys {
+  const T* key = nullptr;
+  const T* value = nullptr;
+  const float* global_key = nullptr;
+  const float* global_value = nullptr;
+  index_t global_count = 0;
+  index_t stride = 0;  // row stride of all four (the model width)
+};
+
+}  // namespace lsattn::cuda_detail
