@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "lsattn/backend/cuda/linear.cuh"
+#include "lsattn/backend/cuda/tiled_attention.cuh"
 #include "lsattn/cuda.cuh"
 #include "lsattn/models/lra_cuda.cuh"
 
@@ -104,6 +105,15 @@ void BM_CudaLsCore(benchmark::State& state) {
   report(state, core_flops(length), length, before);
 }
 
+// The same core with the WMMA attention kernel that the mma.sync kernel replaced (the
+// reference the tests compare it with): the ratio of the two is the new kernel's gain.
+void BM_CudaLsCoreWmmaReference(benchmark::State& state) {
+  bool& mma = lsattn::cuda_detail::mma_kernel_enabled();
+  mma = false;
+  BM_CudaLsCore(state);
+  mma = true;
+}
+
 // The whole LRA layer on CUDA: cuBLAS projections, the core, the output projection.
 void BM_CudaLsLayer(benchmark::State& state) {
   const index_t length = state.range(0), d = kConfig.transformer_dim;
@@ -140,6 +150,7 @@ void lengths(benchmark::internal::Benchmark* b) {
 
 BENCHMARK(BM_CudaGemmBf16)->Arg(8192)->UseManualTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_CudaLsCore)->Apply(lengths);
+BENCHMARK(BM_CudaLsCoreWmmaReference)->Arg(4096)->Arg(16384)->Arg(65536)->UseManualTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_CudaLsLayer)->Apply(lengths);
 
 }  // namespace

@@ -25,3 +25,15 @@ if(LSATTN_ENABLE_CUDA)
     message(FATAL_ERROR "LSATTN_ENABLE_CUDA=ON but no CUDA compiler (nvcc) was found")
   endif()
 endif()
+
+# Bundle-ready CUDA programs (tools/gpu_bundle.sh): the CUDA runtime linked statically, and a
+# RUNPATH of $ORIGIN/../lib, where the bundle puts the other shared libraries it ships.
+option(LSATTN_CUDA_STATIC_RUNTIME "Link the CUDA runtime statically; give this project's CUDA programs a RUNPATH of \$ORIGIN/../lib" OFF)
+
+# This project's CUDA programs (tests, benchmarks, examples): warnings are errors.
+function(lsattn_cuda_program target)
+  target_compile_options(${target} PRIVATE -Werror=all-warnings -Xcompiler=-Wall,-Wextra,-Werror)
+  if(LSATTN_CUDA_STATIC_RUNTIME)
+    set_target_properties(${target} PROPERTIES BUILD_RPATH "\$ORIGIN/../lib")
+  endif()
+endfunction()

@@ -323,7 +323,7 @@ std::array<std::array<double, 4>, 32> emulate_mma(const WarpRegisters& a, const 
 
 }  // namespace
 
-TEST_CASE("CUDA mma kernel: fragment geometry computes Q Kt and P V (host emulation of ldmatrix and mma)", "[cuda][mma]") {
+TEST_CASE("CUDA mma kernels: fragment geometry computes Q Kt, P V and the compression Pt K (host emulation of ldmatrix and mma)", "[cuda][mma]") {
   namespace geometry = lsattn::cuda_detail::mma_geometry;
   constexpr int head_dim = 32, keys = 64;
   std::mt19937_64 rng(41);
@@ -397,9 +397,31 @@ TEST_CASE("CUDA mma kernel: fragment geometry computes Q Kt and P V (host emulat
         for (int n = 0; n < keys; ++n) want += S[cell.row][n] * V[n][nt * 8 + cell.col];
         REQUIRE(o[nt][lane][i] == want);
       }
+
+  // The compression's Pᵀ K: P token-major (64 tokens × 16 landmarks), A through ldmatrix.trans.
+  double P[keys][16];
+  for (auto& row : P) for (double& x : row) x = small(rng);
+  auto p_at = [&](int r, int c) { return P[r][c]; };
+  std::array<std::array<std::array<double, 4>, 32>, head_dim / 8> k_bar{};
+  for (int kk = 0; kk < keys / 16; ++kk) {
+    const WarpRegisters pa = load(p_at, geometry::key_load_cell, kk * 16, 0, true);
+    for (int pair = 0; pair < head_dim / 16; ++pair) {
+      const WarpRegisters kb = load(k_at, geometry::value_load_cell, kk * 16, pair * 16, true);
+      k_bar[2 * pair] = emulate_mma(pa, b_pair(kb, 0), k_bar[2 * pair]);
+      k_bar[2 * pair + 1] = emulate_mma(pa, b_pair(kb, 2), k_bar[2 * pair + 1]);
+    }
+  }
+  for (int nt = 0; nt < head_dim / 8; ++nt)
+    for (int lane = 0; lane < 32; ++lane)
+      for (int i = 0; i < 4; ++i) {
+        const geometry::Cell cell = geometry::accumulator_cell(lane, i);  // (landmark, feature)
+        double want = 0;
+        for (int n = 0; n < keys; ++n) want += P[n][cell.row] * K[n][nt * 8 + cell.col];
+        REQUIRE(k_bar[nt][lane][i] == want);
+      }
 }
 
-TEST_CASE("CUDA mma kernel: key tiles cover the globals and the tile's key range once; unmasked tiles are whole for every row",
+TEST_CASE("CUDA mma kernel: key tiles cover the globals and the tile's key range once, unmasked tiles are whole for every row",
           "[cuda][mma]") {
   using lsattn::cuda_detail::KeyTileSpan;
   using lsattn::cuda_detail::KeyTiling;

@@ -2,15 +2,14 @@
 // The dynamic projection's compression K̄ = Pᵀ·K, V̄ = Pᵀ·V (spec §1.3 step 5) on tensor cores,
 // for 16-bit T: one block of 4 warps per (chunk of 256 tokens, head). The block turns the chunk's
 // logits into probabilities P (exp(x − column max) / column sum, 0 for padding; the statistics
-// come from projection_statistics), then accumulates Pᵀ·K and Pᵀ·V over 64-token tiles with WMMA
-// (fp32 accumulation) into its own fp32 partial sums; P holds exp(x − max), normalised at the
+// come from projection_statistics), then accumulates Pᵀ·K and Pᵀ·V over 64-token tiles on tensor cores
+// (mma.sync fed by ldmatrix.trans, fp32 accumulation) into its own fp32 partial sums; P holds exp(x − max), normalised at the
 // end. A second kernel adds the chunks' partials in a fixed order (deterministic), divides by the
 // column sums and writes the global rows. Ranks up to 64 (padded to a multiple of
 // 16); other shapes use compress_sequence.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
-#include <mma.h>
 
 #include "lsattn/backend/cuda/kernels.cuh"
 #include "lsattn/backend/cuda/runtime.cuh"
@@ -44,7 +43,7 @@ struct CompressionLayout {
   static constexpr std::size_t k = p + sizeof(T) * tile_rows * ld_p;
   static constexpr std::size_t v = k + sizeof(T) * tile_rows * ld_t;
   static constexpr std::size_t bytes = v + sizeof(T) * tile_rows * ld_t;
-  static_assert(k % 32 == 0 && v % 32 == 0, "WMMA needs 32-byte alignment");
+  static_assert(k % 16 == 0 && v % 16 == 0 && (ld_p * sizeof(T)) % 16 == 0, "ldmatrix rows are 16-byte aligned");
 };
 
 template <class T, int HeadDim>
@@ -54,7 +53,6 @@ __global__ void __launch_bounds__(tile_threads)
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
   __trap();  // the host dispatch never launches this below sm_80
 #else
-  namespace wmma = nvcuda::wmma;
   using Layout = CompressionLayout<T, HeadDim>;
   extern __shared__ __align__(128) unsigned char compression_memory[];
   T* p_tile = reinterpret_cast<T*>(compression_memory + Layout::p);
@@ -64,14 +62,15 @@ __global__ void __launch_bounds__(tile_threads)
   const index_t column = h * HeadDim, ranks = padded_rank(rank);
   const index_t first = chunk * compression_chunk;
   const index_t last = first + compression_chunk < length ? first + compression_chunk : length;
-  const int warp = threadIdx.x / 32;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const bool active = warp * 16 < ranks;  // warp w owns landmarks 16w … 16w + 15
 
-  wmma::fragment<wmma::accumulator, 16, 16, 16, float> k_sum[HeadDim / 16], v_sum[HeadDim / 16];
-  for (int nf = 0; nf < HeadDim / 16; ++nf) {
-    wmma::fill_fragment(k_sum[nf], 0.0f);
-    wmma::fill_fragment(v_sum[nf], 0.0f);
-  }
+  // This warp's 16 landmarks × head_dim of K̄ and V̄ as mma accumulators (8-feature tiles).
+  float k_sum[HeadDim / 8][4], v_sum[HeadDim / 8][4];
+#pragma unroll
+  for (int nt = 0; nt < HeadDim / 8; ++nt)
+#pragma unroll
+    for (int i = 0; i < 4; ++i) k_sum[nt][i] = v_sum[nt][i] = 0.0f;
   for (index_t start = first; start < last; start += tile_rows) {
     __syncthreads();  // the previous tile is consumed
     auto row = [&](const T* base) {
@@ -90,16 +89,21 @@ __global__ void __launch_bounds__(tile_threads)
     }
     __syncthreads();
     if (active) {
+      const mma_geometry::Cell a_cell = mma_geometry::key_load_cell(lane), b_cell = mma_geometry::value_load_cell(lane);
+#pragma unroll
       for (int kk = 0; kk < tile_rows; kk += 16) {
-        // Pᵀ (landmarks × tokens): element (j, n) is p_tile[n·ld_p + j], a column-major A.
-        wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::col_major> a;
-        wmma::load_matrix_sync(a, p_tile + kk * Layout::ld_p + warp * 16, Layout::ld_p);
-        for (int nf = 0; nf < HeadDim / 16; ++nf) {
-          wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::row_major> b;
-          wmma::load_matrix_sync(b, k_tile + kk * Layout::ld_t + nf * 16, Layout::ld_t);
-          wmma::mma_sync(k_sum[nf], a, b, k_sum[nf]);
-          wmma::load_matrix_sync(b, v_tile + kk * Layout::ld_t + nf * 16, Layout::ld_t);
-          wmma::mma_sync(v_sum[nf], a, b, v_sum[nf]);
+        // Pᵀ (landmarks × tokens) is the token-major P tile transposed: ldmatrix.trans.
+        std::uint32_t a[4];
+        ldmatrix_x4_trans(a, p_tile + (kk + a_cell.row) * Layout::ld_p + warp * 16 + a_cell.col);
+#pragma unroll
+        for (int pair = 0; pair < HeadDim / 16; ++pair) {
+          std::uint32_t b[4];
+          ldmatrix_x4_trans(b, k_tile + (kk + b_cell.row) * Layout::ld_t + pair * 16 + b_cell.col);
+          mma_16816<T>(k_sum[2 * pair], a, b[0], b[1]);
+          mma_16816<T>(k_sum[2 * pair + 1], a, b[2], b[3]);
+          ldmatrix_x4_trans(b, v_tile + (kk + b_cell.row) * Layout::ld_t + pair * 16 + b_cell.col);
+          mma_16816<T>(v_sum[2 * pair], a, b[0], b[1]);
+          mma_16816<T>(v_sum[2 * pair + 1], a, b[2], b[3]);
         }
       }
     }
@@ -107,10 +111,14 @@ __global__ void __launch_bounds__(tile_threads)
   if (active) {
     const index_t per_part = gridDim.x * heads * ranks * HeadDim;  // the V̄ partials follow the K̄ ones
     float* out = partials + ((chunk * heads + h) * ranks + warp * 16) * HeadDim;
-    for (int nf = 0; nf < HeadDim / 16; ++nf) {
-      wmma::store_matrix_sync(out + nf * 16, k_sum[nf], HeadDim, wmma::mem_row_major);
-      wmma::store_matrix_sync(out + per_part + nf * 16, v_sum[nf], HeadDim, wmma::mem_row_major);
-    }
+#pragma unroll
+    for (int nt = 0; nt < HeadDim / 8; ++nt)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const mma_geometry::Cell cell = mma_geometry::accumulator_cell(lane, i);
+        out[cell.row * HeadDim + nt * 8 + cell.col] = k_sum[nt][i];
+        out[per_part + cell.row * HeadDim + nt * 8 + cell.col] = v_sum[nt][i];
+      }
   }
 #endif
 }
