@@ -645,6 +645,29 @@ TEST_CASE("vision CLI error paths", "[cli][errors][vision]") {
   CHECK_THAT(run(args(corrupted, {})).err, Contains("relative_position_index") && Contains("(1, 2)"));
 }
 
+TEST_CASE("CLI device and dtype options: what a CPU-only build says", "[cli][device]") {
+  const std::string dir = data_dir + "basic/";
+  const auto output = scratch("device_out.safetensors").string();
+  auto args = run_args(dir + "weights.safetensors", dir + "input.safetensors", output);
+  // This test program links no CUDA part: --device cuda names the build, not a missing GPU.
+  auto with = [&](std::vector<std::string> extra) {
+    auto all = args;
+    all.insert(all.end(), extra.begin(), extra.end());
+    return run(all);
+  };
+  const Result cuda = with({"--device", "cuda"});
+  CHECK(cuda.code == 1);
+  CHECK_THAT(cuda.err, Contains("--device cuda") && Contains("built without CUDA") && Contains("LSATTN_ENABLE_CUDA"));
+  const Result half = with({"--dtype", "fp16"});
+  CHECK(half.code == 1);
+  CHECK_THAT(half.err, Contains("--dtype fp16") && Contains("--device cuda"));
+  CHECK(with({"--device", "tpu"}).code != 0);  // not a choice: a usage error
+  CHECK(with({"--device", "cpu", "--dtype", "bf16"}).code == 0);
+  const Result lm = run({"lm", "--weights", "w", "--input", "i", "--output", output, "--device", "cuda"});
+  CHECK(lm.code == 1);
+  CHECK_THAT(lm.err, Contains("--device cuda") && Contains("lm"));
+}
+
 TEST_CASE("run --variant ls-heads", "[cli][ls_heads]") {
   namespace ls = lsattn::models::ls_heads;
   const ls::Config config{8, 2, {1}, 3, true, 0};

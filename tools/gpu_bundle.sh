@@ -10,7 +10,8 @@
 # DIR gets bin/ (the CUDA tests, the CUDA benchmark, lsattn_cuda_info; the CUDA runtime linked
 # statically, RUNPATH $ORIGIN/../lib), lib/ (every shared library they need except the C
 # library, the driver's libcuda and cuBLAS, which the run script finds in the machine's CUDA
-# toolkit or PyTorch), gpu_baselines.py, MANIFEST and `run` (tools/gpu_bundle_run.sh).
+# toolkit or PyTorch), test/data/ (golden cases of the CLI test), gpu_baselines.py, MANIFEST and
+# `run` (tools/gpu_bundle_run.sh).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 usage="usage: tools/gpu_bundle.sh DIR [--from BUILD_DIR]"
@@ -23,7 +24,7 @@ if [ $# -gt 0 ]; then
   from=$2
 fi
 max_bytes=$((60 * 1024 * 1024))
-tests="test_cuda test_cuda_bidirectional test_cuda_causal test_cuda_vision test_cuda_ls_heads"
+tests="test_cuda test_cuda_bidirectional test_cuda_causal test_cuda_vision test_cuda_ls_heads test_cuda_cli"
 programs="$(for t in $tests; do echo "test/$t"; done) bench/lsattn_bench_cuda bench/lsattn_cuda_info"
 
 if [ -z "$from" ]; then
@@ -60,6 +61,10 @@ done | sort -u | while read -r soname path; do
     *) cp -L "$path" "$dir/lib/$soname" ;;
   esac
 done
+# The golden cases `lsattn run --device cuda` is checked against (test_cuda_cli reads them from
+# test/data/ under the folder, where run starts the tests).
+mkdir -p "$dir/test/data"
+cp -r "$root/test/data/lra" "$root/test/data/causal" "$root/test/data/vision" "$dir/test/data/"
 cp "$root/bench/gpu_baselines.py" "$dir/"
 cp "$root/tools/gpu_bundle_run.sh" "$dir/run"
 chmod +x "$dir/run"

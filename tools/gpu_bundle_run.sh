@@ -3,7 +3,7 @@
 # is for, in one command of at most about 8 minutes, with LSATTN_REQUIRE_GPU=1 so that nothing
 # skips silently:
 #   1. the device, the tiled kernels' capability and occupancy (stops here if they cannot run);
-#   2. every CUDA test, the [gpu] cases included;
+#   2. every CUDA test, the [gpu] cases included (and `lsattn run --device cuda` on golden cases);
 #   3. the benchmarks: cuBLAS bf16 GEMM, the LS core (mma and WMMA kernels) and layer at 1K-64K,
 #      then PyTorch's SDPA and FlexAttention on the same shapes with the machine's own PyTorch;
 #   4. compute-sanitizer memcheck, racecheck, synccheck and initcheck on the [gpu] cases except
@@ -15,7 +15,7 @@
 #   DIR/run [ARCHIVE]
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-archive=${1:-${OUT:-$PWD}/lsattn-gpu-results.tar.gz}
+archive=$(realpath -m "${1:-${OUT:-$PWD}/lsattn-gpu-results.tar.gz}")  # absolute: run changes directory
 work=$(mktemp -d)
 logs=$work/lsattn-gpu-results
 mkdir -p "$logs"
@@ -24,7 +24,8 @@ status=0
 start=$(date +%s)
 deadline=$((start + ${LSATTN_BUNDLE_SECONDS:-470}))
 export LSATTN_REQUIRE_GPU=1
-tests="test_cuda test_cuda_bidirectional test_cuda_causal test_cuda_vision test_cuda_ls_heads"
+tests="test_cuda test_cuda_bidirectional test_cuda_causal test_cuda_vision test_cuda_ls_heads test_cuda_cli"
+cd "$here"  # test_cuda_cli reads test/data/ from here
 
 say() { echo "$*" | tee -a "$summary"; }
 step() { printf '\n== %s (%ds)\n' "$1" "$(($(date +%s) - start))" | tee -a "$summary"; }

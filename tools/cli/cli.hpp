@@ -25,6 +25,7 @@
 #include "lsattn/models/lra_checkpoint.hpp"
 #include "lsattn/models/ls_gpt_checkpoint.hpp"
 #include "lsattn/models/vision_checkpoint.hpp"
+#include "cuda_bridge.hpp"
 #include "eval_bpc.hpp"
 #include "generate.hpp"
 
@@ -33,9 +34,35 @@ namespace lsattn::cli {
 struct CommonOptions {
   std::string weights_path, input_path, output_path, prefix;
   int threads = 0;
-  Precision precision = Precision::fp32;  // --dtype: of the model's matrix products
+  std::string device = "cpu";             // --device cpu | cuda
+  std::string dtype = "fp32";             // --dtype fp32 | fp16 | bf16, as given
+  Precision precision = Precision::fp32;  // the CPU's: of the model's matrix products
   std::map<std::string, std::string> flags;  // hyperparameter flag → value, e.g. "--heads" → "8"
+
+  bool on_cuda() const { return device == "cuda"; }
+  CudaDtype cuda_dtype() const { return dtype == "bf16" ? CudaDtype::bf16 : dtype == "fp16" ? CudaDtype::fp16 : CudaDtype::fp32; }
 };
+
+// --device and --dtype together: on the CPU fp32 or bf16 (the precision of the matrix
+// products); on CUDA the element type of the whole run (the layers' precision setting stays
+// fp32), and only in a build that has the CUDA layers.
+inline void resolve_device(CommonOptions& options, const char* command) {
+  if (options.on_cuda()) {
+    require(cuda_layers().lra != nullptr, "--device cuda: this lsattn was built without CUDA (configure with ",
+            "-DLSATTN_ENABLE_CUDA=ON on a machine with nvcc); ", command, " runs on the CPU");
+    options.precision = Precision::fp32;
+    return;
+  }
+  require(options.dtype != "fp16", "--dtype fp16: the CPU computes in fp32 or bf16; fp16 needs --device cuda");
+  options.precision = options.dtype == "bf16" ? Precision::bf16 : Precision::fp32;
+}
+
+// The models run on the CPU only: the CUDA backend has the attention layers (`run`), not yet the
+// whole language model or GPT.
+inline void require_cpu_model(const CommonOptions& options, const char* command) {
+  require(!options.on_cuda(), "--device cuda: ", command, " runs on the CPU only for now (the CUDA backend has the ",
+          "attention layers: lsattn run --device cuda); drop --device cuda");
+}
 
 // What the command is doing right now, for failures whose own message cannot say it (out of
 // memory): "building the language model (n_layer = 2, d_model = 8, d_inner = 16, vocab_size = 256)".
@@ -172,6 +199,7 @@ struct OptionalInput {
     if (!tensor) return {};
     return {tensor->size() ? tensor->data() : &no_elements, tensor->shape()};
   }
+  const Tensor<float, Rank>* pointer() const { return tensor ? &*tensor : nullptr; }  // null: absent
 };
 
 // Float inputs (x, h, cls_embed, h_cache) must be F32, F16 or BF16.
@@ -193,13 +221,13 @@ inline void require_input(const io::SafeTensorsFile& file, const std::string& na
 
 // `run --variant lra`: input.x (B, L, D), optional input.mask (B, L), input.cls_embed (B, 1, D).
 inline Tensor<float, 3> run_lra(const CommonOptions& options, const io::SafeTensorsFile& weights,
-                                const io::SafeTensorsFile& input, Stage& stage) {
+                                const io::SafeTensorsFile& input, Stage& stage, std::string& device) {
   auto config = models::lra::config_from(hyperparameters(weights, options, "lra", "--variant lra"));
   config.threads = options.threads;
   config.precision = options.precision;
   stage.enter("building the LRA layer (num_head = ", config.num_head, ", head_dim = ", config.head_dim,
               ", transformer_dim = ", config.transformer_dim, ", num_landmarks = ", config.num_landmarks, ")");
-  const models::lra::AttentionLS<cpu, float> layer(config, models::lra::load_weights(weights, config, options.prefix));
+  auto layer_weights = models::lra::load_weights(weights, config, options.prefix);
   require_input(input, "input.x", "(B, L, D)");
   stage.enter("reading the inputs of '", input.source(), "'");
   const auto x = input.load_float<3>("input.x");
@@ -207,12 +235,19 @@ inline Tensor<float, 3> run_lra(const CommonOptions& options, const io::SafeTens
   const auto cls_embed = optional_float_input<3>(input, "input.cls_embed");
   stage.enter("running the LRA layer on input.x (B, L, D) = ", to_string(x.shape()), " (num_head = ", config.num_head,
               ", window_size = ", config.window_size, ", num_landmarks = ", config.num_landmarks, ")");
+  if (options.on_cuda()) {
+    auto result = cuda_layers().lra(options.cuda_dtype(), config, std::move(layer_weights), x, mask.pointer(),
+                                    cls_embed.pointer());
+    device = result.device;
+    return std::move(result.y);
+  }
+  const models::lra::AttentionLS<cpu, float> layer(config, std::move(layer_weights));
   return layer.forward(x.view(), mask.view(), cls_embed.view());
 }
 
 // `run --variant causal`: input.h (B, L, D), optional input.h_cache (B, M, D).
 inline Tensor<float, 3> run_causal(const CommonOptions& options, const io::SafeTensorsFile& weights,
-                                   const io::SafeTensorsFile& input, Stage& stage) {
+                                   const io::SafeTensorsFile& input, Stage& stage, std::string& device) {
   auto config = models::causal::layer_config_from(hyperparameters(weights, options, "causal", "--variant causal"),
                                                   weights, options.prefix);
   config.threads = options.threads;
@@ -220,8 +255,7 @@ inline Tensor<float, 3> run_causal(const CommonOptions& options, const io::SafeT
   stage.enter("building the causal layer (n_head = ", config.n_head, ", d_model = ", config.d_model,
               ", chunk_size = ", config.chunk_size, ", chunk_rank = ", config.chunk_rank, ", window_len = ",
               config.window_len, ")");
-  const models::causal::ChunkedLSAttention<cpu, float> layer(
-      config, models::causal::load_layer_weights(weights, config, options.prefix));
+  auto layer_weights = models::causal::load_layer_weights(weights, config, options.prefix);
   require_input(input, "input.h", "(B, L, D)");
   stage.enter("reading the inputs of '", input.source(), "'");
   const auto h = input.load_float<3>("input.h");
@@ -229,13 +263,19 @@ inline Tensor<float, 3> run_causal(const CommonOptions& options, const io::SafeT
   stage.enter("running the causal layer on input.h (B, L, D) = ", to_string(h.shape()),
               cache.tensor ? " with input.h_cache (B, M, D) = " + to_string(cache.tensor->shape()) : std::string(),
               " (chunk_size = ", config.chunk_size, ", window_len = ", config.window_len, ")");
+  if (options.on_cuda()) {
+    auto result = cuda_layers().causal(options.cuda_dtype(), config, std::move(layer_weights), h, cache.pointer());
+    device = result.device;
+    return std::move(result.y);
+  }
+  const models::causal::ChunkedLSAttention<cpu, float> layer(config, std::move(layer_weights));
   return layer.forward(h.view(), cache.view());
 }
 
 // `run --variant vision`: input.x (B, nglo + nx·ny, C), patches in row-major order; nx (rows)
 // and ny (columns) from the metadata or flags, ny defaulting to nx (the published square grid).
 inline Tensor<float, 3> run_vision(const CommonOptions& options, const io::SafeTensorsFile& weights,
-                                   const io::SafeTensorsFile& input, Stage& stage) {
+                                   const io::SafeTensorsFile& input, Stage& stage, std::string& device) {
   const auto values = hyperparameters(weights, options, "vision", "--variant vision");
   auto config = models::vision::config_from(values, weights, options.prefix);
   config.threads = options.threads;
@@ -243,13 +283,18 @@ inline Tensor<float, 3> run_vision(const CommonOptions& options, const io::SafeT
   const index_t nx = values.required_integer("nx", "--nx"), ny = values.integer("ny").value_or(nx);
   stage.enter("building the 2D layer (num_heads = ", config.num_heads, ", dim = ", config.dim, ", w = ", config.w,
               ", dp_rank = ", config.dp_rank, ", nglo = ", config.nglo, ")");
-  const models::vision::AttentionLS2D<cpu, float> layer(config,
-                                                        models::vision::load_weights(weights, config, options.prefix));
+  auto layer_weights = models::vision::load_weights(weights, config, options.prefix);
   require_input(input, "input.x", "(B, nglo + nx*ny, C)");
   stage.enter("reading the inputs of '", input.source(), "'");
   const auto x = input.load_float<3>("input.x");
   stage.enter("running the 2D layer on input.x (B, N, C) = ", to_string(x.shape()), " (nx = ", nx, ", ny = ", ny,
               ", w = ", config.w, ", dp_rank = ", config.dp_rank, ")");
+  if (options.on_cuda()) {
+    auto result = cuda_layers().vision(options.cuda_dtype(), config, std::move(layer_weights), x, nx, ny);
+    device = result.device;
+    return std::move(result.y);
+  }
+  const models::vision::AttentionLS2D<cpu, float> layer(config, std::move(layer_weights));
   return layer.forward(x.view(), nx, ny);
 }
 
@@ -257,7 +302,8 @@ inline Tensor<float, 3> run_vision(const CommonOptions& options, const io::SafeT
 // (B, L, D), optional input.mask (B, L); writes output.y and output.max_logits (num_heads).
 // local_heads is a comma-separated list of head indices ("" or absent: none).
 inline Tensor<float, 3> run_ls_heads(const CommonOptions& options, const io::SafeTensorsFile& weights,
-                                     const io::SafeTensorsFile& input, io::SafeTensorsWriter& writer, Stage& stage) {
+                                     const io::SafeTensorsFile& input, io::SafeTensorsWriter& writer, Stage& stage,
+                                     std::string& device) {
   const auto values = hyperparameters(weights, options, "ls-heads", "--variant ls-heads");
   models::ls_heads::Config config;
   config.num_heads = values.required_integer("num_heads", "--heads");
@@ -275,8 +321,7 @@ inline Tensor<float, 3> run_ls_heads(const CommonOptions& options, const io::Saf
   }
   stage.enter("building the LS-heads layer (num_heads = ", config.num_heads, ", dim = ", config.dim, ", window = ",
               config.window, ")");
-  const models::ls_heads::LsHeadsAttention<cpu, float> layer(
-      config, io::load_parameters<models::ls_heads::Weights<float>>(weights, config, options.prefix));
+  auto layer_weights = io::load_parameters<models::ls_heads::Weights<float>>(weights, config, options.prefix);
   require_input(input, "input.x", "(B, L, D)");
   stage.enter("reading the inputs of '", input.source(), "'");
   const auto x = input.load_float<3>("input.x");
@@ -284,7 +329,16 @@ inline Tensor<float, 3> run_ls_heads(const CommonOptions& options, const io::Saf
   stage.enter("running the LS-heads layer on input.x (B, L, D) = ", to_string(x.shape()), " (num_heads = ",
               config.num_heads, ", window = ", config.window, ")");
   std::vector<float> max_logits;
-  auto y = layer.forward(x.view(), mask.view(), &max_logits);
+  Tensor<float, 3> y;
+  if (options.on_cuda()) {
+    auto result = cuda_layers().ls_heads(options.cuda_dtype(), config, std::move(layer_weights), x, mask.pointer());
+    device = result.device;
+    y = std::move(result.y);
+    max_logits = std::move(result.max_logits);
+  } else {
+    const models::ls_heads::LsHeadsAttention<cpu, float> layer(config, std::move(layer_weights));
+    y = layer.forward(x.view(), mask.view(), &max_logits);
+  }
   writer.add("output.max_logits", Tensor<float, 1>(Shape<1>{config.num_heads}, max_logits));
   return y;
 }
@@ -296,16 +350,21 @@ inline void run_layer(const CommonOptions& options, const std::string& variant, 
   stage.enter("reading --input '", options.input_path, "'");
   const auto input = io::SafeTensorsFile::open(options.input_path);
   io::SafeTensorsWriter writer;
-  const auto y = variant == "lra"      ? run_lra(options, weights, input, stage)
-                 : variant == "causal" ? run_causal(options, weights, input, stage)
-                 : variant == "vision" ? run_vision(options, weights, input, stage)
-                                       : run_ls_heads(options, weights, input, writer, stage);
+  std::string device = "cpu";  // the GPU's name when the layer ran there
+  const auto y = variant == "lra"      ? run_lra(options, weights, input, stage, device)
+                 : variant == "causal" ? run_causal(options, weights, input, stage, device)
+                 : variant == "vision" ? run_vision(options, weights, input, stage, device)
+                                       : run_ls_heads(options, weights, input, writer, stage, device);
   stage.enter("writing --output '", options.output_path, "' (output.y ", to_string(y.shape()), ")");
   writer.set_metadata("variant", variant);
   writer.set_metadata("lsattn_version", version);
+  writer.set_metadata("device", options.device);
+  writer.set_metadata("dtype", options.dtype);
   writer.add("output.y", y);
   writer.write(options.output_path);
-  log << "lsattn: wrote output.y " << to_string(y.shape()) << " to " << options.output_path << "\n";
+  log << "lsattn: wrote output.y " << to_string(y.shape()) << " to " << options.output_path;
+  if (options.on_cuda()) log << " (ran on " << device << ", " << options.dtype << ")";
+  log << "\n";
 }
 
 inline models::causal::TransformerLSModel<cpu, float> load_model(const CommonOptions& options,
@@ -693,7 +752,7 @@ inline void run_generate(const CommonOptions& options, const GenerateOptions& ge
 
 // Runs the command line; returns the process exit code (0 ok, 1 runtime error, other: usage).
 inline int main(int argc, const char* const* argv, std::ostream& out, std::ostream& err) {
-  CLI::App app{"lsattn: long-short attention (Transformer-LS) on the CPU"};
+  CLI::App app{"lsattn: long-short attention (Transformer-LS) on the CPU, and its layers on CUDA in builds with CUDA"};
   app.require_subcommand(1);
   CommonOptions options;
   std::string variant;
@@ -704,13 +763,13 @@ inline int main(int argc, const char* const* argv, std::ostream& out, std::ostre
     command->add_option("--prefix", options.prefix, "prefix of the tensor names in the weights file");
     command->add_option("--threads", options.threads, "CPU threads (0: OpenMP default)")->check(CLI::NonNegativeNumber);
     command
-        ->add_option_function<std::string>(
-            "--dtype", [&options](const std::string& value) {
-              options.precision = value == "bf16" ? Precision::bf16 : Precision::fp32;
-            },
-            "precision of the matrix products: fp32 (default) or bf16 (operands rounded to bfloat16, sums in "
-            "float; softmax and LayerNorm stay float)")
-        ->check(CLI::IsMember({"fp32", "bf16"}));
+        ->add_option("--dtype", options.dtype,
+                     "fp32 (default) or bf16: on the CPU the precision of the matrix products (operands rounded to "
+                     "bfloat16, sums in float; softmax and LayerNorm stay float); with --device cuda the element type "
+                     "of the run, fp16 too")
+        ->check(CLI::IsMember({"fp32", "fp16", "bf16"}));
+    command->add_option("--device", options.device, "cpu (default) or cuda (builds with CUDA: run's layers on the GPU)")
+        ->check(CLI::IsMember({"cpu", "cuda"}));
     if (input_help != nullptr) {
       command->add_option("--input", options.input_path, input_help)->required();
       command->add_option("--output", options.output_path, "output file (safetensors; never one of the inputs)")
@@ -828,9 +887,18 @@ inline int main(int argc, const char* const* argv, std::ostream& out, std::ostre
           check_output_path({"--output", options.output_path},
                             {{"--weights", options.weights_path}, {"--input", options.input_path}});
         }
+        const char* command = run->parsed()   ? "run"
+                              : lm->parsed()  ? "lm"
+                              : gpt->parsed() ? "gpt"
+                              : bpc->parsed() ? "eval-bpc"
+                                              : "generate";
+        resolve_device(options, command);
         if (run->parsed()) {
           run_layer(options, variant, stage, out);
-        } else if (lm->parsed()) {
+          return;
+        }
+        require_cpu_model(options, command);
+        if (lm->parsed()) {
           run_lm(options, lm_incremental, stage, out);
         } else if (gpt->parsed()) {
           run_gpt(options, incremental, stage, out);
