@@ -1120,12 +1120,12 @@ TEST_CASE("the --dtype bf16 option runs every command in bf16, close to fp32 but
   CHECK(std::abs(bf16 - fp32) < 0.01 * fp32);
 }
 
-TEST_CASE("a --dtype other than fp32 or bf16 is refused, naming the option", "[cli][bf16][errors]") {
+TEST_CASE("a --dtype other than fp32, fp16 or bf16 is refused, naming the option", "[cli][bf16][errors]") {
   const std::string dir = data_dir + "basic/";
   const auto output = scratch("dtype_refused.safetensors").string();
   fs::remove(output);
   const auto lm_weights = write_model(small_lm, "dtype_refused_lm.safetensors", 1);
-  for (const char* value : {"fp16", "garbage", "BF16", ""}) {
+  for (const char* value : {"fp8", "garbage", "BF16", ""}) {  // fp16: a CUDA dtype (see the device test)
     for (const auto& args : std::vector<std::vector<std::string>>{
              run_args(dir + "weights.safetensors", dir + "input.safetensors", output),
              {"lm", "--weights", lm_weights, "--input", dir + "input.safetensors", "--output", output},

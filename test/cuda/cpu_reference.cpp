@@ -81,3 +81,16 @@ lsattn::Tensor<float, 3> cpu_ls_heads_layer(const lsattn::models::ls_heads::Conf
 }
 
 }  // namespace lsattn_test
+
+#include "lsattn/models/ls_gpt.hpp"
+
+namespace lsattn_test {
+
+lsattn::Tensor<float, 3> cpu_ls_gpt_logits(const lsattn::models::ls_gpt::Config& config,
+                                           const lsattn::models::ls_gpt::Weights<float>& weights,
+                                           const lsattn::Tensor<std::int64_t, 2>& tokens) {
+  const lsattn::models::ls_gpt::LsGpt<float> model(config, weights);
+  return model.forward(tokens.view());
+}
+
+}  // namespace lsattn_test

@@ -71,3 +71,16 @@ lsattn::Tensor<float, 3> cpu_ls_heads_layer(const lsattn::models::ls_heads::Conf
                                             std::vector<float>& max_logits);
 
 }  // namespace lsattn_test
+
+#include <cstdint>
+
+#include "lsattn/models/ls_gpt_config.hpp"
+
+namespace lsattn_test {
+
+// models::ls_gpt::LsGpt<float>(config, weights).forward(tokens): the logits (B, T, vocab_size).
+lsattn::Tensor<float, 3> cpu_ls_gpt_logits(const lsattn::models::ls_gpt::Config& config,
+                                           const lsattn::models::ls_gpt::Weights<float>& weights,
+                                           const lsattn::Tensor<std::int64_t, 2>& tokens);
+
+}  // namespace lsattn_test

@@ -6,7 +6,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <filesystem>
+#include <map>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -92,5 +94,53 @@ TEST_CASE("CUDA CLI: run --device cuda reproduces the golden outputs in fp32, fp
       const double tolerance = std::string(dtype) == "fp32" ? 1e-4 : std::string(dtype) == "fp16" ? 2e-2 : 6e-2;
       CHECK(relative_error(got, want) < tolerance);
     }
+  }
+}
+
+TEST_CASE("CUDA CLI: gpt --device cuda gives the CPU run's logits, both versions", "[cuda][gpu][cli][ls_gpt]") {
+  namespace gpt = lsattn::models::ls_gpt;
+  const bool gpu = gpu_present();
+  for (const auto version : {gpt::Version::packed_heads, gpt::Version::split_heads}) {
+    gpt::Config config;
+    config.block_size = 32, config.vocab_size = 40, config.n_layer = 2, config.n_head = 4, config.head_dim = 16;
+    config.n_embd = 64, config.n_local_head = 2, config.local_attn_span = 5, config.version = version;
+    const auto weights = gpt::Weights<float>::random(config, 7);
+    lsattn::io::SafeTensorsWriter w;
+    lsattn::io::save_parameters(w, weights, config);
+    for (const auto& [k, v] : std::map<std::string, std::string>{
+             {"block_size", "32"}, {"vocab_size", "40"}, {"n_layer", "2"}, {"n_head", "4"}, {"head_dim", "16"},
+             {"n_embd", "64"}, {"n_local_head", "2"}, {"local_attn_span", "5"}, {"bias", "True"}})
+      w.set_metadata(k, v);
+    const auto weights_path = scratch("gpt_weights.safetensors");
+    w.write(weights_path);
+    lsattn::Tensor<std::int64_t, 2> tokens(lsattn::Shape<2>{2, 29});
+    for (index_t i = 0; i < tokens.size(); ++i) tokens.values()[i] = (i * 17 + 3) % 40;
+    lsattn::io::SafeTensorsWriter in;
+    in.add("input.tokens", tokens);
+    const auto input_path = scratch("gpt_input.safetensors");
+    in.write(input_path);
+    const auto cpu_path = scratch("gpt_cpu.safetensors");
+    const Result cpu = run({"gpt", "--weights", weights_path, "--input", input_path, "--output", cpu_path});
+    REQUIRE(cpu.err == "");
+    const auto want = SafeTensorsFile::open(cpu_path).load_float<3>("output.logits");
+    for (const char* dtype : {"fp32", "bf16"}) {
+      INFO(gpt::version_name(version) << " " << dtype);
+      const auto output = scratch(std::string("gpt_cuda_") + dtype + ".safetensors");
+      const Result result = run({"gpt", "--weights", weights_path, "--input", input_path, "--output", output, "--device",
+                                 "cuda", "--dtype", dtype});
+      if (!gpu) {
+        CHECK(result.code == 1);
+        CHECK_THAT(result.err, Contains("no CUDA device"));
+        continue;
+      }
+      REQUIRE(result.err == "");
+      const auto got = SafeTensorsFile::open(output).load_float<3>("output.logits");
+      REQUIRE(got.shape() == want.shape());
+      CHECK(relative_error(got, want) < (std::string(dtype) == "fp32" ? 1e-4 : 6e-2));
+    }
+    const Result decoding = run({"gpt", "--weights", weights_path, "--input", input_path, "--output", scratch("x.safetensors"),
+                                 "--device", "cuda", "--incremental"});
+    CHECK(decoding.code == 1);
+    CHECK_THAT(decoding.err, Contains("--incremental") && Contains("CPU only"));
   }
 }

@@ -1,13 +1,16 @@
-// LS-attention heads on CUDA: host-side checks everywhere; the layer (and its max logits)
-// against the CPU layer when a GPU is present.
+// LS-attention heads on CUDA: host-side checks everywhere; the layer (and its max logits) and
+// the LS-attention GPT against the CPU layer and model when a GPU is present.
 #include <catch2/catch.hpp>
 
 #include <cmath>
+#include <cstdint>
 #include <random>
+#include <type_traits>
 #include <vector>
 
 #include "cpu_reference.hpp"
 #include "cuda_test_helpers.cuh"
+#include "lsattn/models/ls_gpt_cuda.cuh"
 #include "lsattn/models/ls_heads_cuda.cuh"
 
 namespace {
@@ -121,6 +124,71 @@ TEMPLATE_TEST_CASE("CUDA LS heads match the CPU layer", "[cuda][gpu][ls_heads]",
       for (index_t h = 0; h < c.heads; ++h) {
         const float mine = got_logits[static_cast<std::size_t>(h)], reference = wmma_logits[static_cast<std::size_t>(h)];
         CHECK(std::abs(mine - reference) <= tolerance * std::max(1.0f, std::abs(reference)));
+      }
+    }
+  }
+}
+
+// ---- The LS-attention GPT on CUDA (models/ls_gpt_cuda.cuh) ----------------------------------
+
+namespace {
+namespace gpt = lsattn::models::ls_gpt;
+
+gpt::Config small_gpt(gpt::Version version, lsattn::index_t head_dim) {
+  gpt::Config config;
+  config.block_size = 64;
+  config.vocab_size = 50;
+  config.n_layer = 2;
+  config.n_head = 4;
+  config.head_dim = head_dim;
+  config.n_embd = 4 * head_dim;
+  config.n_local_head = 2;
+  config.local_attn_span = 5;
+  config.version = version;
+  return config;
+}
+
+}  // namespace
+
+TEST_CASE("CUDA LS GPT: workspace from the shapes, linear in the tokens", "[cuda][ls_gpt]") {
+  const gpt::Config config = small_gpt(gpt::Version::split_heads, 16);
+  const std::size_t small = gpt::LsGptCuda<float>::workspace_bytes(config, 1, 1000);
+  const std::size_t large = gpt::LsGptCuda<float>::workspace_bytes(config, 2, 1000);
+  const std::size_t larger = gpt::LsGptCuda<float>::workspace_bytes(config, 3, 1000);
+  CHECK(large > small);
+  CHECK(larger - large == large - small);
+  CHECK(gpt::LsGptCuda<__nv_bfloat16>::workspace_bytes(config, 2, 1000) < large);
+  CHECK_THROWS_WITH(gpt::LsGptCuda<float>::workspace_bytes(config, index_t{1} << 40, index_t{1} << 40),
+                    Catch::Matchers::Contains("batch") && Catch::Matchers::Contains("length"));
+}
+
+TEMPLATE_TEST_CASE("CUDA LS GPT matches the CPU model", "[cuda][gpu][ls_gpt]", float, __half, __nv_bfloat16) {
+  if (!gpu_present()) return;
+  std::mt19937_64 rng(23);
+  const double tolerance = tolerance_for<TestType>(2e-2, 6e-2) * (std::is_same_v<TestType, float> ? 5 : 1);
+  int seed = 0;
+  for (const gpt::Version version : {gpt::Version::packed_heads, gpt::Version::split_heads}) {
+    for (const index_t head_dim : {index_t{16}, index_t{64}}) {
+      const gpt::Config config = small_gpt(version, head_dim);
+      gpt::Weights<float> weights = gpt::Weights<float>::random(config, static_cast<std::uint64_t>(++seed));
+      weights.for_each(config, [](const std::string&, auto& tensor, const auto&) {  // as TestType stores them
+        for (auto& v : tensor.values()) v = static_cast<float>(static_cast<TestType>(v));
+      });
+      for (const index_t length : {index_t{1}, index_t{37}, index_t{64}}) {
+        Tensor<std::int64_t, 2> tokens(Shape<2>{2, length});
+        for (auto& id : tokens.values()) id = static_cast<std::int64_t>(rng() % 50);
+        const Tensor<float, 3> want = cpu_ls_gpt_logits(config, weights, tokens);
+        const gpt::LsGptCuda<TestType> model(config, weights);
+        lsattn::DeviceTensor<TestType, 3> logits(want.shape());
+        lsattn::DeviceTensor<unsigned char, 1> workspace(Shape<1>{static_cast<index_t>(model.workspace_bytes(2, length))});
+        const lsattn::CublasHandle handle;
+        model.forward(tokens.view(), logits.view(), handle, cudaStream_t{}, workspace_of(workspace));
+        INFO(gpt::version_name(version) << " head_dim=" << head_dim << " T=" << length);
+        CHECK(relative_error(logits, want) < tolerance);
+        Tensor<std::int64_t, 2> bad = tokens;
+        bad(1, 0) = 50;
+        CHECK_THROWS_WITH(model.forward(bad.view(), logits.view(), handle, cudaStream_t{}, workspace_of(workspace)),
+                          Catch::Matchers::Contains("id 50") && Catch::Matchers::Contains("(1, 0)"));
       }
     }
   }

@@ -57,11 +57,11 @@ inline void resolve_device(CommonOptions& options, const char* command) {
   options.precision = options.dtype == "bf16" ? Precision::bf16 : Precision::fp32;
 }
 
-// The models run on the CPU only: the CUDA backend has the attention layers (`run`), not yet the
-// whole language model or GPT.
+// The character LM (lm, eval-bpc) and decoding (generate) run on the CPU only: the CUDA backend
+// has the attention layers (`run`) and the GPT's whole-sequence forward (`gpt`).
 inline void require_cpu_model(const CommonOptions& options, const char* command) {
-  require(!options.on_cuda(), "--device cuda: ", command, " runs on the CPU only for now (the CUDA backend has the ",
-          "attention layers: lsattn run --device cuda); drop --device cuda");
+  require(!options.on_cuda(), "--device cuda: ", command, " runs on the CPU only for now (on CUDA: the attention ",
+          "layers, lsattn run, and the GPT, lsattn gpt); drop --device cuda");
 }
 
 // What the command is doing right now, for failures whose own message cannot say it (out of
@@ -494,8 +494,10 @@ inline void run_gpt(const CommonOptions& options, bool incremental, Stage& stage
   stage.enter("reading --input '", options.input_path, "'");
   const auto input = io::SafeTensorsFile::open(options.input_path);
   const auto [config, stated_window] = gpt_setup(options, weights, "gpt");
+  require(!(options.on_cuda() && incremental), "--incremental: decoding one token at a time runs on the CPU only; ",
+          "drop --device cuda (or --incremental: the whole-sequence run gives the same logits)");
   enter_gpt_build(stage, config);
-  const gpt::LsGpt<float> model(config, gpt::load_weights(weights, config, options.prefix));
+  auto model_weights = gpt::load_weights(weights, config, options.prefix);
   require_input(input, "input.tokens", "(B, T) int64");
   stage.enter("reading input.tokens of '", input.source(), "'");
   const auto tokens = input.load_int64<2>("input.tokens");
@@ -514,9 +516,16 @@ inline void run_gpt(const CommonOptions& options, bool incremental, Stage& stage
               incremental ? " one token at a time" : "", " (n_layer = ", config.n_layer, ", vocab_size = ",
               config.vocab_size, ", local window = ", stated_window, " keys)");
   Tensor<float, 3> logits;
-  if (!incremental) {
+  std::string device = "cpu";
+  if (options.on_cuda()) {
+    auto result = cuda_layers().gpt(options.cuda_dtype(), config, std::move(model_weights), tokens);
+    device = result.device;
+    logits = std::move(result.y);
+  } else if (!incremental) {
+    const gpt::LsGpt<float> model(config, std::move(model_weights));
     logits = model.forward(tokens.view());
   } else {
+    const gpt::LsGpt<float> model(config, std::move(model_weights));
     logits = Tensor<float, 3>(Shape<3>{batch, length, config.vocab_size});
     for (index_t b = 0; b < batch; ++b) {
       auto state = model.initial_state();
@@ -533,9 +542,13 @@ inline void run_gpt(const CommonOptions& options, bool incremental, Stage& stage
   writer.set_metadata("ls_gpt_version", config.version == gpt::Version::packed_heads ? "packed_heads" : "split_heads");
   writer.set_metadata("local_window", std::to_string(stated_window));
   writer.set_metadata("incremental", incremental ? "true" : "false");
+  writer.set_metadata("device", options.device);
+  writer.set_metadata("dtype", options.dtype);
   writer.add("output.logits", logits);
   writer.write(options.output_path);
-  log << "lsattn: wrote output.logits " << to_string(logits.shape()) << " to " << options.output_path << "\n";
+  log << "lsattn: wrote output.logits " << to_string(logits.shape()) << " to " << options.output_path;
+  if (options.on_cuda()) log << " (ran on " << device << ", " << options.dtype << ")";
+  log << "\n";
 }
 
 struct EvalOptions {
@@ -768,7 +781,8 @@ inline int main(int argc, const char* const* argv, std::ostream& out, std::ostre
                      "bfloat16, sums in float; softmax and LayerNorm stay float); with --device cuda the element type "
                      "of the run, fp16 too")
         ->check(CLI::IsMember({"fp32", "fp16", "bf16"}));
-    command->add_option("--device", options.device, "cpu (default) or cuda (builds with CUDA: run's layers on the GPU)")
+    command->add_option("--device", options.device,
+                        "cpu (default) or cuda (builds with CUDA: run's layers and gpt's whole-sequence forward on the GPU)")
         ->check(CLI::IsMember({"cpu", "cuda"}));
     if (input_help != nullptr) {
       command->add_option("--input", options.input_path, input_help)->required();
@@ -897,11 +911,13 @@ inline int main(int argc, const char* const* argv, std::ostream& out, std::ostre
           run_layer(options, variant, stage, out);
           return;
         }
+        if (gpt->parsed()) {
+          run_gpt(options, incremental, stage, out);
+          return;
+        }
         require_cpu_model(options, command);
         if (lm->parsed()) {
           run_lm(options, lm_incremental, stage, out);
-        } else if (gpt->parsed()) {
-          run_gpt(options, incremental, stage, out);
         } else if (bpc->parsed()) {
           run_eval_bpc(options, eval, stage, out, err);
         } else if (generate->parsed()) {

@@ -1,13 +1,15 @@
 #pragma once
-// What the command line asks of its CUDA part: one attention layer on the GPU, from host
+// What the command line asks of its CUDA part: one attention layer (or the GPT) on the GPU, from host
 // configurations, weights and inputs, back as host floats. Only the model headers that nvcc
 // compiles appear here; tools/cli/cuda_run.cu fills in `cuda_layers()` when it is linked in
 // (builds with CUDA), so a CPU-only build can say plainly that it has no GPU path.
+#include <cstdint>
 #include <string>
 #include <vector>
 
 #include "lsattn/core/tensor.hpp"
 #include "lsattn/models/causal.hpp"
+#include "lsattn/models/ls_gpt_config.hpp"
 #include "lsattn/models/ls_heads_config.hpp"
 #include "lsattn/models/lra.hpp"
 #include "lsattn/models/vision.hpp"
@@ -33,6 +35,9 @@ struct CudaLayers {
                             const Tensor<float, 3>& x, index_t nx, index_t ny) = nullptr;
   CudaLayerResult (*ls_heads)(CudaDtype, const models::ls_heads::Config&, models::ls_heads::Weights<float>,
                               const Tensor<float, 3>& x, const Tensor<float, 2>* mask) = nullptr;
+  // The whole GPT on (B, T) token ids: y holds the logits (B, T, vocab_size).
+  CudaLayerResult (*gpt)(CudaDtype, const models::ls_gpt::Config&, models::ls_gpt::Weights<float>,
+                         const Tensor<std::int64_t, 2>& tokens) = nullptr;
 };
 
 inline CudaLayers& cuda_layers() {

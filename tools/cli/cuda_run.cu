@@ -1,5 +1,5 @@
-// `lsattn run --device cuda`: the attention layers on the GPU, linked into the command line of
-// builds with CUDA. Inputs are converted to the run's element type (float, __half or
+// `lsattn run --device cuda` and `lsattn gpt --device cuda`: the attention layers and the GPT on
+// the GPU, linked into the command line of builds with CUDA. Inputs are converted to the run's element type (float, __half or
 // __nv_bfloat16) and uploaded, the layer runs on one stream with one workspace, and the output
 // comes back as float; the weights go through the CUDA layers' own upload (float → T).
 #include <cuda_bf16.h>
@@ -10,6 +10,7 @@
 
 #include "cuda_bridge.hpp"
 #include "lsattn/models/causal_cuda.cuh"
+#include "lsattn/models/ls_gpt_cuda.cuh"
 #include "lsattn/models/ls_heads_cuda.cuh"
 #include "lsattn/models/lra_cuda.cuh"
 #include "lsattn/models/vision_cuda.cuh"
@@ -128,6 +129,19 @@ CudaLayerResult ls_heads(const models::ls_heads::Config& config, models::ls_head
   return result;
 }
 
+template <class T>
+CudaLayerResult gpt(const models::ls_gpt::Config& config, models::ls_gpt::Weights<float> weights,
+                    const Tensor<std::int64_t, 2>& tokens) {
+  CudaLayerResult result{{}, {}, device_name()};
+  const models::ls_gpt::LsGptCuda<T> model(config, std::move(weights));
+  DeviceTensor<T, 3> logits(Shape<3>{tokens.extent(0), tokens.extent(1), config.vocab_size});
+  Workspace workspace(model.workspace_bytes(tokens.extent(0), tokens.extent(1)));
+  const CublasHandle handle;
+  model.forward(tokens.view(), logits.view(), handle, cudaStream_t{}, workspace.get());
+  result.y = download(logits);
+  return result;
+}
+
 // One function per layer for the bridge: the element type chosen at run time.
 template <template <class> class Run, class... Args>
 CudaLayerResult by_dtype(CudaDtype dtype, Args&&... args) {
@@ -143,6 +157,7 @@ template <class T> struct RunLra { template <class... A> static CudaLayerResult 
 template <class T> struct RunCausal { template <class... A> static CudaLayerResult call(A&&... a) { return causal<T>(std::forward<A>(a)...); } };
 template <class T> struct RunVision { template <class... A> static CudaLayerResult call(A&&... a) { return vision<T>(std::forward<A>(a)...); } };
 template <class T> struct RunLsHeads { template <class... A> static CudaLayerResult call(A&&... a) { return ls_heads<T>(std::forward<A>(a)...); } };
+template <class T> struct RunGpt { template <class... A> static CudaLayerResult call(A&&... a) { return gpt<T>(std::forward<A>(a)...); } };
 
 // Registered before main() runs: the command line then offers --device cuda.
 [[maybe_unused]] const bool registered = [] {
@@ -162,6 +177,10 @@ template <class T> struct RunLsHeads { template <class... A> static CudaLayerRes
   layers.ls_heads = [](CudaDtype dtype, const models::ls_heads::Config& config, models::ls_heads::Weights<float> weights,
                        const Tensor<float, 3>& x, const Tensor<float, 2>* mask) {
     return by_dtype<RunLsHeads>(dtype, config, std::move(weights), x, mask);
+  };
+  layers.gpt = [](CudaDtype dtype, const models::ls_gpt::Config& config, models::ls_gpt::Weights<float> weights,
+                  const Tensor<std::int64_t, 2>& tokens) {
+    return by_dtype<RunGpt>(dtype, config, std::move(weights), tokens);
   };
   return true;
 }();

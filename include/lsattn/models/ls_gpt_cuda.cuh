@@ -1,0 +1,229 @@
+#pragma once
+// The LS-attention GPT (models/ls_gpt.hpp) on the CUDA backend, whole sequences: weights uploaded
+// once in T (float, __half or __nv_bfloat16), every Linear through cuBLAS (fp32 accumulation),
+// every head's exact causal attention (local heads a sliding window, global heads everything)
+// through the tiled tensor-core kernel for 16-bit T, the residual stream in fp32 (as PyTorch's
+// autocast keeps it), LayerNorms and GELU in fp32. All enqueued on the caller's stream with
+// scratch from the caller's workspace; decoding one token at a time stays on the CPU model.
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <utility>
+#include <vector>
+
+#include "lsattn/backend/cuda/exact_attention.cuh"
+#include "lsattn/backend/cuda/kernels.cuh"
+#include "lsattn/backend/cuda/linear.cuh"
+#include "lsattn/backend/cuda/runtime.cuh"
+#include "lsattn/models/ls_gpt_config.hpp"
+#include "lsattn/models/ls_heads_config.hpp"
+#include "lsattn/models/parameter_checks.hpp"
+
+namespace lsattn::models::ls_gpt {
+
+namespace cuda_detail_gpt {
+
+// x[row] = wte[token] + wpe[position] in fp32, one block per row.
+template <class T>
+__global__ void embed_tokens(const std::int64_t* tokens, const T* wte, const T* wpe, index_t length, index_t d, float* x) {
+  const index_t row = blockIdx.x, position = row % length;
+  const std::int64_t token = tokens[row];
+  for (index_t f = threadIdx.x; f < d; f += blockDim.x)
+    x[row * d + f] = cuda_detail::to_float(wte[token * d + f]) + cuda_detail::to_float(wpe[position * d + f]);
+}
+
+// x += y (the residual connections; x fp32, y in T).
+template <class T>
+__global__ void add_residual(float* x, const T* y, index_t count) {
+  for (index_t i = blockIdx.x * static_cast<index_t>(blockDim.x) + threadIdx.x; i < count;
+       i += static_cast<index_t>(gridDim.x) * blockDim.x)
+    x[i] += cuda_detail::to_float(y[i]);
+}
+
+// GELU in its exact erf form (nn.GELU()), in place, computed in fp32.
+template <class T>
+__global__ void gelu(T* h, index_t count) {
+  for (index_t i = blockIdx.x * static_cast<index_t>(blockDim.x) + threadIdx.x; i < count;
+       i += static_cast<index_t>(gridDim.x) * blockDim.x) {
+    const float v = cuda_detail::to_float(h[i]);
+    h[i] = cuda_detail::from_float<T>(0.5f * v * (1.0f + erff(v * 0.70710678118654752f)));
+  }
+}
+
+}  // namespace cuda_detail_gpt
+
+// Heads 0 … local_count − 1 see a causal sliding window, the others every earlier key.
+struct GptHeadVisibilities {
+  index_t local_count = 0;
+  SlidingVisibility sliding;
+  FullVisibility full{true};
+  LSATTN_HOST_DEVICE constexpr ls_heads::HeadVisibility at(index_t head) const {
+    return {head < local_count, sliding, full};
+  }
+};
+
+template <class T>
+class LsGptCuda {
+ public:
+  LsGptCuda(const Config& config, Weights<float> weights) : config_((config.validate(), config)) {
+    detail::require_fp32_precision(config_.precision, "ls_gpt::LsGptCuda");
+    detail::require_valid_parameters(weights, config_);
+    for (auto& block : weights.blocks) {
+      PackedAttention<float> qkv = pack_attention(config_, block);
+      Layer layer;
+      layer.ln_1 = norm(block.ln_1_weight, block.ln_1_bias);
+      layer.ln_2 = norm(block.ln_2_weight, block.ln_2_bias);
+      layer.qkv_weight = upload(qkv.weight);
+      layer.qkv_bias = upload(qkv.bias);
+      layer.proj_weight = upload(block.attn_c_proj_weight);
+      layer.proj_bias = upload(block.attn_c_proj_bias);
+      layer.fc_weight = upload(block.mlp_c_fc_weight);
+      layer.fc_bias = upload(block.mlp_c_fc_bias);
+      layer.fc_proj_weight = upload(block.mlp_c_proj_weight);
+      layer.fc_proj_bias = upload(block.mlp_c_proj_bias);
+      layers_.push_back(std::move(layer));
+    }
+    wte_ = upload(weights.wte);
+    wpe_ = upload(weights.wpe);
+    lm_head_ = upload(weights.lm_head);
+    final_norm_ = norm(weights.ln_f_weight, weights.ln_f_bias);
+  }
+
+  const Config& config() const { return config_; }
+
+  // Scratch for forward() on (batch, length) tokens, from the shapes only: the token ids, the
+  // fp32 residual stream, the normalised rows, q, k, v, the context and the MLP's hidden rows in
+  // T. Linear in batch · length.
+  static std::size_t workspace_bytes(const Config& config, index_t batch, index_t length) {
+    config.validate();
+    cuda_detail::WorkspaceCursor sizing;
+    carve(sizing, config, checked_product({{"batch", batch}, {"length", length}}));
+    return sizing.bytes();
+  }
+  std::size_t workspace_bytes(index_t batch, index_t length) const { return workspace_bytes(config_, batch, length); }
+
+  // tokens (B, T) on the host, 0 ≤ id < vocab_size, T ≤ block_size (checked here, before any
+  // launch) → logits (B, T, vocab_size) on the device, in T. Enqueues on `stream` only, after one
+  // copy of the ids into the workspace.
+  void forward(HostView<const std::int64_t, 2> tokens, DeviceView<T, 3> logits, const CublasHandle& handle,
+               cudaStream_t stream, DeviceWorkspace workspace) const {
+    const index_t batch = tokens.extent(0), length = tokens.extent(1);
+    require(batch >= 1 && length >= 1 && tokens.data() != nullptr, "tokens: expected a non-empty (B, T) batch, got ",
+            to_string(tokens.shape()));
+    require(length <= config_.block_size, "tokens: length ", length, " exceeds block_size = ", config_.block_size,
+            " (the learned positions end there)");
+    for (index_t i = 0; i < tokens.size(); ++i) {
+      const std::int64_t id = tokens.data()[i];
+      require(id >= 0 && id < config_.vocab_size, "tokens: id ", id, " at (", i / length, ", ", i % length,
+              ") is outside the vocabulary [0, ", config_.vocab_size, ")");
+    }
+    detail::require_shape(logits, "logits", Shape<3>{batch, length, config_.vocab_size});
+    cuda_detail::require_workspace(workspace, workspace_bytes(batch, length));
+
+    const index_t d = config_.n_embd, width = config_.attention_width(), rows = batch * length;
+    const index_t inner = config_.mlp_width();
+    cuda_detail::WorkspaceCursor cursor(workspace.data);
+    const Buffers buffers = carve(cursor, config_, rows);
+    cuda_detail::check(cudaMemcpyAsync(buffers.tokens, tokens.data(), sizeof(std::int64_t) * static_cast<std::size_t>(rows),
+                                       cudaMemcpyHostToDevice, stream),
+                       "cudaMemcpyAsync");
+    // The ids live in caller memory the call may return before reading: wait for the copy.
+    cuda_detail::check(cudaStreamSynchronize(stream), "cudaStreamSynchronize");
+    using namespace cuda_detail;
+    using cuda_detail::linear;
+    embed_rows(buffers, rows, length, stream);
+    const GptHeadVisibilities visibilities{config_.n_local_head, {config_.window(), true}, {true}};
+    auto grid = [](index_t count) { return static_cast<unsigned>(std::min<index_t>((count + 255) / 256, 4096)); };
+    for (const Layer& layer : layers_) {
+      layer_norm_rows<<<static_cast<unsigned>(rows), block_threads, 0, stream>>>(
+          buffers.x, buffers.normed, d, layer.ln_1.weight.view().data(), layer.ln_1.bias.view().data(), 1e-5f);
+      T* const parts[] = {buffers.q, buffers.k, buffers.v};
+      for (index_t part = 0; part < 3; ++part) {  // rows [part·width, (part + 1)·width) of the packed weight
+        const T* bias = layer.qkv_bias.size() > 0 ? layer.qkv_bias.view().data() + part * width : nullptr;
+        linear(handle, stream, buffers.normed, rows, d, layer.qkv_weight.view().data() + part * width * d, bias, width,
+               parts[part]);
+      }
+      for (index_t b = 0; b < batch; ++b) {
+        const index_t offset = b * length * width;
+        exact_attention(buffers.q + offset, buffers.k + offset, buffers.v + offset, static_cast<const T*>(nullptr),
+                        length, config_.n_head, config_.head_dim, visibilities, buffers.context + offset,
+                        static_cast<float*>(nullptr), stream);
+      }
+      linear(handle, stream, buffers.context, rows, width, layer.proj_weight.view().data(), bias_of(layer.proj_bias), d,
+             buffers.out);
+      cuda_detail_gpt::add_residual<<<grid(rows * d), 256, 0, stream>>>(buffers.x, buffers.out, rows * d);
+      layer_norm_rows<<<static_cast<unsigned>(rows), block_threads, 0, stream>>>(
+          buffers.x, buffers.normed, d, layer.ln_2.weight.view().data(), layer.ln_2.bias.view().data(), 1e-5f);
+      linear(handle, stream, buffers.normed, rows, d, layer.fc_weight.view().data(), bias_of(layer.fc_bias), inner,
+             buffers.hidden);
+      cuda_detail_gpt::gelu<<<grid(rows * inner), 256, 0, stream>>>(buffers.hidden, rows * inner);
+      linear(handle, stream, buffers.hidden, rows, inner, layer.fc_proj_weight.view().data(), bias_of(layer.fc_proj_bias),
+             d, buffers.out);
+      cuda_detail_gpt::add_residual<<<grid(rows * d), 256, 0, stream>>>(buffers.x, buffers.out, rows * d);
+      check(cudaGetLastError(), "kernel launch");
+    }
+    layer_norm_rows<<<static_cast<unsigned>(rows), block_threads, 0, stream>>>(
+        buffers.x, buffers.normed, d, final_norm_.weight.view().data(), final_norm_.bias.view().data(), 1e-5f);
+    linear(handle, stream, buffers.normed, rows, d, lm_head_.view().data(), static_cast<const T*>(nullptr),
+           config_.vocab_size, logits.data());
+    check(cudaGetLastError(), "kernel launch");
+  }
+
+ private:
+  struct Norm {
+    DeviceTensor<T, 1> weight, bias;
+  };
+  struct Layer {
+    Norm ln_1, ln_2;
+    DeviceTensor<T, 1> qkv_weight, qkv_bias, proj_weight, proj_bias, fc_weight, fc_bias, fc_proj_weight, fc_proj_bias;
+  };
+  struct Buffers {
+    std::int64_t* tokens;
+    float* x;
+    T *normed, *q, *k, *v, *context, *out, *hidden;
+  };
+
+  static Buffers carve(cuda_detail::WorkspaceCursor& cursor, const Config& config, index_t rows) {
+    const index_t d = config.n_embd, width = config.attention_width();
+    Buffers buffers{};
+    buffers.tokens = cursor.take<std::int64_t>(rows);
+    buffers.x = cursor.take<float>(rows * d);
+    buffers.normed = cursor.take<T>(rows * d);
+    buffers.q = cursor.take<T>(rows * width);
+    buffers.k = cursor.take<T>(rows * width);
+    buffers.v = cursor.take<T>(rows * width);
+    buffers.context = cursor.take<T>(rows * width);
+    buffers.out = cursor.take<T>(rows * d);
+    buffers.hidden = cursor.take<T>(rows * config.mlp_width());
+    return buffers;
+  }
+
+  // Any host tensor, flattened and converted to T on the device (empty stays empty).
+  template <std::size_t Rank>
+  static DeviceTensor<T, 1> upload(const Tensor<float, Rank>& host) {
+    const std::vector<T> converted(host.values().begin(), host.values().end());
+    DeviceTensor<T, 1> device(Shape<1>{host.size()});
+    if (host.size() > 0) device.copy_from(HostView<const T, 1>(converted.data(), Shape<1>{host.size()}));
+    return device;
+  }
+  // bias = False: LayerNorm biases are zeros, Linear biases absent.
+  Norm norm(const Tensor<float, 1>& weight, const Tensor<float, 1>& bias) const {
+    return {upload(weight), upload(bias.size() > 0 ? bias : Tensor<float, 1>(Shape<1>{config_.n_embd}))};
+  }
+  static const T* bias_of(const DeviceTensor<T, 1>& bias) { return bias.size() > 0 ? bias.view().data() : nullptr; }
+
+  void embed_rows(const Buffers& buffers, index_t rows, index_t length, cudaStream_t stream) const {
+    cuda_detail_gpt::embed_tokens<<<static_cast<unsigned>(rows), cuda_detail::block_threads, 0, stream>>>(
+        buffers.tokens, wte_.view().data(), wpe_.view().data(), length, config_.n_embd, buffers.x);
+    cuda_detail::check(cudaGetLastError(), "kernel launch");
+  }
+
+  Config config_;
+  std::vector<Layer> layers_;
+  DeviceTensor<T, 1> wte_, wpe_, lm_head_;
+  Norm final_norm_;
+};
+
+}  // namespace lsattn::models::ls_gpt
