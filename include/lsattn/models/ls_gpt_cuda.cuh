@@ -145,12 +145,8 @@ class LsGptCuda {
         linear(handle, stream, buffers.normed, rows, d, layer.qkv_weight.view().data() + part * width * d, bias, width,
                parts[part]);
       }
-      for (index_t b = 0; b < batch; ++b) {
-        const index_t offset = b * length * width;
-        exact_attention(buffers.q + offset, buffers.k + offset, buffers.v + offset, static_cast<const T*>(nullptr),
-                        length, config_.n_head, config_.head_dim, visibilities, buffers.context + offset,
-                        static_cast<float*>(nullptr), stream);
-      }
+      exact_attention(buffers.q, buffers.k, buffers.v, static_cast<const T*>(nullptr), length, config_.n_head,
+                      config_.head_dim, visibilities, buffers.context, static_cast<float*>(nullptr), stream, batch);
       linear(handle, stream, buffers.context, rows, width, layer.proj_weight.view().data(), bias_of(layer.proj_bias), d,
              buffers.out);
       cuda_detail_gpt::add_residual<<<grid(rows * d), 256, 0, stream>>>(buffers.x, buffers.out, rows * d);

@@ -84,13 +84,10 @@ class LsHeadsAttention<cuda, T> {
     linear(x.data(), "W_q.weight", "W_q.bias", buffers.q);
     linear(x.data(), "W_k.weight", "W_k.bias", buffers.k);
     linear(x.data(), "W_v.weight", "W_v.bias", buffers.v);
-    for (index_t b = 0; b < batch; ++b) {
-      const index_t offset = b * length * d;
-      cuda_detail::exact_attention(buffers.q + offset, buffers.k + offset, buffers.v + offset,
-                                   mask.empty() ? nullptr : mask.data() + b * length, length, heads, config_.head_dim(),
-                                   visibilities_, buffers.context + offset,
-                                   max_logits.empty() ? nullptr : buffers.row_max + b * length * heads, stream);
-    }
+    // Every batch item in one launch (batch × heads × query tiles).
+    cuda_detail::exact_attention(buffers.q, buffers.k, buffers.v, mask.empty() ? nullptr : mask.data(), length, heads,
+                                 config_.head_dim(), visibilities_, buffers.context,
+                                 max_logits.empty() ? nullptr : buffers.row_max, stream, batch);
     if (!max_logits.empty()) {
       cuda_detail_ls::reduce_max_logits<<<static_cast<unsigned>(heads), cuda_detail::block_threads, 0, stream>>>(
           buffers.row_max, rows, heads, max_logits.data());

@@ -32,4 +32,25 @@ struct TiledKeys {
   index_t stride = 0;  // row stride of all four (the model width)
 };
 
+// Batch items in the grid's z dimension: item i reads query, keys, values and mask, and writes
+// context and row_max_logit, `rows`, `mask` and `row_max` elements further than item 0. The
+// global (float) rows are shared by all items (batched calls have none).
+struct BatchStrides {
+  index_t rows = 0;     // elements between items of query, key, value and context
+  index_t mask = 0;     // elements between items of the mask
+  index_t row_max = 0;  // floats between items of row_max_logit
+};
+
+// Moves a kernel's pointers to batch item `item`.
+template <class T>
+LSATTN_HOST_DEVICE inline void select_batch_item(index_t item, const BatchStrides& batch, const T*& query, TiledKeys<T>& keys,
+                                                 const T*& mask, T*& context, float*& row_max_logit) {
+  query += item * batch.rows;
+  keys.key += item * batch.rows;
+  keys.value += item * batch.rows;
+  context += item * batch.rows;
+  if (mask != nullptr) mask += item * batch.mask;
+  if (row_max_logit != nullptr) row_max_logit += item * batch.row_max;
+}
+
 }  // namespace lsattn::cuda_detail

@@ -1,10 +1,12 @@
 #pragma once
 // Exact softmax attention on CUDA with a per-head visibility policy (LS-attention heads, full
-// attention): the tiled tensor-core kernel where it applies, else one block per (query, head)
-// with an online softmax over key chunks (any head_dim, any length, float included).
+// attention): the tiled tensor-core kernel where it applies, else one block per (query, head,
+// batch item) with an online softmax over key chunks (any head_dim, any length, float included).
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstdint>
 
 #include "lsattn/backend/cuda/kernels.cuh"
 #include "lsattn/backend/cuda/runtime.cuh"
@@ -16,7 +18,13 @@ namespace lsattn::cuda_detail {
 template <class T, class Visibilities>
 __global__ void exact_attention_rows(const T* query, const T* key, const T* value, const T* mask, index_t length,
                                      index_t head_dim, index_t width, Visibilities visibilities, float scale,
-                                     T* context, float* row_max_logit) {
+                                     T* context, float* row_max_logit, BatchStrides batch) {
+  {  // this block's batch item (grid z)
+    TiledKeys<T> keys{key, value, nullptr, nullptr, 0, width};
+    select_batch_item(static_cast<index_t>(blockIdx.z), batch, query, keys, mask, context, row_max_logit);
+    key = keys.key;
+    value = keys.value;
+  }
   extern __shared__ float row_memory[];
   __shared__ float scratch[32];
   const index_t t = blockIdx.x, h = blockIdx.y, column = h * head_dim;
@@ -35,21 +43,25 @@ __global__ void exact_attention_rows(const T* query, const T* key, const T* valu
   if (row_max_logit != nullptr && threadIdx.x == 0) row_max_logit[t * gridDim.y + h] = largest;
 }
 
-// context (L × nh·dh rows `width` apart, one batch item) = softmax(q kᵀ/√dh + visibility) v per
-// head; padded queries (mask 0) and queries that see no key get zeros. row_max_logit (optional,
-// L × heads floats) receives each row's largest visible scaled score. Enqueues on `stream` only.
+// context (L × nh·dh rows `width` apart) = softmax(q kᵀ/√dh + visibility) v per head, for
+// `items` batch items of L rows each, stored one after the other (all in one launch: batch ×
+// heads × query tiles in the grid); padded queries (mask 0) and queries that see no key get
+// zeros. row_max_logit (optional, items × L × heads floats) receives each row's largest visible
+// scaled score. Enqueues on `stream` only.
 template <class T, class Visibilities>
 void exact_attention(const T* query, const T* key, const T* value, const T* mask, index_t length, index_t heads,
-                     index_t head_dim, Visibilities visibilities, T* context, float* row_max_logit, cudaStream_t stream) {
-  if (length == 0) return;
+                     index_t head_dim, Visibilities visibilities, T* context, float* row_max_logit, cudaStream_t stream,
+                     index_t items = 1) {
+  if (length == 0 || items == 0) return;
   const index_t width = heads * head_dim;
   const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
+  const BatchStrides batch{length * width, length, length * heads};
   if (tiled_applies<T>(head_dim, query, width) && reinterpret_cast<std::uintptr_t>(key) % 16 == 0 &&
       reinterpret_cast<std::uintptr_t>(value) % 16 == 0) {
     if constexpr (tensor_core_type<T>) {
       const TiledKeys<T> keys{key, value, nullptr, nullptr, 0, width};
       launch_tiled(head_dim, query, keys, mask, length, visibilities, QueryTiling{length}, heads, scale, context,
-                   row_max_logit, stream);
+                   row_max_logit, stream, items, batch);
       return;
     }
   }
@@ -59,9 +71,17 @@ void exact_attention(const T* query, const T* key, const T* value, const T* mask
   constexpr index_t max_head_dim = (48 * 1024) / 4 - threads - 32;
   require(head_dim <= max_head_dim, "head_dim: the CUDA attention kernel handles at most ", max_head_dim, ", got ",
           head_dim);
-  exact_attention_rows<<<dim3(static_cast<unsigned>(length), static_cast<unsigned>(heads)), threads, shared, stream>>>(
-      query, key, value, mask, length, head_dim, width, visibilities, scale, context, row_max_logit);
-  check(cudaGetLastError(), "kernel launch");
+  require(heads <= 65535, "heads: the CUDA attention kernel takes at most 65535 heads (grid y), got ", heads);
+  constexpr index_t max_grid_z = 65535;
+  for (index_t first = 0; first < items; first += max_grid_z) {
+    const index_t count = std::min(max_grid_z, items - first);
+    exact_attention_rows<<<dim3(static_cast<unsigned>(length), static_cast<unsigned>(heads), static_cast<unsigned>(count)),
+                           threads, shared, stream>>>(
+        query + first * batch.rows, key + first * batch.rows, value + first * batch.rows,
+        mask != nullptr ? mask + first * batch.mask : nullptr, length, head_dim, width, visibilities, scale,
+        context + first * batch.rows, row_max_logit != nullptr ? row_max_logit + first * batch.row_max : nullptr, batch);
+    check(cudaGetLastError(), "kernel launch");
+  }
 }
 
 }  // namespace lsattn::cuda_detail

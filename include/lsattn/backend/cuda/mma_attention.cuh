@@ -180,10 +180,12 @@ __device__ inline std::uint32_t pack_pair(float lo, float hi) {
 template <class T, int HeadDim, class Visibilities>
 __global__ void __launch_bounds__(tile_threads)
     mma_attention(const T* query, TiledKeys<T> keys, const T* mask, index_t length, Visibilities visibilities,
-                  QueryTiling tiling, float scale, T* context, float* row_max_logit) {
+                  QueryTiling tiling, float scale, T* context, float* row_max_logit,
+                  BatchStrides batch) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
   __trap();  // the host dispatch never launches this below sm_80
 #else
+  select_batch_item(static_cast<index_t>(blockIdx.z), batch, query, keys, mask, context, row_max_logit);
   using Layout = MmaLayout<T, HeadDim>;
   namespace geometry = mma_geometry;
   constexpr int ld = Layout::ld;

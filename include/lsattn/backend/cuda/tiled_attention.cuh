@@ -10,6 +10,7 @@
 #include <cuda_runtime.h>
 #include <mma.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <map>
 #include <mutex>
@@ -72,10 +73,12 @@ __device__ void load_tile(T* tile, int ld, RowSource&& row_of) {
 template <class T, int HeadDim, class Visibilities>
 __global__ void __launch_bounds__(tile_threads)
     tiled_attention(const T* query, TiledKeys<T> keys, const T* mask, index_t length, Visibilities visibilities,
-                    QueryTiling tiling, float scale, T* context, float* row_max_logit) {
+                    QueryTiling tiling, float scale, T* context, float* row_max_logit,
+                  BatchStrides batch) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
   __trap();  // the host dispatch never launches this below sm_80
 #else
+  select_batch_item(static_cast<index_t>(blockIdx.z), batch, query, keys, mask, context, row_max_logit);
   namespace wmma = nvcuda::wmma;
   using Layout = TileLayout<T, HeadDim>;
   extern __shared__ __align__(128) unsigned char tile_memory[];
@@ -313,7 +316,7 @@ bool tiled_applies(index_t head_dim, const void* query, index_t stride) {
 template <class T, int HeadDim, class Visibilities>
 void launch_tiled_for(const T* query, const TiledKeys<T>& keys, const T* mask, index_t length, Visibilities visibilities,
                       QueryTiling tiling, index_t heads, float scale, T* context, float* row_max_logit,
-                      cudaStream_t stream) {
+                      cudaStream_t stream, index_t items, const BatchStrides& batch) {
   // The mma kernel stores O two elements at a time: the context rows must be 4-byte aligned.
   const bool mma = mma_kernel_enabled() && reinterpret_cast<std::uintptr_t>(context) % 4 == 0;
   auto* kernel = mma ? &mma_attention<T, HeadDim, Visibilities> : &tiled_attention<T, HeadDim, Visibilities>;
@@ -323,22 +326,38 @@ void launch_tiled_for(const T* query, const TiledKeys<T>& keys, const T* mask, i
   const index_t tiles = tiling.count();
   if (tiles == 0) return;
   require(heads <= 65535, "heads: the tiled CUDA kernels take at most 65535 heads (grid y), got ", heads);
-  kernel<<<dim3(static_cast<unsigned>(tiles), static_cast<unsigned>(heads)), tile_threads, bytes, stream>>>(
-      query, keys, mask, length, visibilities, tiling, scale, context, row_max_logit);
-  check(cudaGetLastError(), "kernel launch");
+  constexpr index_t max_grid_z = 65535;
+  for (index_t first = 0; first < items; first += max_grid_z) {  // batch items in grid z, 65535 a launch
+    const index_t count = std::min(max_grid_z, items - first);
+    const T* first_query = query;
+    TiledKeys<T> first_keys = keys;
+    const T* first_mask = mask;
+    T* first_context = context;
+    float* first_row_max = row_max_logit;
+    select_batch_item(first, batch, first_query, first_keys, first_mask, first_context, first_row_max);
+    kernel<<<dim3(static_cast<unsigned>(tiles), static_cast<unsigned>(heads), static_cast<unsigned>(count)), tile_threads,
+             bytes, stream>>>(first_query, first_keys, first_mask, length, visibilities, tiling, scale, first_context,
+                              first_row_max, batch);
+    check(cudaGetLastError(), "kernel launch");
+  }
 }
 
-// Launches the tiled kernel for head_dim 16, 32, 64 or 128 (tiled_applies() said yes).
+// Launches the tiled kernel for head_dim 16, 32, 64 or 128 (tiled_applies() said yes), on
+// `items` batch items `batch` apart (one item: the strides are not used).
 template <class T, class Visibilities>
 void launch_tiled(index_t head_dim, const T* query, const TiledKeys<T>& keys, const T* mask, index_t length,
                   Visibilities visibilities, QueryTiling tiling, index_t heads, float scale, T* context,
-                  float* row_max_logit, cudaStream_t stream) {
+                  float* row_max_logit, cudaStream_t stream, index_t items = 1, const BatchStrides& batch = {}) {
   if constexpr (tensor_core_type<T>) {
+    auto launch = [&](auto head_size) {
+      launch_tiled_for<T, decltype(head_size)::value>(query, keys, mask, length, visibilities, tiling, heads, scale,
+                                                      context, row_max_logit, stream, items, batch);
+    };
     switch (head_dim) {
-      case 16: return launch_tiled_for<T, 16>(query, keys, mask, length, visibilities, tiling, heads, scale, context, row_max_logit, stream);
-      case 32: return launch_tiled_for<T, 32>(query, keys, mask, length, visibilities, tiling, heads, scale, context, row_max_logit, stream);
-      case 64: return launch_tiled_for<T, 64>(query, keys, mask, length, visibilities, tiling, heads, scale, context, row_max_logit, stream);
-      case 128: return launch_tiled_for<T, 128>(query, keys, mask, length, visibilities, tiling, heads, scale, context, row_max_logit, stream);
+      case 16: return launch(std::integral_constant<int, 16>{});
+      case 32: return launch(std::integral_constant<int, 32>{});
+      case 64: return launch(std::integral_constant<int, 64>{});
+      case 128: return launch(std::integral_constant<int, 128>{});
       default: break;
     }
   }
