@@ -64,7 +64,7 @@ done
 # The golden cases `lsattn run --device cuda` is checked against (test_cuda_cli reads them from
 # test/data/ under the folder, where run starts the tests).
 mkdir -p "$dir/test/data"
-cp -r "$root/test/data/lra" "$root/test/data/causal" "$root/test/data/vision" "$dir/test/data/"
+cp -r "$root/test/data/lra" "$root/test/data/causal" "$root/test/data/vision" "$root/test/data/lm" "$dir/test/data/"
 cp "$root/bench/gpu_baselines.py" "$dir/"
 cp "$root/tools/gpu_bundle_run.sh" "$dir/run"
 chmod +x "$dir/run"

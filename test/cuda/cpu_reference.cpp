@@ -94,3 +94,19 @@ lsattn::Tensor<float, 3> cpu_ls_gpt_logits(const lsattn::models::ls_gpt::Config&
 }
 
 }  // namespace lsattn_test
+
+#include "lsattn/models/causal_lm.hpp"
+
+namespace lsattn_test {
+
+LmRun cpu_lm_segments(const lsattn::models::causal::LmConfig& config, const lsattn::models::causal::LmWeights<float>& weights,
+                      const std::vector<lsattn::Tensor<std::int64_t, 2>>& segments) {
+  const lsattn::models::causal::TransformerLSModel<lsattn::cpu, float> model(config, weights);
+  auto state = model.initial_state(segments.front().extent(0));
+  LmRun run;
+  for (const auto& tokens : segments) run.logprobs.push_back(model.forward(tokens.view(), state));
+  run.caches = state.caches;
+  return run;
+}
+
+}  // namespace lsattn_test

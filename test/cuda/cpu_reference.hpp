@@ -84,3 +84,18 @@ lsattn::Tensor<float, 3> cpu_ls_gpt_logits(const lsattn::models::ls_gpt::Config&
                                            const lsattn::Tensor<std::int64_t, 2>& tokens);
 
 }  // namespace lsattn_test
+
+#include "lsattn/models/causal_lm.hpp"
+
+namespace lsattn_test {
+
+// The CPU character LM over segments from a zero memory: each segment's log-probabilities,
+// and the layer caches after the last one.
+struct LmRun {
+  std::vector<lsattn::Tensor<float, 3>> logprobs;
+  std::vector<lsattn::Tensor<float, 3>> caches;
+};
+LmRun cpu_lm_segments(const lsattn::models::causal::LmConfig& config, const lsattn::models::causal::LmWeights<float>& weights,
+                      const std::vector<lsattn::Tensor<std::int64_t, 2>>& segments);
+
+}  // namespace lsattn_test

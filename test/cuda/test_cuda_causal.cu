@@ -13,6 +13,7 @@
 #include "cpu_reference.hpp"
 #include "cuda_test_helpers.cuh"
 #include "lsattn/cuda.cuh"
+#include "lsattn/models/causal_lm_cuda.cuh"
 #include "lsattn/models/causal_cuda.cuh"
 
 namespace {
@@ -268,4 +269,65 @@ TEST_CASE("CUDA causal layer: forward throws the host-side errors before any lau
   CHECK_THROWS_WITH(layer.forward(fake_input<float>(Shape<3>{1, 5, 7}), {}, y, handle, cudaStream_t{}, workspace),
                     Contains("d_model"));
   lsattn::cuda_detail::check(cudaDeviceSynchronize(), "synchronize");
+}
+
+// ---- The character LM on CUDA (models/causal_lm_cuda.cuh) -----------------------------------
+
+namespace {
+
+causal::LmConfig small_lm(bool pre_ln, bool gelu) {
+  causal::LmConfig config;
+  config.vocab_size = 20, config.d_model = 16, config.n_head = 2, config.d_inner = 32, config.n_layer = 2;
+  config.mem_len = 8, config.chunk_size = 4, config.chunk_rank = 1, config.window_len = 4;
+  config.pre_ln = pre_ln, config.use_gelu = gelu;
+  return config;
+}
+
+}  // namespace
+
+TEST_CASE("CUDA character LM: workspace from the shapes", "[cuda][lm]") {
+  const causal::LmConfig config = small_lm(true, true);
+  using Model = causal::TransformerLSModel<lsattn::cuda, float>;
+  CHECK(Model::padded_length(config, 8) == 8);
+  CHECK(Model::padded_length(config, 6) == 8);  // lcm(4, 4) = 4: the next multiple
+  CHECK(Model::workspace_bytes(config, 2, 6) == Model::workspace_bytes(config, 2, 8));
+  CHECK(Model::workspace_bytes(config, 2, 16) > Model::workspace_bytes(config, 2, 8));
+}
+
+TEMPLATE_TEST_CASE("CUDA character LM matches the CPU model over segments", "[cuda][gpu][lm]", float, __half, __nv_bfloat16) {
+  if (!gpu_present()) return;
+  std::mt19937_64 rng(31);
+  const double tolerance = tolerance_for<TestType>(2e-2, 6e-2) * (std::is_same_v<TestType, float> ? 5 : 2);
+  int seed = 0;
+  for (const bool pre_ln : {true, false}) {
+    for (const bool gelu : {true, false}) {
+      const causal::LmConfig config = small_lm(pre_ln, gelu);
+      causal::LmWeights<float> weights = causal::LmWeights<float>::random(config, static_cast<std::uint64_t>(++seed));
+      weights.for_each(config, [](const std::string&, auto& tensor, const auto&) {  // as TestType stores them
+        for (auto& v : tensor.values()) v = static_cast<float>(static_cast<TestType>(v));
+      });
+      std::vector<Tensor<std::int64_t, 2>> segments;
+      for (const index_t length : {index_t{8}, index_t{6}, index_t{12}}) {  // 6: the published padding
+        Tensor<std::int64_t, 2> tokens(Shape<2>{2, length});
+        for (auto& id : tokens.values()) id = static_cast<std::int64_t>(rng() % 20);
+        segments.push_back(tokens);
+      }
+      const LmRun want = cpu_lm_segments(config, weights, segments);
+      const causal::TransformerLSModel<lsattn::cuda, TestType> model(config, weights);
+      auto state = model.initial_state(2);
+      const lsattn::CublasHandle handle;
+      for (std::size_t s = 0; s < segments.size(); ++s) {
+        const index_t length = segments[s].extent(1);
+        lsattn::DeviceTensor<float, 3> logprobs(Shape<3>{2, length, config.vocab_size});
+        lsattn::DeviceTensor<unsigned char, 1> workspace(Shape<1>{static_cast<index_t>(model.workspace_bytes(2, length))});
+        model.forward(segments[s].view(), state, logprobs.view(), handle, cudaStream_t{}, workspace_of(workspace));
+        INFO("pre_ln=" << pre_ln << " gelu=" << gelu << " segment " << s);
+        CHECK(relative_error(logprobs, want.logprobs[s]) < tolerance);
+      }
+      for (std::size_t i = 0; i < want.caches.size(); ++i) {
+        INFO("pre_ln=" << pre_ln << " gelu=" << gelu << " the memory of layer " << i);
+        CHECK(relative_error(state.caches[i], want.caches[i]) < tolerance);
+      }
+    }
+  }
 }

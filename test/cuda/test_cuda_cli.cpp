@@ -144,3 +144,38 @@ TEST_CASE("CUDA CLI: gpt --device cuda gives the CPU run's logits, both versions
     CHECK_THAT(decoding.err, Contains("--incremental") && Contains("CPU only"));
   }
 }
+
+TEST_CASE("CUDA CLI: lm --device cuda gives the CPU run's log-probabilities and memories", "[cuda][gpu][cli][lm]") {
+  const bool gpu = gpu_present();
+  for (const char* name : {"two_segments", "short_last", "post_ln_relu"}) {
+    const std::string dir = std::string("test/data/lm/") + name + "/";
+    const auto cpu_path = scratch(std::string("lm_cpu_") + name + ".safetensors");
+    const Result cpu = run({"lm", "--weights", dir + "weights.safetensors", "--input", dir + "input.safetensors", "--output",
+                            cpu_path});
+    REQUIRE(cpu.err == "");
+    const auto want = SafeTensorsFile::open(cpu_path);
+    for (const char* dtype : {"fp32", "bf16"}) {
+      INFO(name << " " << dtype);
+      const auto output = scratch(std::string("lm_cuda_") + name + "_" + dtype + ".safetensors");
+      const Result result = run({"lm", "--weights", dir + "weights.safetensors", "--input", dir + "input.safetensors",
+                                 "--output", output, "--device", "cuda", "--dtype", dtype});
+      if (!gpu) {
+        CHECK(result.code == 1);
+        CHECK_THAT(result.err, Contains("no CUDA device"));
+        continue;
+      }
+      REQUIRE(result.err == "");
+      const auto got = SafeTensorsFile::open(output);
+      const double tolerance = std::string(dtype) == "fp32" ? 1e-4 : 6e-2;
+      for (const auto& tensor : want.names()) {
+        INFO(tensor);
+        REQUIRE(got.contains(tensor));
+        CHECK(relative_error(got.load_float<3>(tensor), want.load_float<3>(tensor)) < tolerance);
+      }
+    }
+  }
+  const Result bpc = run({"eval-bpc", "--weights", "test/data/lm/two_segments/weights.safetensors", "--text",
+                          "README.md", "--device", "cuda"});
+  CHECK(bpc.code == 1);
+  CHECK_THAT(bpc.err, Contains("eval-bpc") && Contains("CPU only"));
+}

@@ -57,11 +57,11 @@ inline void resolve_device(CommonOptions& options, const char* command) {
   options.precision = options.dtype == "bf16" ? Precision::bf16 : Precision::fp32;
 }
 
-// The character LM (lm, eval-bpc) and decoding (generate) run on the CPU only: the CUDA backend
-// has the attention layers (`run`) and the GPT's whole-sequence forward (`gpt`).
+// Scoring a text (eval-bpc) and sampling (generate, token by token) run on the CPU only; on
+// CUDA: the attention layers (`run`), the GPT (`gpt`) and the character LM's segments (`lm`).
 inline void require_cpu_model(const CommonOptions& options, const char* command) {
-  require(!options.on_cuda(), "--device cuda: ", command, " runs on the CPU only for now (on CUDA: the attention ",
-          "layers, lsattn run, and the GPT, lsattn gpt); drop --device cuda");
+  require(!options.on_cuda(), "--device cuda: ", command, " runs on the CPU only for now (on CUDA: lsattn run, ",
+          "lsattn gpt and lsattn lm); drop --device cuda");
 }
 
 // What the command is doing right now, for failures whose own message cannot say it (out of
@@ -387,6 +387,46 @@ inline models::causal::LmState<float> initial_state(const models::causal::Transf
   return model.initial_state(batch);
 }
 
+// `lm --device cuda`: the segments read first, then run in order on the GPU (the memory stays
+// there); the same outputs as on the CPU. Decoding token by token (--incremental) is the CPU's.
+inline void run_lm_on_cuda(const CommonOptions& options, bool incremental, const io::SafeTensorsFile& weights,
+                           const io::SafeTensorsFile& input, Stage& stage, std::ostream& log) {
+  require(!incremental, "--incremental: decoding one token at a time runs on the CPU only; drop --device cuda ",
+          "(or --incremental: the segment run gives the same log-probabilities)");
+  auto config = models::causal::lm_config_from(hyperparameters(weights, options, "lm", "lm"), weights, options.prefix);
+  stage.enter("building the language model (n_layer = ", config.n_layer, ", d_model = ", config.d_model,
+              ", d_inner = ", config.d_inner, ", vocab_size = ", config.vocab_size, ")");
+  auto model_weights = models::causal::load_lm_weights(weights, config, options.prefix);
+  require_input(input, "input.tokens.0", "(B, L) int64");
+  std::vector<Tensor<std::int64_t, 2>> segments;
+  for (index_t segment = 0; input.contains("input.tokens." + std::to_string(segment)); ++segment) {
+    const std::string name = "input.tokens." + std::to_string(segment);
+    stage.enter("reading ", name, " of '", input.source(), "'");
+    segments.push_back(input.load_int64<2>(name));
+    require(segments.back().extent(0) == segments.front().extent(0), "input ", input.source(), ": ", name,
+            " has batch ", segments.back().extent(0), ", input.tokens.0 had ", segments.front().extent(0));
+  }
+  stage.enter("running the language model on ", segments.size(), " segments on the GPU (n_layer = ", config.n_layer,
+              ", mem_len = ", config.mem_len, ", vocab_size = ", config.vocab_size, ")");
+  const CudaLmResult result = cuda_layers().lm(options.cuda_dtype(), config, std::move(model_weights), segments);
+  io::SafeTensorsWriter writer;
+  writer.set_metadata("command", "lm");
+  writer.set_metadata("lsattn_version", version);
+  writer.set_metadata("incremental", "false");
+  writer.set_metadata("device", options.device);
+  writer.set_metadata("dtype", options.dtype);
+  for (std::size_t segment = 0; segment < segments.size(); ++segment) {
+    const std::string segment_name = std::to_string(segment);
+    writer.add("output.logprobs." + segment_name, result.logprobs[segment]);
+    for (std::size_t layer = 0; layer < result.caches[segment].size(); ++layer)
+      writer.add("output.cache." + segment_name + "." + std::to_string(layer), result.caches[segment][layer]);
+  }
+  stage.enter("writing --output '", options.output_path, "' (", segments.size(), " segments)");
+  writer.write(options.output_path);
+  log << "lsattn: wrote " << segments.size() << " segments of log-probabilities and caches to " << options.output_path
+      << " (ran on " << result.device << ", " << options.dtype << ")\n";
+}
+
 // `lm`: input.tokens.0, input.tokens.1, … (B, L_s) int64, in order, from a zero memory. With
 // `incremental`, every batch row is fed one token at a time through its own decoding state
 // (step, then end_segment after each segment): the same outputs, to rounding.
@@ -395,6 +435,7 @@ inline void run_lm(const CommonOptions& options, bool incremental, Stage& stage,
   const auto weights = io::SafeTensorsFile::open(options.weights_path);
   stage.enter("reading --input '", options.input_path, "'");
   const auto input = io::SafeTensorsFile::open(options.input_path);
+  if (options.on_cuda()) return run_lm_on_cuda(options, incremental, weights, input, stage, log);
   const auto model = load_model(options, weights, "lm", stage);
   const auto& config = model.config();
   require_input(input, "input.tokens.0", "(B, L) int64");
@@ -782,7 +823,7 @@ inline int main(int argc, const char* const* argv, std::ostream& out, std::ostre
                      "of the run, fp16 too")
         ->check(CLI::IsMember({"fp32", "fp16", "bf16"}));
     command->add_option("--device", options.device,
-                        "cpu (default) or cuda (builds with CUDA: run's layers and gpt's whole-sequence forward on the GPU)")
+                        "cpu (default) or cuda (builds with CUDA: run's layers, gpt's and lm's whole-segment runs on the GPU)")
         ->check(CLI::IsMember({"cpu", "cuda"}));
     if (input_help != nullptr) {
       command->add_option("--input", options.input_path, input_help)->required();
@@ -915,10 +956,12 @@ inline int main(int argc, const char* const* argv, std::ostream& out, std::ostre
           run_gpt(options, incremental, stage, out);
           return;
         }
-        require_cpu_model(options, command);
         if (lm->parsed()) {
           run_lm(options, lm_incremental, stage, out);
-        } else if (bpc->parsed()) {
+          return;
+        }
+        require_cpu_model(options, command);
+        if (bpc->parsed()) {
           run_eval_bpc(options, eval, stage, out, err);
         } else if (generate->parsed()) {
           run_generate(options, generation, stage, out, err);

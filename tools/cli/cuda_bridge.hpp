@@ -9,6 +9,7 @@
 
 #include "lsattn/core/tensor.hpp"
 #include "lsattn/models/causal.hpp"
+#include "lsattn/models/causal_lm.hpp"
 #include "lsattn/models/ls_gpt_config.hpp"
 #include "lsattn/models/ls_heads_config.hpp"
 #include "lsattn/models/lra.hpp"
@@ -25,6 +26,14 @@ struct CudaLayerResult {
   std::string device;             // the GPU's name, for the log
 };
 
+// The character LM over segments on the GPU: per segment the log-probabilities and the layer
+// memories after it.
+struct CudaLmResult {
+  std::vector<Tensor<float, 3>> logprobs;
+  std::vector<std::vector<Tensor<float, 3>>> caches;
+  std::string device;
+};
+
 // Null pointers: an input that is not given.
 struct CudaLayers {
   CudaLayerResult (*lra)(CudaDtype, const models::lra::Config&, models::lra::Weights<float>, const Tensor<float, 3>& x,
@@ -38,6 +47,9 @@ struct CudaLayers {
   // The whole GPT on (B, T) token ids: y holds the logits (B, T, vocab_size).
   CudaLayerResult (*gpt)(CudaDtype, const models::ls_gpt::Config&, models::ls_gpt::Weights<float>,
                          const Tensor<std::int64_t, 2>& tokens) = nullptr;
+  // The character LM on its segments, in order, from a zero memory.
+  CudaLmResult (*lm)(CudaDtype, const models::causal::LmConfig&, models::causal::LmWeights<float>,
+                     const std::vector<Tensor<std::int64_t, 2>>& segments) = nullptr;
 };
 
 inline CudaLayers& cuda_layers() {

@@ -1,5 +1,5 @@
-// `lsattn run --device cuda` and `lsattn gpt --device cuda`: the attention layers and the GPT on
-// the GPU, linked into the command line of builds with CUDA. Inputs are converted to the run's element type (float, __half or
+// `lsattn run`, `gpt` and `lm` with `--device cuda`: the attention layers, the GPT and the
+// character LM on the GPU, linked into the command line of builds with CUDA. Inputs are converted to the run's element type (float, __half or
 // __nv_bfloat16) and uploaded, the layer runs on one stream with one workspace, and the output
 // comes back as float; the weights go through the CUDA layers' own upload (float → T).
 #include <cuda_bf16.h>
@@ -10,6 +10,7 @@
 
 #include "cuda_bridge.hpp"
 #include "lsattn/models/causal_cuda.cuh"
+#include "lsattn/models/causal_lm_cuda.cuh"
 #include "lsattn/models/ls_gpt_cuda.cuh"
 #include "lsattn/models/ls_heads_cuda.cuh"
 #include "lsattn/models/lra_cuda.cuh"
@@ -142,9 +143,28 @@ CudaLayerResult gpt(const models::ls_gpt::Config& config, models::ls_gpt::Weight
   return result;
 }
 
+template <class T>
+CudaLmResult lm(const models::causal::LmConfig& config, models::causal::LmWeights<float> weights,
+                const std::vector<Tensor<std::int64_t, 2>>& segments) {
+  CudaLmResult result{{}, {}, device_name()};
+  const models::causal::TransformerLSModel<cuda, T> model(config, std::move(weights));
+  auto state = model.initial_state(segments.front().extent(0));
+  const CublasHandle handle;
+  for (const auto& tokens : segments) {
+    DeviceTensor<float, 3> logprobs(Shape<3>{tokens.extent(0), tokens.extent(1), config.vocab_size});
+    Workspace workspace(model.workspace_bytes(tokens.extent(0), tokens.extent(1)));
+    model.forward(tokens.view(), state, logprobs.view(), handle, cudaStream_t{}, workspace.get());
+    result.logprobs.push_back(download(logprobs));
+    std::vector<Tensor<float, 3>> caches;
+    for (const auto& cache : state.caches) caches.push_back(download(cache));
+    result.caches.push_back(std::move(caches));
+  }
+  return result;
+}
+
 // One function per layer for the bridge: the element type chosen at run time.
 template <template <class> class Run, class... Args>
-CudaLayerResult by_dtype(CudaDtype dtype, Args&&... args) {
+auto by_dtype(CudaDtype dtype, Args&&... args) {
   switch (dtype) {
     case CudaDtype::fp16: return Run<__half>::call(std::forward<Args>(args)...);
     case CudaDtype::bf16: return Run<__nv_bfloat16>::call(std::forward<Args>(args)...);
@@ -158,6 +178,7 @@ template <class T> struct RunCausal { template <class... A> static CudaLayerResu
 template <class T> struct RunVision { template <class... A> static CudaLayerResult call(A&&... a) { return vision<T>(std::forward<A>(a)...); } };
 template <class T> struct RunLsHeads { template <class... A> static CudaLayerResult call(A&&... a) { return ls_heads<T>(std::forward<A>(a)...); } };
 template <class T> struct RunGpt { template <class... A> static CudaLayerResult call(A&&... a) { return gpt<T>(std::forward<A>(a)...); } };
+template <class T> struct RunLm { template <class... A> static CudaLmResult call(A&&... a) { return lm<T>(std::forward<A>(a)...); } };
 
 // Registered before main() runs: the command line then offers --device cuda.
 [[maybe_unused]] const bool registered = [] {
@@ -181,6 +202,10 @@ template <class T> struct RunGpt { template <class... A> static CudaLayerResult 
   layers.gpt = [](CudaDtype dtype, const models::ls_gpt::Config& config, models::ls_gpt::Weights<float> weights,
                   const Tensor<std::int64_t, 2>& tokens) {
     return by_dtype<RunGpt>(dtype, config, std::move(weights), tokens);
+  };
+  layers.lm = [](CudaDtype dtype, const models::causal::LmConfig& config, models::causal::LmWeights<float> weights,
+                 const std::vector<Tensor<std::int64_t, 2>>& segments) {
+    return by_dtype<RunLm>(dtype, config, std::move(weights), segments);
   };
   return true;
 }();

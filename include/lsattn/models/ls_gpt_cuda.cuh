@@ -13,46 +13,17 @@
 #include <utility>
 #include <vector>
 
+#include "lsattn/backend/cuda/elementwise.cuh"
 #include "lsattn/backend/cuda/exact_attention.cuh"
 #include "lsattn/backend/cuda/kernels.cuh"
 #include "lsattn/backend/cuda/linear.cuh"
+#include "lsattn/backend/cuda/parameters.cuh"
 #include "lsattn/backend/cuda/runtime.cuh"
 #include "lsattn/models/ls_gpt_config.hpp"
 #include "lsattn/models/ls_heads_config.hpp"
 #include "lsattn/models/parameter_checks.hpp"
 
 namespace lsattn::models::ls_gpt {
-
-namespace cuda_detail_gpt {
-
-// x[row] = wte[token] + wpe[position] in fp32, one block per row.
-template <class T>
-__global__ void embed_tokens(const std::int64_t* tokens, const T* wte, const T* wpe, index_t length, index_t d, float* x) {
-  const index_t row = blockIdx.x, position = row % length;
-  const std::int64_t token = tokens[row];
-  for (index_t f = threadIdx.x; f < d; f += blockDim.x)
-    x[row * d + f] = cuda_detail::to_float(wte[token * d + f]) + cuda_detail::to_float(wpe[position * d + f]);
-}
-
-// x += y (the residual connections; x fp32, y in T).
-template <class T>
-__global__ void add_residual(float* x, const T* y, index_t count) {
-  for (index_t i = blockIdx.x * static_cast<index_t>(blockDim.x) + threadIdx.x; i < count;
-       i += static_cast<index_t>(gridDim.x) * blockDim.x)
-    x[i] += cuda_detail::to_float(y[i]);
-}
-
-// GELU in its exact erf form (nn.GELU()), in place, computed in fp32.
-template <class T>
-__global__ void gelu(T* h, index_t count) {
-  for (index_t i = blockIdx.x * static_cast<index_t>(blockDim.x) + threadIdx.x; i < count;
-       i += static_cast<index_t>(gridDim.x) * blockDim.x) {
-    const float v = cuda_detail::to_float(h[i]);
-    h[i] = cuda_detail::from_float<T>(0.5f * v * (1.0f + erff(v * 0.70710678118654752f)));
-  }
-}
-
-}  // namespace cuda_detail_gpt
 
 // Heads 0 … local_count − 1 see a causal sliding window, the others every earlier key.
 struct GptHeadVisibilities {
@@ -75,19 +46,19 @@ class LsGptCuda {
       Layer layer;
       layer.ln_1 = norm(block.ln_1_weight, block.ln_1_bias);
       layer.ln_2 = norm(block.ln_2_weight, block.ln_2_bias);
-      layer.qkv_weight = upload(qkv.weight);
-      layer.qkv_bias = upload(qkv.bias);
-      layer.proj_weight = upload(block.attn_c_proj_weight);
-      layer.proj_bias = upload(block.attn_c_proj_bias);
-      layer.fc_weight = upload(block.mlp_c_fc_weight);
-      layer.fc_bias = upload(block.mlp_c_fc_bias);
-      layer.fc_proj_weight = upload(block.mlp_c_proj_weight);
-      layer.fc_proj_bias = upload(block.mlp_c_proj_bias);
+      layer.qkv_weight = cuda_detail::upload_flat<T>(qkv.weight);
+      layer.qkv_bias = cuda_detail::upload_flat<T>(qkv.bias);
+      layer.proj_weight = cuda_detail::upload_flat<T>(block.attn_c_proj_weight);
+      layer.proj_bias = cuda_detail::upload_flat<T>(block.attn_c_proj_bias);
+      layer.fc_weight = cuda_detail::upload_flat<T>(block.mlp_c_fc_weight);
+      layer.fc_bias = cuda_detail::upload_flat<T>(block.mlp_c_fc_bias);
+      layer.fc_proj_weight = cuda_detail::upload_flat<T>(block.mlp_c_proj_weight);
+      layer.fc_proj_bias = cuda_detail::upload_flat<T>(block.mlp_c_proj_bias);
       layers_.push_back(std::move(layer));
     }
-    wte_ = upload(weights.wte);
-    wpe_ = upload(weights.wpe);
-    lm_head_ = upload(weights.lm_head);
+    wte_ = cuda_detail::upload_flat<T>(weights.wte);
+    wpe_ = cuda_detail::upload_flat<T>(weights.wpe);
+    lm_head_ = cuda_detail::upload_flat<T>(weights.lm_head);
     final_norm_ = norm(weights.ln_f_weight, weights.ln_f_bias);
   }
 
@@ -135,7 +106,7 @@ class LsGptCuda {
     using cuda_detail::linear;
     embed_rows(buffers, rows, length, stream);
     const GptHeadVisibilities visibilities{config_.n_local_head, {config_.window(), true}, {true}};
-    auto grid = [](index_t count) { return static_cast<unsigned>(std::min<index_t>((count + 255) / 256, 4096)); };
+    auto grid = [](index_t count) { return elementwise_blocks(count); };
     for (const Layer& layer : layers_) {
       layer_norm_rows<<<static_cast<unsigned>(rows), block_threads, 0, stream>>>(
           buffers.x, buffers.normed, d, layer.ln_1.weight.view().data(), layer.ln_1.bias.view().data(), 1e-5f);
@@ -149,15 +120,15 @@ class LsGptCuda {
                       config_.head_dim, visibilities, buffers.context, static_cast<float*>(nullptr), stream, batch);
       linear(handle, stream, buffers.context, rows, width, layer.proj_weight.view().data(), bias_of(layer.proj_bias), d,
              buffers.out);
-      cuda_detail_gpt::add_residual<<<grid(rows * d), 256, 0, stream>>>(buffers.x, buffers.out, rows * d);
+      add_into<<<grid(rows * d), 256, 0, stream>>>(buffers.x, buffers.out, rows * d);
       layer_norm_rows<<<static_cast<unsigned>(rows), block_threads, 0, stream>>>(
           buffers.x, buffers.normed, d, layer.ln_2.weight.view().data(), layer.ln_2.bias.view().data(), 1e-5f);
       linear(handle, stream, buffers.normed, rows, d, layer.fc_weight.view().data(), bias_of(layer.fc_bias), inner,
              buffers.hidden);
-      cuda_detail_gpt::gelu<<<grid(rows * inner), 256, 0, stream>>>(buffers.hidden, rows * inner);
+      activation<<<grid(rows * inner), 256, 0, stream>>>(buffers.hidden, rows * inner, true);
       linear(handle, stream, buffers.hidden, rows, inner, layer.fc_proj_weight.view().data(), bias_of(layer.fc_proj_bias),
              d, buffers.out);
-      cuda_detail_gpt::add_residual<<<grid(rows * d), 256, 0, stream>>>(buffers.x, buffers.out, rows * d);
+      add_into<<<grid(rows * d), 256, 0, stream>>>(buffers.x, buffers.out, rows * d);
       check(cudaGetLastError(), "kernel launch");
     }
     layer_norm_rows<<<static_cast<unsigned>(rows), block_threads, 0, stream>>>(
@@ -196,23 +167,15 @@ class LsGptCuda {
     return buffers;
   }
 
-  // Any host tensor, flattened and converted to T on the device (empty stays empty).
-  template <std::size_t Rank>
-  static DeviceTensor<T, 1> upload(const Tensor<float, Rank>& host) {
-    const std::vector<T> converted(host.values().begin(), host.values().end());
-    DeviceTensor<T, 1> device(Shape<1>{host.size()});
-    if (host.size() > 0) device.copy_from(HostView<const T, 1>(converted.data(), Shape<1>{host.size()}));
-    return device;
-  }
   // bias = False: LayerNorm biases are zeros, Linear biases absent.
   Norm norm(const Tensor<float, 1>& weight, const Tensor<float, 1>& bias) const {
-    return {upload(weight), upload(bias.size() > 0 ? bias : Tensor<float, 1>(Shape<1>{config_.n_embd}))};
+    return {cuda_detail::upload_flat<T>(weight), cuda_detail::upload_flat<T>(bias.size() > 0 ? bias : Tensor<float, 1>(Shape<1>{config_.n_embd}))};
   }
   static const T* bias_of(const DeviceTensor<T, 1>& bias) { return bias.size() > 0 ? bias.view().data() : nullptr; }
 
   void embed_rows(const Buffers& buffers, index_t rows, index_t length, cudaStream_t stream) const {
-    cuda_detail_gpt::embed_tokens<<<static_cast<unsigned>(rows), cuda_detail::block_threads, 0, stream>>>(
-        buffers.tokens, wte_.view().data(), wpe_.view().data(), length, config_.n_embd, buffers.x);
+    cuda_detail::embed_rows<<<static_cast<unsigned>(rows), cuda_detail::block_threads, 0, stream>>>(
+        buffers.tokens, wte_.view().data(), wpe_.view().data(), length, config_.n_embd, 1.0f, buffers.x);
     cuda_detail::check(cudaGetLastError(), "kernel launch");
   }
 

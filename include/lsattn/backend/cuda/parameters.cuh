@@ -40,4 +40,13 @@ class DeviceParameters {
   std::map<std::string, DeviceTensor<T, 1>> parameters_;
 };
 
+// A host float tensor of any rank, flattened and converted to T on the device (empty stays empty).
+template <class T, std::size_t Rank>
+DeviceTensor<T, 1> upload_flat(const Tensor<float, Rank>& host) {
+  const std::vector<T> converted(host.values().begin(), host.values().end());
+  DeviceTensor<T, 1> device(Shape<1>{host.size()});
+  if (host.size() > 0) device.copy_from(HostView<const T, 1>(converted.data(), Shape<1>{host.size()}));
+  return device;
+}
+
 }  // namespace lsattn::cuda_detail
