@@ -8,6 +8,8 @@
 //                                      K̄ = Pᵀ K and V̄ = Pᵀ V
 //   layer   the core plus 2·L·D·(4·D + nh·r) for W_q, W_k, W_v, W_o and the dynamic projection
 //   GEMM    2·M·N·K
+//   LS heads the four D × D projections (2·L·D² each) plus 4·dh per visible (query, key) pair
+//           and head
 // device_MiB: device memory the benchmark allocated (inputs, outputs, workspace) plus whatever
 // cuBLAS took, from cudaMemGetInfo before and after.
 #include <benchmark/benchmark.h>
@@ -19,6 +21,7 @@
 #include "lsattn/backend/cuda/linear.cuh"
 #include "lsattn/backend/cuda/tiled_attention.cuh"
 #include "lsattn/cuda.cuh"
+#include "lsattn/models/ls_heads_cuda.cuh"
 #include "lsattn/models/lra_cuda.cuh"
 
 namespace {
@@ -143,6 +146,37 @@ void BM_CudaGemmBf16(benchmark::State& state) {
   report(state, 2.0 * static_cast<double>(n) * static_cast<double>(n) * static_cast<double>(n), n, before);
 }
 
+// The LS-heads layer (bf16, batch 1, causal): range(1) selects the shape of the CPU peer rows —
+// 0: D = 512, 8 heads of 64, 4 local with w = 256 + 4 global; 1: the LS-attention author's GPT
+// setting, D = 768, 12 heads of 64, 11 local with w = 100 + 1 global. FLOPs: the four D × D
+// projections plus 4·dh per visible (query, key) pair and head (QKᵀ and PV).
+void BM_CudaLsHeadsLayer(benchmark::State& state) {
+  namespace ls = lsattn::models::ls_heads;
+  const index_t length = state.range(0);
+  const bool gpt_shape = state.range(1) == 1;
+  ls::Config config;
+  config.dim = gpt_shape ? 768 : 512;
+  config.num_heads = gpt_shape ? 12 : 8;
+  config.window = gpt_shape ? 100 : 256;
+  config.causal = true;
+  for (index_t h = 0; h < (gpt_shape ? 11 : 4); ++h) config.local_heads.push_back(h);
+  const std::size_t before = device_used_bytes();
+  const lsattn::CublasHandle handle;
+  const ls::LsHeadsAttention<lsattn::cuda, Bf16> layer(config, ls::Weights<float>::random(config, 1));
+  const auto x = random_device(Shape<3>{1, length, config.dim}, 8);
+  lsattn::DeviceTensor<Bf16, 3> y(x.shape());
+  lsattn::DeviceTensor<unsigned char, 1> workspace(Shape<1>{static_cast<index_t>(layer.workspace_bytes(1, length))});
+  const lsattn::DeviceWorkspace scratch{workspace.view().data(), static_cast<std::size_t>(workspace.size())};
+  time_calls(state, cudaStream_t{}, [&] { layer.forward(x.view(), {}, y.view(), handle, cudaStream_t{}, scratch); });
+  double pairs = 0;  // visible (query, key) pairs over all heads
+  const double l = static_cast<double>(length), w = static_cast<double>(config.window);
+  const double locals = static_cast<double>(config.local_heads.size()), globals = config.num_heads - locals;
+  pairs += locals * (l * w - w * (w - 1) / 2);  // a causal window of w keys, fewer at the start
+  pairs += globals * l * (l + 1) / 2;
+  const double d = static_cast<double>(config.dim), dh = d / config.num_heads;
+  report(state, 2 * l * d * d * 4 + 4 * dh * pairs, length, before);
+}
+
 void lengths(benchmark::internal::Benchmark* b) {
   for (index_t length = 1024; length <= 65536; length *= 2) b->Arg(length);
   b->UseManualTime()->Unit(benchmark::kMillisecond);
@@ -152,6 +186,7 @@ BENCHMARK(BM_CudaGemmBf16)->Arg(8192)->UseManualTime()->Unit(benchmark::kMillise
 BENCHMARK(BM_CudaLsCore)->Apply(lengths);
 BENCHMARK(BM_CudaLsCoreWmmaReference)->Arg(4096)->Arg(16384)->Arg(65536)->UseManualTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_CudaLsLayer)->Apply(lengths);
+BENCHMARK(BM_CudaLsHeadsLayer)->Args({4096, 0})->Args({16384, 0})->Args({8192, 1})->UseManualTime()->Unit(benchmark::kMillisecond);
 
 }  // namespace
 
