@@ -5,8 +5,8 @@
 // Q·Kᵀ and P·V are `mma.sync.m16n8k16` with fragments loaded by `ldmatrix` (bf16 included, where
 // nvcc's WMMA falls back to generic loads), S's accumulators become P's A fragments in place,
 // and K/V tiles stream through a two-stage `cp.async` pipeline. Each row's key range is computed
-// once per block; a key tile that every row sees whole, with no padding mask, runs unmasked
-// (block-sparse treatment of the window), only the partial ones apply the per-element mask.
+// once per block; a key tile inside every row's range skips the per-row range test (block-sparse
+// treatment of the window), and the key bias applies only with a padding mask or a partial tile.
 // The WMMA kernel in tiled_attention.cuh stays as the reference the tests compare this one with.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -51,8 +51,8 @@ LSATTN_HOST_DEVICE constexpr Cell key_load_cell(int lane) { return {(lane / 16) 
 LSATTN_HOST_DEVICE constexpr Cell value_load_cell(int lane) { return {((lane / 8) % 2) * 8 + lane % 8, (lane / 16) * 8}; }
 
 // The A fragment of P for keys 16j…16j+15 comes from the accumulators of score n-tiles 2j and
-// 2j + 1: A register `reg` packs accumulator elements (2·(reg / 2)) … of n-tile 2j + reg / 2,
-// rows lane/4 (+8 for odd registers).
+// 2j + 1: A register `reg` packs accumulator elements 2·(reg % 2) and 2·(reg % 2) + 1 of n-tile
+// 2j + reg / 2, that is row lane/4 for even registers and lane/4 + 8 for odd ones.
 struct PackedSource {
   int tile_offset;  // 0 or 1: n-tile 2j or 2j + 1
   int first;        // accumulator elements first, first + 1
@@ -80,19 +80,19 @@ struct MmaLayout {
   static_assert(tile_bytes % 16 == 0 && row_begin % 8 == 0, "cp.async and index_t alignment");
 };
 
-// How the block treats one key tile: every valid row sees all 64 keys and no mask applies
-// (unmasked), or some keys are hidden from some rows (masked per element).
+// One key tile of a query tile: local keys [begin, end), or global slots.
 struct KeyTileSpan {
   index_t begin = 0, end = 0;  // key indices (local keys) or slots (global keys)
   bool global = false;
 };
 
-// Whether a local key tile [begin, end) can skip the per-element mask: a whole tile, no padding
-// mask, and inside the key range of every valid row (highest begin … lowest end over the rows).
-LSATTN_HOST_DEVICE constexpr bool key_tile_unmasked(const KeyTileSpan& tile, bool has_mask, index_t highest_row_begin,
-                                                    index_t lowest_row_end) {
-  return !tile.global && !has_mask && tile.end - tile.begin == tile_rows && highest_row_begin <= tile.begin &&
-         tile.end <= lowest_row_end;
+// Whether every valid row of the block sees every key of a local tile [begin, end) — it lies
+// inside each row's range (highest begin … lowest end over the valid rows) — so that the per-row
+// range test can be skipped (block-sparse treatment of the window). The key bias (padding mask,
+// slots past the end of a partial tile) is a separate, cheaper matter.
+LSATTN_HOST_DEVICE constexpr bool key_tile_in_every_row(const KeyTileSpan& tile, index_t highest_row_begin,
+                                                        index_t lowest_row_end) {
+  return !tile.global && highest_row_begin <= tile.begin && tile.end <= lowest_row_end;
 }
 
 // The key tiles of a query tile: ⌈globals / 64⌉ tiles of global slots, then the local range in
@@ -157,6 +157,7 @@ __device__ inline void cp_async_16(void* shared, const void* global, bool fill) 
 }
 __device__ inline void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 __device__ inline void cp_async_wait_all_but_one() { asm volatile("cp.async.wait_group 1;\n" ::); }
+__device__ inline void cp_async_wait_all() { asm volatile("cp.async.wait_all;\n" ::); }
 
 __device__ inline float fast_exp2(float x) {  // 2^x; −inf → 0
   float y;
@@ -315,20 +316,18 @@ __global__ void __launch_bounds__(tile_threads)
       }
     }
 
-    // Scale to log2 units; hide what a row may not see (partial tiles only).
-    const bool unmasked = key_tile_unmasked(span, mask != nullptr, highest_begin, lowest_end);
+    // Scale to log2 units; hide what a row may not see: the key bias where there is a padding
+    // mask or the tile is partial, the per-row range where the tile is not in every row's range.
+    const bool needs_bias = mask != nullptr || span.end - span.begin < tile_rows;
+    const bool needs_range = !span.global && !key_tile_in_every_row(span, highest_begin, lowest_end);
 #pragma unroll
     for (int nt = 0; nt < s_tiles; ++nt) {
 #pragma unroll
       for (int i = 0; i < 4; ++i) {
         float x = s[nt][i] * scale_log2;
-        if (!unmasked) {
-          const geometry::Cell cell = geometry::accumulator_cell(lane, i);
-          const int n = nt * 8 + cell.col;
-          const index_t key = span.begin + n;
-          x += bias[n];
-          if (!span.global && !my_range[i / 2].contains(key)) x = minus_infinity;
-        }
+        const int n = nt * 8 + geometry::accumulator_cell(lane, i).col;
+        if (needs_bias) x += bias[n];
+        if (needs_range && !my_range[i / 2].contains(span.begin + n)) x = minus_infinity;
         s[nt][i] = x;
       }
     }
@@ -383,6 +382,7 @@ __global__ void __launch_bounds__(tile_threads)
     }
     __syncthreads();  // every warp is done with this stage before it is refilled
   }
+  cp_async_wait_all();  // with no key tile at all the Q copies are still in flight: never leave them
 
   // O / Σ per row (zeros for padded queries and rows that saw no key), straight from registers.
 #pragma unroll
@@ -392,13 +392,15 @@ __global__ void __launch_bounds__(tile_threads)
     sum += __shfl_xor_sync(0xffffffffu, sum, 2);
     const int r = my_row[h];
     const index_t t = queries.begin + r;
-    const bool valid = row_valid[r] != 0;
-    const float inverse = valid && sum > 0 ? 1.0f / sum : 0.0f;
+    const bool valid = row_valid[r] != 0, seen = valid && sum > 0;
+    const float inverse = seen ? 1.0f / sum : 0.0f;
     if (t < queries.end) {
+      // A select, not a product with zero: a padded row's (unmasked) scores may be NaN if its query is.
       std::uint32_t* out = reinterpret_cast<std::uint32_t*>(context + t * keys.stride + column);
 #pragma unroll
       for (int nt = 0; nt < o_tiles; ++nt)
-        out[(nt * 8 + (lane % 4) * 2) / 2] = pack_pair<T>(o[nt][2 * h] * inverse, o[nt][2 * h + 1] * inverse);
+        out[(nt * 8 + (lane % 4) * 2) / 2] =
+            pack_pair<T>(seen ? o[nt][2 * h] * inverse : 0.0f, seen ? o[nt][2 * h + 1] * inverse : 0.0f);
       if (row_max_logit != nullptr && lane % 4 == 0)
         row_max_logit[t * gridDim.y + blockIdx.y] = valid ? row_max[h] / log2e : minus_infinity;
     }
