@@ -3,7 +3,8 @@
 # is for, in one command of at most about 8 minutes, with LSATTN_REQUIRE_GPU=1 so that nothing
 # skips silently:
 #   1. the device, the tiled kernels' capability and occupancy (stops here if they cannot run);
-#   2. every CUDA test, the [gpu] cases included (and `lsattn run --device cuda` on golden cases);
+#   2. every CUDA test, the [gpu] cases included (and `lsattn run --device cuda` on golden cases),
+#      with the CPU kernel tests (bf16, fp32 paths) on this machine's CPU beside them;
 #   3. the benchmarks: cuBLAS bf16 GEMM, the LS core (mma and WMMA kernels) and layer at 1K-64K,
 #      then PyTorch's SDPA and FlexAttention on the same shapes with the machine's own PyTorch;
 #   4. compute-sanitizer memcheck, racecheck, synccheck and initcheck on the [gpu] cases except
@@ -25,6 +26,7 @@ start=$(date +%s)
 deadline=$((start + ${LSATTN_BUNDLE_SECONDS:-470}))
 export LSATTN_REQUIRE_GPU=1
 tests="test_cuda test_cuda_bidirectional test_cuda_causal test_cuda_vision test_cuda_ls_heads test_cuda_cli"
+cpu_tests="test_bf16 test_cpu_kernels"  # the CPU kernels' run-time paths on this machine's CPU
 cd "$here"  # test_cuda_cli reads test/data/ from here
 
 say() { echo "$*" | tee -a "$summary"; }
@@ -51,8 +53,9 @@ if [ -z "$cublas" ] && command -v python3 > /dev/null; then
   cublas=$(python3 -c 'import nvidia.cublas, os; print(os.path.join(list(nvidia.cublas.__path__)[0], "lib"))' 2>/dev/null || true)
   [ -e "$cublas/libcublas.so.13" ] || cublas=""
 fi
+export LD_LIBRARY_PATH=$here/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}  # the CPU tests have no RUNPATH
 if [ -n "$cublas" ]; then
-  export LD_LIBRARY_PATH=$cublas${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+  export LD_LIBRARY_PATH=$cublas:$LD_LIBRARY_PATH
   say "cuBLAS: $cublas"
 else
   say "cuBLAS 13 not found (CUDA toolkit or PyTorch's nvidia-cublas): the programs cannot start"
@@ -75,12 +78,16 @@ if ! "$here/bin/lsattn_cuda_info" 2>&1 | tee -a "$summary"; then
   finish
 fi
 
-step "tests (LSATTN_REQUIRE_GPU=1, all at once)"
-for t in $tests; do
+step "host CPU"
+{ lscpu | grep -E '^(Model name|CPU\(s\)|Thread|Socket)'; echo "flags: $(grep -m1 -o -E 'avx512f|avx512_bf16|avx512_fp16|amx_tile|amx_bf16|amx_int8' /proc/cpuinfo | sort -u | tr '\n' ' ')"; } 2>&1 |
+  tee -a "$summary"
+
+step "tests (LSATTN_REQUIRE_GPU=1, all at once; and the CPU kernel tests)"
+for t in $tests $cpu_tests; do
   (timeout "$(($(left) * 2 / 5))" "$here/bin/$t" --durations yes > "$logs/$t.txt" 2>&1; echo $? > "$logs/$t.rc") &
 done
 wait
-for t in $tests; do
+for t in $tests $cpu_tests; do
   rc=$(cat "$logs/$t.rc")
   if [ "$rc" = 0 ]; then result=passed; elif [ "$rc" = 124 ]; then result="TIMED OUT"; status=1; else result=FAILED; status=1; fi
   say "$t: $result ($(grep -E '^(All tests passed|test cases:)' "$logs/$t.txt" | tail -n 1))"
