@@ -113,6 +113,27 @@ struct LmWeights {
 };
 
 // The memory carried from segment to segment: per layer, the last mem_len inputs (B, mem_len, D).
+// The checks of a segment forward (CPU and CUDA models alike): a non-empty (B, L) batch of ids in
+// the vocabulary, and one (B, mem_len, D) memory per layer, whatever holds them.
+template <class Caches>
+void require_segment(const LmConfig& config, HostView<const std::int64_t, 2> tokens, const Caches& caches) {
+  const index_t batch = tokens.extent(0), length = tokens.extent(1);
+  require(batch >= 1 && length >= 1, "tokens: expected a non-empty (B, L) segment, got ", to_string(tokens.shape()));
+  require(tokens.data() != nullptr, "tokens: null data pointer");
+  require(static_cast<index_t>(caches.size()) == config.n_layer, "state: holds ", caches.size(),
+          " layer caches, the model has n_layer = ", config.n_layer, " (start from initial_state())");
+  const Shape<3> expected{batch, config.mem_len, config.d_model};
+  for (const auto& cache : caches) {
+    require(cache.shape() == expected, "state: a layer cache has shape ", to_string(cache.shape()), ", expected ",
+            to_string(expected));
+  }
+  for (index_t i = 0; i < tokens.size(); ++i) {
+    const std::int64_t id = tokens.data()[i];
+    require(id >= 0 && id < config.vocab_size, "tokens: id ", id, " at (", i / length, ", ", i % length,
+            ") is outside the vocabulary [0, ", config.vocab_size, ")");
+  }
+}
+
 template <class T = float>
 struct LmState {
   std::vector<Tensor<T, 3>> caches;
@@ -212,19 +233,7 @@ class TransformerLSModel {
   // tokens (B, L); `state` is read and replaced by the memory after this segment.
   Tensor<T, 3> forward(HostView<const std::int64_t, 2> tokens, LmState<T>& state) const {
     const index_t batch = tokens.extent(0), length = tokens.extent(1), d = config_.d_model;
-    require(batch >= 1 && length >= 1, "tokens: expected a non-empty (B, L) segment, got ", to_string(tokens.shape()));
-    require(tokens.data() != nullptr, "tokens: null data pointer");
-    require(static_cast<index_t>(state.caches.size()) == config_.n_layer, "state: holds ", state.caches.size(),
-            " layer caches, the model has n_layer = ", config_.n_layer, " (start from initial_state())");
-    for (const auto& cache : state.caches) {
-      require(cache.shape() == Shape<3>{batch, config_.mem_len, d}, "state: a layer cache has shape ",
-              to_string(cache.shape()), ", expected ", to_string(Shape<3>{batch, config_.mem_len, d}));
-    }
-    for (index_t i = 0; i < tokens.size(); ++i) {
-      const std::int64_t id = tokens.data()[i];
-      require(id >= 0 && id < config_.vocab_size, "tokens: id ", id, " at (", i / length, ", ", i % length,
-              ") is outside the vocabulary [0, ", config_.vocab_size, ")");
-    }
+    require_segment(config_, tokens, state.caches);
 
     // Published padding (spec §2.5): only when L % l != 0, with token 0 up to a multiple of
     // lcm(l, w). The padded tokens are cut from the output but enter the next memory, as published.

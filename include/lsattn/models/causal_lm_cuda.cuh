@@ -101,19 +101,7 @@ class TransformerLSModel<cuda, T> {
   void forward(HostView<const std::int64_t, 2> tokens, LmCudaState<T>& state, DeviceView<float, 3> logprobs,
                const CublasHandle& handle, cudaStream_t stream, DeviceWorkspace workspace) const {
     const index_t batch = tokens.extent(0), length = tokens.extent(1), d = config_.d_model, vocab = config_.vocab_size;
-    require(batch >= 1 && length >= 1 && tokens.data() != nullptr, "tokens: expected a non-empty (B, L) segment, got ",
-            to_string(tokens.shape()));
-    require(static_cast<index_t>(state.caches.size()) == config_.n_layer, "state: holds ", state.caches.size(),
-            " layer caches, the model has n_layer = ", config_.n_layer, " (start from initial_state())");
-    for (const auto& cache : state.caches) {
-      require(cache.shape() == Shape<3>{batch, config_.mem_len, d}, "state: a layer cache has shape ",
-              to_string(cache.shape()), ", expected ", to_string(Shape<3>{batch, config_.mem_len, d}));
-    }
-    for (index_t i = 0; i < tokens.size(); ++i) {
-      const std::int64_t id = tokens.data()[i];
-      require(id >= 0 && id < vocab, "tokens: id ", id, " at (", i / length, ", ", i % length,
-              ") is outside the vocabulary [0, ", vocab, ")");
-    }
+    require_segment(config_, tokens, state.caches);
     detail::require_shape(logprobs, "logprobs", Shape<3>{batch, length, vocab});
     cuda_detail::require_workspace(workspace, workspace_bytes(batch, length));
 

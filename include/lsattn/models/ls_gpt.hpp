@@ -66,7 +66,7 @@ class LsGpt {
   // tokens (B, T) with 0 ≤ id < vocab_size and T ≤ block_size → logits (B, T, vocab_size).
   Tensor<T, 3> forward(HostView<const std::int64_t, 2> tokens) const {
     const index_t batch = tokens.extent(0), length = tokens.extent(1);
-    require_tokens(tokens, 0);
+    require_tokens(config_, tokens, 0);
     const index_t d = config_.n_embd, width = config_.attention_width(), rows = batch * length;
     Tensor<T, 3> x(Shape<3>{batch, length, d});
     for (index_t b = 0; b < batch; ++b)
@@ -183,19 +183,6 @@ class LsGpt {
     wpe_ = std::move(weights.wpe);
     final_norm_ = norm(weights.ln_f_weight, weights.ln_f_bias);
     lm_head_ = std::move(weights.lm_head);
-  }
-
-  void require_tokens(HostView<const std::int64_t, 2> tokens, index_t first_position) const {
-    require(tokens.extent(0) >= 1 && tokens.extent(1) >= 1, "tokens: expected a non-empty (B, T) batch, got ",
-            to_string(tokens.shape()));
-    require(tokens.data() != nullptr, "tokens: null data pointer");
-    require(first_position + tokens.extent(1) <= config_.block_size, "tokens: length ", tokens.extent(1),
-            " exceeds block_size = ", config_.block_size, " (the learned positions end there)");
-    for (index_t i = 0; i < tokens.size(); ++i) {
-      const std::int64_t id = tokens.data()[i];
-      require(id >= 0 && id < config_.vocab_size, "tokens: id ", id, " at (", i / tokens.extent(1), ", ",
-              i % tokens.extent(1), ") is outside the vocabulary [0, ", config_.vocab_size, ")");
-    }
   }
 
   void embed(std::int64_t token, index_t position, T* out) const {

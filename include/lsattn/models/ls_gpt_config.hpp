@@ -147,6 +147,21 @@ struct Weights {
   }
 };
 
+// Token ids a forward takes (CPU and CUDA alike): a non-empty (B, T) batch in the vocabulary,
+// positions first_position … first_position + T − 1 within block_size.
+inline void require_tokens(const Config& config, HostView<const std::int64_t, 2> tokens, index_t first_position) {
+  require(tokens.extent(0) >= 1 && tokens.extent(1) >= 1, "tokens: expected a non-empty (B, T) batch, got ",
+          to_string(tokens.shape()));
+  require(tokens.data() != nullptr, "tokens: null data pointer");
+  require(first_position + tokens.extent(1) <= config.block_size, "tokens: length ", tokens.extent(1),
+          " exceeds block_size = ", config.block_size, " (the learned positions end there)");
+  for (index_t i = 0; i < tokens.size(); ++i) {
+    const std::int64_t id = tokens.data()[i];
+    require(id >= 0 && id < config.vocab_size, "tokens: id ", id, " at (", i / tokens.extent(1), ", ",
+            i % tokens.extent(1), ") is outside the vocabulary [0, ", config.vocab_size, ")");
+  }
+}
+
 // A block's attention input projection in the layout both versions reduce to: [q; k; v] of all
 // heads, local heads first (packed_heads already is; split_heads' local and global packs are
 // interleaved part by part). Moves out of the block's version-specific tensors.

@@ -81,15 +81,7 @@ class LsGptCuda {
   void forward(HostView<const std::int64_t, 2> tokens, DeviceView<T, 3> logits, const CublasHandle& handle,
                cudaStream_t stream, DeviceWorkspace workspace) const {
     const index_t batch = tokens.extent(0), length = tokens.extent(1);
-    require(batch >= 1 && length >= 1 && tokens.data() != nullptr, "tokens: expected a non-empty (B, T) batch, got ",
-            to_string(tokens.shape()));
-    require(length <= config_.block_size, "tokens: length ", length, " exceeds block_size = ", config_.block_size,
-            " (the learned positions end there)");
-    for (index_t i = 0; i < tokens.size(); ++i) {
-      const std::int64_t id = tokens.data()[i];
-      require(id >= 0 && id < config_.vocab_size, "tokens: id ", id, " at (", i / length, ", ", i % length,
-              ") is outside the vocabulary [0, ", config_.vocab_size, ")");
-    }
+    require_tokens(config_, tokens, 0);
     detail::require_shape(logits, "logits", Shape<3>{batch, length, config_.vocab_size});
     cuda_detail::require_workspace(workspace, workspace_bytes(batch, length));
 
