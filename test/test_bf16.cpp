@@ -3,7 +3,7 @@
 // its float64 oracle within a documented bound (docs/testing.md, "The bf16 tests"); results
 // independent of the thread count; the paths agreeing with each other; path selection errors.
 //
-// Paths: every path the CPU runs is tested; LSATTN_BF16_PATH (emulated | avx512_bf16) restricts
+// Paths: every path the CPU runs is tested; LSATTN_BF16_PATH (emulated | avx512_bf16 | amx) restricts
 // the run to that one. A path the CPU cannot run is a WARN line, or a failure when
 // LSATTN_REQUIRE_BF16_PATHS (comma-separated path names, or "all") lists it.
 #include <catch2/catch.hpp>
@@ -45,7 +45,7 @@ namespace causal = lsattn::models::causal;
 namespace vision = lsattn::models::vision;
 namespace cpu_detail = lsattn::cpu_detail;
 
-constexpr Bf16Path every_path[] = {Bf16Path::emulated, Bf16Path::avx512_bf16};
+constexpr Bf16Path every_path[] = {Bf16Path::emulated, Bf16Path::avx512_bf16, Bf16Path::amx};
 
 // ---------------------------------------------------------------------------------------------
 // Which paths run, and the environment switches
@@ -95,8 +95,8 @@ RequiredPaths parse_required_paths(std::string_view list) {
     if (name.empty()) continue;
     if (name == "all") {
       required.paths.assign(std::begin(every_path), std::end(every_path));
-    } else if (name == "emulated" || name == "avx512_bf16") {
-      required.paths.push_back(name == "emulated" ? Bf16Path::emulated : Bf16Path::avx512_bf16);
+    } else if (name == "emulated" || name == "avx512_bf16" || name == "amx") {
+      required.paths.push_back(name == "emulated" ? Bf16Path::emulated : name == "amx" ? Bf16Path::amx : Bf16Path::avx512_bf16);
     } else {
       required.unknown.push_back(name);
     }
@@ -112,7 +112,7 @@ std::vector<Bf16Path> paths_under_test() {
   const char* list = std::getenv("LSATTN_REQUIRE_BF16_PATHS");
   const RequiredPaths required = parse_required_paths(list != nullptr ? list : "");
   for (const std::string& name : required.unknown)
-    FAIL_CHECK("LSATTN_REQUIRE_BF16_PATHS: unknown path '" << name << "' (expected emulated, avx512_bf16 or all)");
+    FAIL_CHECK("LSATTN_REQUIRE_BF16_PATHS: unknown path '" << name << "' (expected emulated, avx512_bf16, amx or all)");
   std::vector<Bf16Path> paths;
   for (Bf16Path path : every_path) {
     if (lsattn::bf16_path_available(path)) {
@@ -1152,6 +1152,7 @@ TEST_CASE("LSATTN_BF16_PATH selects a path, and an unknown value is an error nam
   lsattn::reset_bf16_path();
   const ScopedEnvironment environment("LSATTN_BF16_PATH");
   environment.unset();
+  // The default: the fastest verified path (amx, not yet run on AMX hardware, only on request).
   const Bf16Path fastest = lsattn::bf16_path_available(Bf16Path::avx512_bf16) ? Bf16Path::avx512_bf16 : Bf16Path::emulated;
   CHECK(lsattn::active_bf16_path() == fastest);
   environment.set("");
@@ -1241,9 +1242,10 @@ TEST_CASE("LSATTN_REQUIRE_BF16_PATHS lists paths by name or all", "[bf16][skips]
   CHECK_FALSE(one.requires_path(Bf16Path::emulated));
   const auto none = parse_required_paths("");
   CHECK(none.paths.empty());
-  const auto typo = parse_required_paths("emulated,amx");
+  const auto typo = parse_required_paths("emulated,amx2");
   CHECK(typo.requires_path(Bf16Path::emulated));
-  CHECK(typo.unknown == std::vector<std::string>{"amx"});
+  CHECK(typo.unknown == std::vector<std::string>{"amx2"});
+  CHECK(parse_required_paths("amx").requires_path(Bf16Path::amx));
   // And here: every path this CPU lacks is warned about, or fails the run when required.
   const auto paths = paths_under_test();
   CHECK_FALSE(paths.empty());

@@ -20,8 +20,8 @@
 namespace lsattn::cpu_detail {
 
 // Specialised per path enum (values 0 … N−1, slowest first): `names` in enum order, `variable`
-// (the environment variable), `setter` (the public function that forces a path) and
-// `available(path)`.
+// (the environment variable), `setter` (the public function that forces a path),
+// `available(path)` and optionally `automatic(path)` (false: never the default choice).
 template <class Path>
 struct PathTraits;
 
@@ -47,6 +47,14 @@ void force_path(Path path) {
   forced_path<Path>() = static_cast<int>(path);
 }
 
+// Whether the default choice may take `path` (Traits::automatic, where given; a path not yet
+// verified on real hardware runs only when asked for).
+template <class Path>
+bool automatic(Path path) {
+  if constexpr (requires { PathTraits<Path>::automatic(path); }) return PathTraits<Path>::automatic(path);
+  else return true;
+}
+
 template <class Path>
 Path active_path() {
   using Traits = PathTraits<Path>;
@@ -55,7 +63,7 @@ Path active_path() {
   const char* requested = std::getenv(Traits::variable);
   if (requested == nullptr || *requested == '\0') {
     for (std::size_t i = Traits::names.size(); i-- > 1;)
-      if (Traits::available(static_cast<Path>(i))) return static_cast<Path>(i);
+      if (Traits::available(static_cast<Path>(i)) && automatic(static_cast<Path>(i))) return static_cast<Path>(i);
     return static_cast<Path>(0);
   }
   std::string expected;

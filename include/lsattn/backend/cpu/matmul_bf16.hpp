@@ -1,12 +1,14 @@
 #pragma once
 // The CPU's reduced-precision matrix product: C (m × n, float) = A (m × k) · B (k × n) with both
 // operands rounded to bfloat16 (nearest, ties to even) and the products summed in float.
-// Two paths compute the same rounded operands; which one runs is chosen at run time:
+// Three paths compute the same rounded operands; which one runs is chosen at run time:
 //  - avx512_bf16: AVX-512-BF16 dot products (vdpbf16ps: two bf16 products into one float lane),
 //    register-blocked 8 × 32; compiled for that instruction set with a target attribute, so
 //    one binary runs on any x86-64 and uses it only where CPUID reports it;
-//  - emulated: the rounded operands widened back to float and multiplied by Eigen; any CPU.
-// The environment variable LSATTN_BF16_PATH (emulated | avx512_bf16) or set_bf16_path()
+//  - emulated: the rounded operands widened back to float and multiplied by Eigen; any CPU;
+//  - amx: AMX tiles (32 × 32 blocks of C from 16-row A tiles and the avx512_bf16 packing of B),
+//    on Linux with AMX-BF16; chosen only on request until it has run on an AMX machine.
+// The environment variable LSATTN_BF16_PATH (emulated | avx512_bf16 | amx) or set_bf16_path()
 // forces a path, so tests exercise every path the machine can run.
 #include <algorithm>
 #include <array>
@@ -25,18 +27,53 @@
 #else
 #define LSATTN_HAS_AVX512_BF16_KERNEL 0
 #endif
+// AMX tiles (Sapphire Rapids and later): Linux only, where the process must ask for the tile
+// state (arch_prctl) before the first tile instruction.
+#if LSATTN_HAS_AVX512_KERNELS && defined(__linux__)
+#define LSATTN_HAS_AMX_KERNEL 1
+#define LSATTN_AMX_TARGET __attribute__((target("amx-tile,amx-bf16,avx512f,avx512bw,avx512vl,avx512bf16")))
+#include <cpuid.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#else
+#define LSATTN_HAS_AMX_KERNEL 0
+#endif
 
 namespace lsattn {
 
-enum class Bf16Path { emulated, avx512_bf16 };
+// amx: AMX bf16 tiles (tdpbf16ps), on B packed as for avx512_bf16. Not chosen automatically
+// until it has run on an AMX machine (none so far): LSATTN_BF16_PATH=amx or set_bf16_path.
+enum class Bf16Path { emulated, avx512_bf16, amx };
 
 namespace cpu_detail {
+
+// Whether this CPU has AMX tiles with bf16 and Linux lets this process use them (asked once).
+inline bool amx_usable() {
+#if LSATTN_HAS_AMX_KERNEL
+  static const bool usable = [] {
+    unsigned a = 0, b = 0, c = 0, d = 0;
+    if (__get_cpuid_count(7, 0, &a, &b, &c, &d) == 0) return false;
+    const bool tiles = ((d >> 24) & 1u) != 0 && ((d >> 22) & 1u) != 0;  // AMX-TILE, AMX-BF16
+    constexpr long arch_req_xcomp_perm = 0x1023, xfeature_xtiledata = 18;
+    return tiles && cpu_supports_avx512(/*with_bf16=*/true) &&
+           syscall(SYS_arch_prctl, arch_req_xcomp_perm, xfeature_xtiledata) == 0;
+  }();
+  return usable;
+#else
+  return false;
+#endif
+}
+
 template <>
 struct PathTraits<Bf16Path> {
-  static constexpr std::array<const char*, 2> names{"emulated", "avx512_bf16"};
+  static constexpr std::array<const char*, 3> names{"emulated", "avx512_bf16", "amx"};
   static constexpr const char* variable = "LSATTN_BF16_PATH";
   static constexpr const char* setter = "set_bf16_path";
-  static bool available(Bf16Path path) { return path == Bf16Path::emulated || cpu_supports_avx512(/*with_bf16=*/true); }
+  static bool available(Bf16Path path) {
+    if (path == Bf16Path::amx) return amx_usable();
+    return path == Bf16Path::emulated || cpu_supports_avx512(/*with_bf16=*/true);
+  }
+  static bool automatic(Bf16Path path) { return path != Bf16Path::amx; }  // unverified: asked for only
 };
 }  // namespace cpu_detail
 
@@ -84,7 +121,7 @@ struct PackedSlice {
 inline PackedSlice whole(const PackedB& b) { return {&b, 0, b.k, 0, b.n}; }
 
 inline PackedSlice slice(const PackedB& b, index_t k_begin, index_t k, index_t n_begin, index_t n) {
-  if (b.path == Bf16Path::avx512_bf16) {
+  if (b.path != Bf16Path::emulated) {
     require(k_begin % 2 == 0 && n_begin % bf16_panel == 0, "lsattn internal: unaligned bf16 slice (", k_begin, ", ",
             n_begin, ")");
   }
@@ -184,6 +221,72 @@ LSATTN_AVX512_BF16_TARGET inline void matmul_avx512(const RoundedA& a, index_t m
 }
 #endif
 
+#if LSATTN_HAS_AMX_KERNEL
+inline constexpr index_t amx_pairs = 16;  // pair rows of a B tile (k = 32 per step)
+inline constexpr index_t amx_rows = 32;   // rows of A per block: two 16-row tiles
+
+// The tile configuration: tiles 0-3 the 2 × 2 fp32 C blocks (16 × 16), 4-5 two A tiles (16 rows
+// × 32 bf16), 6-7 two B tiles (16 pair rows × 16 columns); every tile 16 rows of 64 bytes.
+struct alignas(64) AmxConfig {
+  std::uint8_t palette = 1, start_row = 0;
+  std::uint8_t reserved[14] = {};
+  std::uint16_t bytes_per_row[16] = {};
+  std::uint8_t rows[16] = {};
+};
+
+// C (+)= A · B slice on AMX. A: rows padded with zeros to a multiple of 32 and pairs to a
+// multiple of 16 (a.pairs). B: the avx512_bf16 packing, whose words end with 16 zero pair rows,
+// so that the last step of a slice may read past it (those rows meet A's zero padding).
+LSATTN_AMX_TARGET inline void matmul_amx(const RoundedA& a, index_t m, const PackedSlice& slice, float* c, index_t ldc,
+                                         bool accumulate) {
+  AmxConfig config;
+  for (int t = 0; t < 8; ++t) {
+    config.bytes_per_row[t] = 64;
+    config.rows[t] = 16;
+  }
+  _tile_loadconfig(&config);
+  const PackedB& b = *slice.b;
+  const index_t a_stride = 2 * a.pairs, steps = a.pairs / amx_pairs, first_panel = slice.n_begin / bf16_panel;
+  alignas(64) float block[4][16][16];
+  for (index_t n0 = 0; n0 < slice.n; n0 += bf16_panel) {
+    const index_t cols = std::min(bf16_panel, slice.n - n0);
+    const std::uint32_t* words = b.words.data() + ((first_panel + n0 / bf16_panel) * b.pairs + slice.k_begin / 2) * bf16_panel;
+    for (index_t i = 0; i < m; i += amx_rows) {
+      const std::uint16_t* a0 = a.bits.data() + i * a_stride;
+      const std::uint16_t* a1 = a0 + 16 * a_stride;
+      _tile_zero(0);
+      _tile_zero(1);
+      _tile_zero(2);
+      _tile_zero(3);
+      for (index_t step = 0; step < steps; ++step) {
+        const std::uint32_t* b_rows = words + step * amx_pairs * bf16_panel;
+        _tile_loadd(4, a0 + step * 2 * amx_pairs, a_stride * 2);
+        _tile_loadd(5, a1 + step * 2 * amx_pairs, a_stride * 2);
+        _tile_loadd(6, b_rows, bf16_panel * 4);
+        _tile_loadd(7, b_rows + 16, bf16_panel * 4);
+        _tile_dpbf16ps(0, 4, 6);
+        _tile_dpbf16ps(1, 4, 7);
+        _tile_dpbf16ps(2, 5, 6);
+        _tile_dpbf16ps(3, 5, 7);
+      }
+      _tile_stored(0, block[0], 64);
+      _tile_stored(1, block[1], 64);
+      _tile_stored(2, block[2], 64);
+      _tile_stored(3, block[3], 64);
+      const index_t rows = std::min(amx_rows, m - i);
+      for (index_t r = 0; r < rows; ++r) {
+        float* target = c + (i + r) * ldc + n0;
+        for (index_t col = 0; col < cols; ++col) {
+          const float value = block[(r / 16) * 2 + col / 16][r % 16][col % 16];
+          target[col] = accumulate ? target[col] + value : value;
+        }
+      }
+    }
+  }
+  _tile_release();
+}
+#endif
+
 // Packs B for the active path; `transposed`: `b` holds Bᵀ, n × k (a Linear weight [out, in] or
 // a block of keys), rows ldb apart; otherwise B itself, k × n.
 inline void pack_b(const float* b, index_t ldb, index_t k, index_t n, bool transposed, PackedB& packed) {
@@ -200,7 +303,9 @@ inline void pack_b(const float* b, index_t ldb, index_t k, index_t n, bool trans
     return;
   }
 #if LSATTN_HAS_AVX512_BF16_KERNEL
-  packed.words.assign(static_cast<std::size_t>(packed.panels * packed.pairs * bf16_panel), 0u);
+  // amx: 16 more zero pair rows after the last panel (its last step may read past the slice).
+  const index_t tail = packed.path == Bf16Path::amx ? 16 * bf16_panel : 0;
+  packed.words.assign(static_cast<std::size_t>(packed.panels * packed.pairs * bf16_panel + tail), 0u);
   if (!transposed) return pack_b_rows_avx512(b, ldb, packed);
   if (packed.pairs == 0) return;  // k = 0: nothing to place (and `words` is empty, its data() null)
   // Bᵀ rows are B's columns: round each to bf16 pairs, then place its words down the panel.
@@ -235,6 +340,15 @@ inline void matmul_bf16(const float* a, index_t lda, index_t m, const PackedSlic
   }
 #if LSATTN_HAS_AVX512_BF16_KERNEL
   thread_local RoundedA rounded;
+#if LSATTN_HAS_AMX_KERNEL
+  if (b.b->path == Bf16Path::amx) {  // zeros to whole tiles: rows to 32, pairs to 16
+    rounded.pairs = (b.k + 2 * amx_pairs - 1) / (2 * amx_pairs) * amx_pairs;
+    const index_t rows = (m + amx_rows - 1) / amx_rows * amx_rows;
+    rounded.bits.assign(static_cast<std::size_t>(rows * 2 * rounded.pairs), 0);
+    round_rows_avx512(a, lda, m, b.k, rounded.bits.data(), 2 * rounded.pairs);
+    return matmul_amx(rounded, m, b, c, ldc, accumulate);
+  }
+#endif
   rounded.pairs = (b.k + 1) / 2;
   rounded.bits.resize(static_cast<std::size_t>(m * 2 * rounded.pairs));
   round_rows_avx512(a, lda, m, b.k, rounded.bits.data(), 2 * rounded.pairs);
