@@ -37,11 +37,9 @@ template <std::size_t Rank>
 lsattn::DeviceTensor<Bf16, Rank> random_device(const Shape<Rank>& shape, std::uint64_t seed) {
   std::mt19937_64 rng(seed);
   std::normal_distribution<float> normal(0.0f, 1.0f);
-  lsattn::Tensor<Bf16, Rank> host(shape);
-  for (auto& v : host.values()) v = static_cast<Bf16>(normal(rng));
-  lsattn::DeviceTensor<Bf16, Rank> device(shape);
-  device.copy_from(host.view());
-  return device;
+  lsattn::Tensor<float, Rank> host(shape);
+  for (auto& v : host.values()) v = normal(rng);
+  return lsattn::to_device<Bf16>(host);
 }
 
 std::size_t device_used_bytes() {

@@ -16,21 +16,6 @@ using lsattn::index_t;
 using lsattn::Shape;
 namespace lra = lsattn::models::lra;
 
-template <class T>
-lsattn::DeviceTensor<T, 3> upload(const std::vector<float>& values, const Shape<3>& shape) {
-  std::vector<T> converted(values.begin(), values.end());
-  lsattn::DeviceTensor<T, 3> device(shape);
-  device.copy_from({converted.data(), shape});
-  return device;
-}
-
-template <class T>
-std::vector<float> download(const lsattn::DeviceTensor<T, 3>& device) {
-  std::vector<T> host(static_cast<std::size_t>(device.size()));
-  device.copy_to({host.data(), device.shape()});
-  return {host.begin(), host.end()};
-}
-
 struct Run {
   double milliseconds = 0;
   double device_mib = 0;
@@ -44,7 +29,7 @@ Run run_layer(const lra::Config& config, const lra::Weights<float>& weights, con
   const lsattn::CublasHandle handle;
   const lra::AttentionLS<lsattn::cuda, T> layer(config, weights);
   const Shape<3> shape{1, length, config.transformer_dim};
-  const auto input = upload<T>(x, shape);
+  const auto input = lsattn::to_device<T>(lsattn::HostView<const float, 3>(x.data(), shape));
   lsattn::DeviceTensor<T, 3> y(shape);
   const std::size_t bytes = layer.workspace_bytes(1, length, false);
   lsattn::DeviceTensor<unsigned char, 1> workspace(Shape<1>{static_cast<index_t>(bytes)});
@@ -63,7 +48,7 @@ Run run_layer(const lra::Config& config, const lra::Weights<float>& weights, con
   (void)cudaEventDestroy(start);
   (void)cudaEventDestroy(stop);
   const double mib = static_cast<double>(bytes + 2 * input.size() * sizeof(T)) / (1 << 20);
-  return {milliseconds, mib, download(y)};
+  return {milliseconds, mib, lsattn::to_host<float>(y).values()};
 }
 
 }  // namespace

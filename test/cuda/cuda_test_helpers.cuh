@@ -28,40 +28,23 @@ lsattn::Tensor<float, Rank> rounded_as(lsattn::Tensor<float, Rank> t) {
   return t;
 }
 
-template <class T, std::size_t Rank>
-lsattn::DeviceTensor<T, Rank> upload_as(const lsattn::Tensor<float, Rank>& t) {
-  lsattn::Tensor<T, Rank> converted(t.shape());
-  for (lsattn::index_t i = 0; i < t.size(); ++i) converted.values()[i] = static_cast<T>(t.values()[i]);
-  lsattn::DeviceTensor<T, Rank> device(t.shape());
-  device.copy_from(converted.view());
-  return device;
-}
-
-// Waits for the device, reads `got` back, and returns max |got − want| / max |want| (infinite
-// when any output is NaN or infinite).
-template <class T>
-double relative_error(const lsattn::DeviceTensor<T, 3>& got, const lsattn::Tensor<float, 3>& want) {
-  lsattn::cuda_detail::check(cudaDeviceSynchronize(), "synchronize");
-  lsattn::Tensor<T, 3> host(want.shape());
-  got.copy_to(host.view());
+// max |got − want| / max |want| on the host (infinite when any output is NaN or infinite).
+inline double host_relative_error(const lsattn::Tensor<float, 3>& got, const lsattn::Tensor<float, 3>& want) {
+  REQUIRE(got.shape() == want.shape());
   double worst = 0, scale = 1e-3;
   for (float x : want.values()) scale = std::max(scale, static_cast<double>(std::abs(x)));
-  for (lsattn::index_t i = 0; i < host.size(); ++i) {
-    const double difference = std::abs(static_cast<double>(static_cast<float>(host.values()[i])) - want.values()[i]);
+  for (lsattn::index_t i = 0; i < got.size(); ++i) {
+    const double difference = std::abs(static_cast<double>(got.values()[i]) - want.values()[i]);
     if (!std::isfinite(difference)) return HUGE_VAL;  // std::max would drop a NaN
     worst = std::max(worst, difference);
   }
   return worst / scale;
 }
 
-// Waits for the device and reads a tensor back as float.
+// The same for a device result: waits for the device and reads `got` back first.
 template <class T>
-lsattn::Tensor<float, 3> download_as_float(const lsattn::DeviceTensor<T, 3>& device) {
-  lsattn::Tensor<T, 3> host(device.shape());
-  device.copy_to(host.view());
-  lsattn::Tensor<float, 3> out(device.shape());
-  for (lsattn::index_t i = 0; i < out.size(); ++i) out.values()[i] = static_cast<float>(host.values()[i]);
-  return out;
+double relative_error(const lsattn::DeviceTensor<T, 3>& got, const lsattn::Tensor<float, 3>& want) {
+  return host_relative_error(lsattn::to_host<float>(got), want);
 }
 
 template <class T>

@@ -120,9 +120,9 @@ TEMPLATE_TEST_CASE("CUDA causal attention matches the CPU backend", "[cuda][gpu]
         lsattn::HostView<const float, 2>(cpr.data(), Shape<2>{chunks * rank, width})};
     lsattn_test::cpu_causal(config, cpu_in, {{ones.view(), eighth.view()}, {ones.view(), eighth.view()}}, want.view());
 
-    const auto dq = upload_as<TestType>(q), dwk = upload_as<TestType>(wk), dwv = upload_as<TestType>(wv), dck = upload_as<TestType>(ck), dcv = upload_as<TestType>(cv), dwp = upload_as<TestType>(wpos),
-               dcp = upload_as<TestType>(cpos), db = upload_as<TestType>(biases);
-    const auto dones = upload_as<TestType>(ones), deighth = upload_as<TestType>(eighth);
+    const auto dq = lsattn::to_device<TestType>(q), dwk = lsattn::to_device<TestType>(wk), dwv = lsattn::to_device<TestType>(wv), dck = lsattn::to_device<TestType>(ck), dcv = lsattn::to_device<TestType>(cv), dwp = lsattn::to_device<TestType>(wpos),
+               dcp = lsattn::to_device<TestType>(cpos), db = lsattn::to_device<TestType>(biases);
+    const auto dones = lsattn::to_device<TestType>(ones), deighth = lsattn::to_device<TestType>(eighth);
     using Attention = lsattn::LongShortAttention<lsattn::cuda, TestType, lsattn::CausalWindow, lsattn::ChunkedProjection>;
     const Attention gpu(config);
     const typename Attention::Inputs in{
@@ -177,8 +177,8 @@ TEMPLATE_TEST_CASE("CUDA 2D attention matches the CPU backend", "[cuda][gpu][vis
                                                       with_bias ? br.view() : lsattn::HostView<const float, 3>{}};
     lsattn_test::cpu_vision(config, cpu_in, {{ones.view(), eighth.view()}, {ones.view(), eighth.view()}}, want.view());
 
-    const auto dq = upload_as<TestType>(q), dk = upload_as<TestType>(k), dv = upload_as<TestType>(v), dl = upload_as<TestType>(logits), db = upload_as<TestType>(bias);
-    const auto dones = upload_as<TestType>(ones), deighth = upload_as<TestType>(eighth);
+    const auto dq = lsattn::to_device<TestType>(q), dk = lsattn::to_device<TestType>(k), dv = lsattn::to_device<TestType>(v), dl = lsattn::to_device<TestType>(logits), db = lsattn::to_device<TestType>(bias);
+    const auto dones = lsattn::to_device<TestType>(ones), deighth = lsattn::to_device<TestType>(eighth);
     using Attention = lsattn::LongShortAttention<lsattn::cuda, TestType, lsattn::Window2D, lsattn::SequenceProjection>;
     const Attention gpu(config);
     const typename Attention::Inputs in{dq.view(), dk.view(), dv.view(),
@@ -201,7 +201,7 @@ TEMPLATE_TEST_CASE("CUDA linear (cuBLAS) matches a host product", "[cuda][gpu][l
   const auto x = random_tensor<float>(Shape<3>{1, rows, in_features}, rng);
   const auto w = random_tensor<float>(Shape<3>{1, out_features, in_features}, rng);
   const auto b = random_tensor<float>(Shape<3>{1, 1, out_features}, rng);
-  const auto dx = upload_as<TestType>(x), dw = upload_as<TestType>(w), db = upload_as<TestType>(b);
+  const auto dx = lsattn::to_device<TestType>(x), dw = lsattn::to_device<TestType>(w), db = lsattn::to_device<TestType>(b);
   const lsattn::CublasHandle handle;
   // Whole, and in slices of 5 rows (as inputs of more than INT_MAX rows run: cuBLAS sizes are int).
   for (const index_t slice : {lsattn::cuda_detail::max_gemm_rows(), index_t{5}}) {
@@ -304,8 +304,8 @@ TEMPLATE_TEST_CASE("CUDA LRA layer matches the CPU layer", "[cuda][gpu][layer]",
     mask(1, length - 1) = 0;
     const auto want = lsattn_test::cpu_lra_layer(config, weights, x, mask, with_cls ? cls : Tensor<float, 3>{});
 
-    const auto dx = upload_as<TestType>(x), dcls = upload_as<TestType>(cls);
-    const auto dmask = upload_as<TestType>(mask);
+    const auto dx = lsattn::to_device<TestType>(x), dcls = lsattn::to_device<TestType>(cls);
+    const auto dmask = lsattn::to_device<TestType>(mask);
     const lra::AttentionLS<lsattn::cuda, TestType> layer(config, weights);
     lsattn::DeviceTensor<TestType, 3> y(want.shape());
     lsattn::DeviceTensor<unsigned char, 1> workspace(
@@ -343,8 +343,8 @@ TEMPLATE_TEST_CASE("CUDA LRA layer with cls pooling matches the CPU layer", "[cu
     const auto want = lsattn_test::cpu_lra_layer(config, weights, x, with_mask ? mask : Tensor<float, 2>{}, Tensor<float, 3>{});
     REQUIRE(want.shape() == x.shape());
 
-    const auto dx = upload_as<TestType>(x);
-    const auto dmask = upload_as<TestType>(mask);
+    const auto dx = lsattn::to_device<TestType>(x);
+    const auto dmask = lsattn::to_device<TestType>(mask);
     const lra::AttentionLS<lsattn::cuda, TestType> layer(config, weights);
     lsattn::DeviceTensor<TestType, 3> y(want.shape());
     const std::size_t bytes = layer.workspace_bytes(batch, length, false);

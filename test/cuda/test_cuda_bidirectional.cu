@@ -44,10 +44,10 @@ Tensor<float, 3> run_gpu(const lsattn::AttentionConfig& config, const Case& c, c
                          const Tensor<float, 3>& cls_q, const Tensor<float, 3>& cls_k, const Tensor<float, 3>& cls_v,
                          const Tensor<float, 2>& mask, bool masked, const Tensor<float, 1>& ln_w,
                          const Tensor<float, 1>& ln_b, const Shape<3>& out_shape) {
-  const auto dq = upload_as<T>(q), dk = upload_as<T>(k), dv = upload_as<T>(v), dl = upload_as<T>(logits);
-  const auto dcq = upload_as<T>(cls_q), dck = upload_as<T>(cls_k), dcv = upload_as<T>(cls_v);
-  const auto dm = upload_as<T>(mask);
-  const auto dw = upload_as<T>(ln_w), db = upload_as<T>(ln_b);
+  const auto dq = lsattn::to_device<T>(q), dk = lsattn::to_device<T>(k), dv = lsattn::to_device<T>(v), dl = lsattn::to_device<T>(logits);
+  const auto dcq = lsattn::to_device<T>(cls_q), dck = lsattn::to_device<T>(cls_k), dcv = lsattn::to_device<T>(cls_v);
+  const auto dm = lsattn::to_device<T>(mask);
+  const auto dw = lsattn::to_device<T>(ln_w), db = lsattn::to_device<T>(ln_b);
   using Attention = lsattn::LongShortAttention<lsattn::cuda, T>;
   const Attention gpu(config);
   typename Attention::Inputs in{dq.view(), dk.view(), dv.view(), c.rank ? dl.view() : lsattn::DeviceView<const T, 3>{},
@@ -59,31 +59,10 @@ Tensor<float, 3> run_gpu(const lsattn::AttentionConfig& config, const Case& c, c
     // No synchronisation of our own: DeviceTensor::copy_to must wait for the stream's kernels.
     const NonBlockingStream stream;
     gpu(in, {{dw.view(), db.view()}, {dw.view(), db.view()}}, context.view(), stream.stream, workspace_of(workspace));
-    Tensor<T, 3> host(out_shape);
-    context.copy_to(host.view());
-    Tensor<float, 3> out(out_shape);
-    for (index_t i = 0; i < out.size(); ++i) out.values()[i] = static_cast<float>(host.values()[i]);
-    return out;
+    return lsattn::to_host<float>(context);
   }
   gpu(in, {{dw.view(), db.view()}, {dw.view(), db.view()}}, context.view(), cudaStream_t{}, workspace_of(workspace));
-  lsattn::cuda_detail::check(cudaDeviceSynchronize(), "synchronize");
-  Tensor<T, 3> host(out_shape);
-  context.copy_to(host.view());
-  Tensor<float, 3> out(out_shape);
-  for (index_t i = 0; i < out.size(); ++i) out.values()[i] = static_cast<float>(host.values()[i]);
-  return out;
-}
-
-// max |got − want| / max |want| on the host (infinite for a NaN or infinity).
-double host_relative_error(const Tensor<float, 3>& got, const Tensor<float, 3>& want) {
-  double worst = 0, scale = 1e-3;
-  for (float x : want.values()) scale = std::max(scale, static_cast<double>(std::abs(x)));
-  for (index_t i = 0; i < got.size(); ++i) {
-    const double difference = std::abs(static_cast<double>(got.values()[i]) - want.values()[i]);
-    if (!std::isfinite(difference)) return HUGE_VAL;
-    worst = std::max(worst, difference);
-  }
-  return worst / scale;
+  return lsattn::to_host<float>(context);  // waits for the device
 }
 
 // One configuration: the CPU backend on the inputs as rounded to T against the CUDA backend in

@@ -162,8 +162,8 @@ TEMPLATE_TEST_CASE("CUDA chunk compression matches a host loop", "[cuda][gpu][ca
             want(b, 1 + c * rank + j, h * head_dim + f) = static_cast<float>(acc);
           }
         }
-    const auto device_logits = upload_as<TestType>(logits), device_source = upload_as<TestType>(source);
-    auto out = upload_as<TestType>(Tensor<float, 3>(want.shape(), 0.25f));
+    const auto device_logits = lsattn::to_device<TestType>(logits), device_source = lsattn::to_device<TestType>(source);
+    auto out = lsattn::to_device<TestType>(Tensor<float, 3>(want.shape(), 0.25f));
     lsattn::cuda_detail::CompressChunksParams<TestType> params{};
     params.logits = device_logits.view().data();
     params.logits_batch_stride = rows * columns;
@@ -229,14 +229,14 @@ TEMPLATE_TEST_CASE("CUDA causal layer matches the CPU layer", "[cuda][gpu][causa
     const auto h_cache = rounded_as<TestType>(random_tensor<float>(Shape<3>{batch, cache, config.d_model}, rng));
     const Tensor<float, 3> want = lsattn_test::cpu_causal_layer(config, weights, h, h_cache);
 
-    const auto device_h = upload_as<TestType>(h);
-    const auto device_cache = cache > 0 ? upload_as<TestType>(h_cache) : lsattn::DeviceTensor<TestType, 3>(h_cache.shape());
+    const auto device_h = lsattn::to_device<TestType>(h);
+    const auto device_cache = cache > 0 ? lsattn::to_device<TestType>(h_cache) : lsattn::DeviceTensor<TestType, 3>(h_cache.shape());
     const CudaLayer<TestType> layer(config, weights);
     const std::size_t bytes = layer.workspace_bytes(batch, length, cache);
     lsattn::DeviceTensor<unsigned char, 1> workspace(Shape<1>{static_cast<index_t>(bytes)});
     // Poison the workspace and the output: nothing may be read before it is written.
     lsattn::cuda_detail::check(cudaMemset(workspace.view().data(), 0xff, bytes), "cudaMemset");
-    auto y = upload_as<TestType>(Tensor<float, 3>(want.shape(), std::nanf("")));
+    auto y = lsattn::to_device<TestType>(Tensor<float, 3>(want.shape(), std::nanf("")));
     // Alternate the two spellings of "no cache": an empty view and a (B, 0, D) one.
     const lsattn::DeviceView<const TestType, 3> cache_view =
         cache == 0 && trial % 2 == 0 ? lsattn::DeviceView<const TestType, 3>{} : device_cache.view();

@@ -90,8 +90,8 @@ TEMPLATE_TEST_CASE("CUDA LS heads match the CPU layer", "[cuda][gpu][ls_heads]",
     const Tensor<float, 3> want = cpu_ls_heads_layer(config, weights, x, c.with_mask ? mask : Tensor<float, 2>{}, want_logits);
 
     const CudaLayer<TestType> layer(config, weights);
-    const auto dx = upload_as<TestType>(x);
-    const auto dm = upload_as<TestType>(mask);
+    const auto dx = lsattn::to_device<TestType>(x);
+    const auto dm = lsattn::to_device<TestType>(mask);
     lsattn::DeviceTensor<TestType, 3> y(x.shape());
     lsattn::DeviceTensor<float, 1> logits(Shape<1>{c.heads});
     lsattn::DeviceTensor<unsigned char, 1> workspace(Shape<1>{static_cast<index_t>(layer.workspace_bytes(2, c.length))});
@@ -118,7 +118,7 @@ TEMPLATE_TEST_CASE("CUDA LS heads match the CPU layer", "[cuda][gpu][ls_heads]",
         const ScopedValue wmma(lsattn::cuda_detail::mma_kernel_enabled(), false);
         forward(y_wmma, logits_wmma);
       }
-      CHECK(relative_error(y_wmma, download_as_float(y)) < tolerance / 4);
+      CHECK(relative_error(y_wmma, lsattn::to_host<float>(y)) < tolerance / 4);
       std::vector<float> wmma_logits(static_cast<std::size_t>(c.heads));
       logits_wmma.copy_to({wmma_logits.data(), Shape<1>{c.heads}});
       for (index_t h = 0; h < c.heads; ++h) {

@@ -178,7 +178,7 @@ TEMPLATE_TEST_CASE("CUDA 2D layer matches the CPU layer", "[cuda][gpu][vision][l
     const auto want = lsattn_test::cpu_vision_layer(config, weights, x, k.nx, k.ny);
 
     const CudaLayer<TestType> layer(config, weights);
-    const auto dx = upload_as<TestType>(x);
+    const auto dx = lsattn::to_device<TestType>(x);
     lsattn::DeviceTensor<TestType, 3> y(want.shape());
     const std::size_t bytes = layer.workspace_bytes(batch, k.nx, k.ny);
     lsattn::DeviceTensor<unsigned char, 1> workspace(Shape<1>{static_cast<index_t>(bytes)});

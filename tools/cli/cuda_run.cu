@@ -30,34 +30,16 @@ std::string device_name() {
   return properties.name;
 }
 
-template <class T, std::size_t Rank>
-DeviceTensor<T, Rank> upload(const Tensor<float, Rank>& host) {
-  Tensor<T, Rank> converted(host.shape());
-  for (index_t i = 0; i < host.size(); ++i) converted.values()[i] = static_cast<T>(host.values()[i]);
-  DeviceTensor<T, Rank> device(host.shape());
-  device.copy_from(converted.view());
-  return device;
-}
-
 // An optional input: uploaded when given, and its view (empty when not).
 template <class T, std::size_t Rank>
 struct OptionalDevice {
   DeviceTensor<T, Rank> tensor;
   bool given = false;
   explicit OptionalDevice(const Tensor<float, Rank>* host) : given(host != nullptr) {
-    if (given) tensor = upload<T>(*host);
+    if (given) tensor = to_device<T>(*host);
   }
   DeviceView<const T, Rank> view() const { return given ? DeviceView<const T, Rank>(tensor.view()) : DeviceView<const T, Rank>{}; }
 };
-
-template <class T>
-Tensor<float, 3> download(const DeviceTensor<T, 3>& device) {
-  Tensor<T, 3> host(device.shape());
-  device.copy_to(host.view());  // waits for the device
-  Tensor<float, 3> out(device.shape());
-  for (index_t i = 0; i < out.size(); ++i) out.values()[i] = static_cast<float>(host.values()[i]);
-  return out;
-}
 
 struct Workspace {
   DeviceTensor<unsigned char, 1> memory;
@@ -70,7 +52,7 @@ CudaLayerResult lra(const models::lra::Config& config, models::lra::Weights<floa
                     const Tensor<float, 2>* mask, const Tensor<float, 3>* cls_embed) {
   CudaLayerResult result{{}, {}, device_name()};
   const models::lra::AttentionLS<cuda, T> layer(config, std::move(weights));
-  const auto dx = upload<T>(x);
+  const auto dx = to_device<T>(x);
   const OptionalDevice<T, 2> dmask(mask);
   const OptionalDevice<T, 3> dcls(cls_embed);
   const bool has_cls = config.cls_pooling || cls_embed != nullptr;
@@ -79,7 +61,7 @@ CudaLayerResult lra(const models::lra::Config& config, models::lra::Weights<floa
   Workspace workspace(layer.workspace_bytes(x.extent(0), x.extent(1), cls_embed != nullptr));
   const CublasHandle handle;
   layer.forward(dx.view(), dmask.view(), dcls.view(), y.view(), handle, cudaStream_t{}, workspace.get());
-  result.y = download(y);
+  result.y = to_host<float>(y);
   return result;
 }
 
@@ -88,13 +70,13 @@ CudaLayerResult causal(const models::causal::Config& config, models::causal::Wei
                        const Tensor<float, 3>& h, const Tensor<float, 3>* h_cache) {
   CudaLayerResult result{{}, {}, device_name()};
   const models::causal::ChunkedLSAttention<cuda, T> layer(config, std::move(weights));
-  const auto dh = upload<T>(h);
+  const auto dh = to_device<T>(h);
   const OptionalDevice<T, 3> dcache(h_cache);
   DeviceTensor<T, 3> y(h.shape());
   Workspace workspace(layer.workspace_bytes(h.extent(0), h.extent(1), h_cache ? h_cache->extent(1) : 0));
   const CublasHandle handle;
   layer.forward(dh.view(), dcache.view(), y.view(), handle, cudaStream_t{}, workspace.get());
-  result.y = download(y);
+  result.y = to_host<float>(y);
   return result;
 }
 
@@ -103,12 +85,12 @@ CudaLayerResult vision(const models::vision::Config& config, models::vision::Wei
                        const Tensor<float, 3>& x, index_t nx, index_t ny) {
   CudaLayerResult result{{}, {}, device_name()};
   const models::vision::AttentionLS2D<cuda, T> layer(config, std::move(weights));
-  const auto dx = upload<T>(x);
+  const auto dx = to_device<T>(x);
   DeviceTensor<T, 3> y(x.shape());
   Workspace workspace(layer.workspace_bytes(x.extent(0), nx, ny));
   const CublasHandle handle;
   layer.forward(dx.view(), nx, ny, y.view(), handle, cudaStream_t{}, workspace.get());
-  result.y = download(y);
+  result.y = to_host<float>(y);
   return result;
 }
 
@@ -117,14 +99,14 @@ CudaLayerResult ls_heads(const models::ls_heads::Config& config, models::ls_head
                          const Tensor<float, 3>& x, const Tensor<float, 2>* mask) {
   CudaLayerResult result{{}, {}, device_name()};
   const models::ls_heads::LsHeadsAttention<cuda, T> layer(config, std::move(weights));
-  const auto dx = upload<T>(x);
+  const auto dx = to_device<T>(x);
   const OptionalDevice<T, 2> dmask(mask);
   DeviceTensor<T, 3> y(x.shape());
   DeviceTensor<float, 1> max_logits(Shape<1>{config.num_heads});
   Workspace workspace(layer.workspace_bytes(x.extent(0), x.extent(1)));
   const CublasHandle handle;
   layer.forward(dx.view(), dmask.view(), y.view(), handle, cudaStream_t{}, workspace.get(), max_logits.view());
-  result.y = download(y);
+  result.y = to_host<float>(y);
   result.max_logits.resize(static_cast<std::size_t>(config.num_heads));
   max_logits.copy_to({result.max_logits.data(), Shape<1>{config.num_heads}});
   return result;
@@ -139,7 +121,7 @@ CudaLayerResult gpt(const models::ls_gpt::Config& config, models::ls_gpt::Weight
   Workspace workspace(model.workspace_bytes(tokens.extent(0), tokens.extent(1)));
   const CublasHandle handle;
   model.forward(tokens.view(), logits.view(), handle, cudaStream_t{}, workspace.get());
-  result.y = download(logits);
+  result.y = to_host<float>(logits);
   return result;
 }
 
@@ -154,9 +136,9 @@ CudaLmResult lm(const models::causal::LmConfig& config, models::causal::LmWeight
     DeviceTensor<float, 3> logprobs(Shape<3>{tokens.extent(0), tokens.extent(1), config.vocab_size});
     Workspace workspace(model.workspace_bytes(tokens.extent(0), tokens.extent(1)));
     model.forward(tokens.view(), state, logprobs.view(), handle, cudaStream_t{}, workspace.get());
-    result.logprobs.push_back(download(logprobs));
+    result.logprobs.push_back(to_host<float>(logprobs));
     std::vector<Tensor<float, 3>> caches;
-    for (const auto& cache : state.caches) caches.push_back(download(cache));
+    for (const auto& cache : state.caches) caches.push_back(to_host<float>(cache));
     result.caches.push_back(std::move(caches));
   }
   return result;

@@ -98,7 +98,6 @@ class LsGptCuda {
     using cuda_detail::linear;
     embed_rows(buffers, rows, length, stream);
     const GptHeadVisibilities visibilities{config_.n_local_head, {config_.window(), true}, {true}};
-    auto grid = [](index_t count) { return elementwise_blocks(count); };
     for (const Layer& layer : layers_) {
       layer_norm_rows<<<static_cast<unsigned>(rows), block_threads, 0, stream>>>(
           buffers.x, buffers.normed, d, layer.ln_1.weight.view().data(), layer.ln_1.bias.view().data(), 1e-5f);
@@ -112,15 +111,15 @@ class LsGptCuda {
                       config_.head_dim, visibilities, buffers.context, static_cast<float*>(nullptr), stream, batch);
       linear(handle, stream, buffers.context, rows, width, layer.proj_weight.view().data(), bias_of(layer.proj_bias), d,
              buffers.out);
-      add_into<<<grid(rows * d), 256, 0, stream>>>(buffers.x, buffers.out, rows * d);
+      add_into<<<elementwise_blocks(rows * d), 256, 0, stream>>>(buffers.x, buffers.out, rows * d);
       layer_norm_rows<<<static_cast<unsigned>(rows), block_threads, 0, stream>>>(
           buffers.x, buffers.normed, d, layer.ln_2.weight.view().data(), layer.ln_2.bias.view().data(), 1e-5f);
       linear(handle, stream, buffers.normed, rows, d, layer.fc_weight.view().data(), bias_of(layer.fc_bias), inner,
              buffers.hidden);
-      activation<<<grid(rows * inner), 256, 0, stream>>>(buffers.hidden, rows * inner, true);
+      activation<<<elementwise_blocks(rows * inner), 256, 0, stream>>>(buffers.hidden, rows * inner, true);
       linear(handle, stream, buffers.hidden, rows, inner, layer.fc_proj_weight.view().data(), bias_of(layer.fc_proj_bias),
              d, buffers.out);
-      add_into<<<grid(rows * d), 256, 0, stream>>>(buffers.x, buffers.out, rows * d);
+      add_into<<<elementwise_blocks(rows * d), 256, 0, stream>>>(buffers.x, buffers.out, rows * d);
       check(cudaGetLastError(), "kernel launch");
     }
     layer_norm_rows<<<static_cast<unsigned>(rows), block_threads, 0, stream>>>(

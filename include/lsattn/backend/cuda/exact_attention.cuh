@@ -75,11 +75,16 @@ void exact_attention(const T* query, const T* key, const T* value, const T* mask
   constexpr index_t max_grid_z = 65535;
   for (index_t first = 0; first < items; first += max_grid_z) {
     const index_t count = std::min(max_grid_z, items - first);
+    const T* first_query = query;
+    TiledKeys<T> first_keys{key, value, nullptr, nullptr, 0, width};
+    const T* first_mask = mask;
+    T* first_context = context;
+    float* first_row_max = row_max_logit;
+    select_batch_item(first, batch, first_query, first_keys, first_mask, first_context, first_row_max);
     exact_attention_rows<<<dim3(static_cast<unsigned>(length), static_cast<unsigned>(heads), static_cast<unsigned>(count)),
-                           threads, shared, stream>>>(
-        query + first * batch.rows, key + first * batch.rows, value + first * batch.rows,
-        mask != nullptr ? mask + first * batch.mask : nullptr, length, head_dim, width, visibilities, scale,
-        context + first * batch.rows, row_max_logit != nullptr ? row_max_logit + first * batch.row_max : nullptr, batch);
+                           threads, shared, stream>>>(first_query, first_keys.key, first_keys.value, first_mask, length,
+                                                      head_dim, width, visibilities, scale, first_context,
+                                                      first_row_max, batch);
     check(cudaGetLastError(), "kernel launch");
   }
 }

@@ -12,6 +12,12 @@
 
 namespace lsattn::cuda_detail {
 
+// A host float tensor of any rank, flattened and converted to T on the device (empty stays empty).
+template <class T, std::size_t Rank>
+DeviceTensor<T, 1> upload_flat(const Tensor<float, Rank>& host) {
+  return to_device<T>(HostView<const float, 1>(host.data(), Shape<1>{host.size()}));
+}
+
 template <class T>
 class DeviceParameters {
  public:
@@ -20,13 +26,7 @@ class DeviceParameters {
   template <class Weights, class Config>
   DeviceParameters(Weights weights, const Config& config) {
     weights.for_each(config, [&](const std::string& name, const auto& tensor, const auto&) {
-      const std::vector<T> converted(tensor.values().begin(), tensor.values().end());
-      DeviceTensor<T, 1> device(Shape<1>{tensor.size()});
-      if (tensor.size() > 0) {
-        check(cudaMemcpy(device.view().data(), converted.data(), converted.size() * sizeof(T), cudaMemcpyHostToDevice),
-              "cudaMemcpy");
-      }
-      parameters_.emplace(name, std::move(device));
+      parameters_.emplace(name, upload_flat<T>(tensor));
     });
   }
 
@@ -39,14 +39,5 @@ class DeviceParameters {
  private:
   std::map<std::string, DeviceTensor<T, 1>> parameters_;
 };
-
-// A host float tensor of any rank, flattened and converted to T on the device (empty stays empty).
-template <class T, std::size_t Rank>
-DeviceTensor<T, 1> upload_flat(const Tensor<float, Rank>& host) {
-  const std::vector<T> converted(host.values().begin(), host.values().end());
-  DeviceTensor<T, 1> device(Shape<1>{host.size()});
-  if (host.size() > 0) device.copy_from(HostView<const T, 1>(converted.data(), Shape<1>{host.size()}));
-  return device;
-}
 
 }  // namespace lsattn::cuda_detail

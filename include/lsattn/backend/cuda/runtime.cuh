@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "lsattn/core/error.hpp"
 #include "lsattn/core/tensor.hpp"
@@ -88,6 +89,31 @@ class DeviceTensor {
   T* data_ = nullptr;
   Shape<Rank> shape_{};
 };
+
+// A host tensor's elements converted to T and copied into a new device tensor of its shape
+// (synchronous, as DeviceTensor::copy_from).
+template <class T, std::size_t Rank>
+DeviceTensor<T, Rank> to_device(HostView<const float, Rank> host) {
+  const float* values = host.data();
+  const std::vector<T> converted(values, values + element_count(host.shape()));
+  DeviceTensor<T, Rank> device(host.shape());
+  if (!converted.empty()) device.copy_from(HostView<const T, Rank>(converted.data(), host.shape()));
+  return device;
+}
+template <class T, std::size_t Rank>
+DeviceTensor<T, Rank> to_device(const Tensor<float, Rank>& host) {
+  return to_device<T>(host.view());
+}
+
+// A device tensor read back (after waiting for the device), its elements converted to To.
+template <class To, class T, std::size_t Rank>
+Tensor<To, Rank> to_host(const DeviceTensor<T, Rank>& device) {
+  Tensor<T, Rank> raw(device.shape());
+  device.copy_to(raw.view());
+  Tensor<To, Rank> out(device.shape());
+  for (index_t i = 0; i < out.size(); ++i) out.values()[i] = static_cast<To>(raw.values()[i]);
+  return out;
+}
 
 // Caller-owned scratch memory for one call; its size comes from workspace_bytes().
 struct DeviceWorkspace {
