@@ -105,7 +105,9 @@ void run_lra(const SafeTensorsFile& file, const Hyperparameters& values, const R
   const HostView<const float, 2> mask_view = run.mask ? mask.view() : HostView<const float, 2>{};
   const HostView<const float, 3> cls_view = run.cls ? cls_embed.view() : HostView<const float, 3>{};
   const auto first = layer.forward(x.view(), mask_view, cls_view);
-  require_shape(first, Shape<3>{run.batch, length, d});
+  // A cls_embed given beside the tokens (pooling other than 'cls') comes back as one more row, first.
+  const index_t output_length = length + (run.cls && !config.cls_pooling ? 1 : 0);
+  require_shape(first, Shape<3>{run.batch, output_length, d});
   require_identical(first, layer.forward(x.view(), mask_view, cls_view), "two LRA forward runs differ");
   note(family, "ran");
 }
