@@ -26,6 +26,7 @@ struct Case {
   index_t heads, head_dim, window, rank, length;
   bool with_cls, with_mask, one_item_fully_padded = false;
   bool non_blocking_stream = false;  // launch on a cudaStreamNonBlocking stream, read back at once
+  index_t batch = 2;                 // items, all in one launch of the tiled kernel
 };
 
 // A stream that does not synchronise with the legacy default stream.
@@ -71,12 +72,12 @@ Tensor<float, 3> run_gpu(const lsattn::AttentionConfig& config, const Case& c, c
 template <class T>
 void compare_bidirectional(const Case& c, std::mt19937_64& rng, double tolerance, double kernel_tolerance) {
   const index_t width = c.heads * c.head_dim, rank = c.rank, length = c.length;
-  const auto q = random_tensor<float>(Shape<3>{2, length, width}, rng), k = random_tensor<float>(q.shape(), rng),
+  const auto q = random_tensor<float>(Shape<3>{c.batch, length, width}, rng), k = random_tensor<float>(q.shape(), rng),
              v = random_tensor<float>(q.shape(), rng);
-  const auto logits = random_tensor<float>(Shape<3>{2, length, c.heads * rank}, rng);
-  const auto cls_q = random_tensor<float>(Shape<3>{2, 1, width}, rng), cls_k = random_tensor<float>(cls_q.shape(), rng),
+  const auto logits = random_tensor<float>(Shape<3>{c.batch, length, c.heads * rank}, rng);
+  const auto cls_q = random_tensor<float>(Shape<3>{c.batch, 1, width}, rng), cls_k = random_tensor<float>(cls_q.shape(), rng),
              cls_v = random_tensor<float>(cls_q.shape(), rng);
-  Tensor<float, 2> mask(Shape<2>{2, length}, 1.0f);
+  Tensor<float, 2> mask(Shape<2>{c.batch, length}, 1.0f);
   if (c.with_mask)
     for (auto& m : mask.values()) m = std::bernoulli_distribution(0.3)(rng) ? 0.0f : 1.0f;
   if (c.one_item_fully_padded)
@@ -87,13 +88,13 @@ void compare_bidirectional(const Case& c, std::mt19937_64& rng, double tolerance
 
   const auto qr = rounded_as<T>(q), kr = rounded_as<T>(k), vr = rounded_as<T>(v), lr = rounded_as<T>(logits);
   const auto cqr = rounded_as<T>(cls_q), ckr = rounded_as<T>(cls_k), cvr = rounded_as<T>(cls_v);
-  Tensor<float, 3> want(Shape<3>{2, length + (c.with_cls ? 1 : 0), width});
+  Tensor<float, 3> want(Shape<3>{c.batch, length + (c.with_cls ? 1 : 0), width});
   lsattn::AttentionInputs<float> cpu_in{qr.view(), kr.view(), vr.view(), rank ? lr.view() : lsattn::HostView<const float, 3>{},
                                         masked ? mask.view() : lsattn::HostView<const float, 2>{}};
   if (c.with_cls) cpu_in.cls_query = cqr.view(), cpu_in.cls_key = ckr.view(), cpu_in.cls_value = cvr.view();
   cpu_bidirectional(config, cpu_in, {{ln_w.view(), ln_b.view()}, {ln_w.view(), ln_b.view()}}, want.view());
 
-  INFO("nh=" << c.heads << " dh=" << c.head_dim << " w=" << c.window << " r=" << rank << " L=" << length
+  INFO("B=" << c.batch << " nh=" << c.heads << " dh=" << c.head_dim << " w=" << c.window << " r=" << rank << " L=" << length
              << " cls=" << c.with_cls << " mask=" << masked);
   auto run = [&] { return run_gpu<T>(config, c, q, k, v, logits, cls_q, cls_k, cls_v, mask, masked, ln_w, ln_b, want.shape()); };
   const Tensor<float, 3> got = run();
@@ -213,6 +214,44 @@ TEST_CASE("CUDA tiled kernel: sliding and full visibility rows lie inside their 
       }
 }
 
+TEST_CASE("CUDA batch in grid z: each item's pointers move by their own stride, shared globals stay", "[cuda][tiled]") {
+  using lsattn::cuda_detail::BatchStrides;
+  using lsattn::cuda_detail::TiledKeys;
+  // Addresses only (never dereferenced): one buffer large enough for every offset below.
+  std::vector<__half> halves(4096);
+  std::vector<float> floats(4096);
+  const __half* base = halves.data();
+  const float* global_base = floats.data();
+  const BatchStrides strides{100, 7, 30, 120, 11};  // the bidirectional call with a cls row: context ≠ rows
+  for (index_t item : {0, 1, 3}) {
+    const __half* query = base;
+    const __half* mask = base + 1;
+    __half* context = halves.data() + 2;
+    float* row_max = floats.data() + 3;
+    TiledKeys<__half> keys{base + 4, base + 5, global_base + 6, global_base + 7, 2, 64};
+    lsattn::cuda_detail::select_batch_item(item, strides, query, keys, mask, context, row_max);
+    CHECK(query == base + 100 * item);
+    CHECK(keys.key == base + 4 + 100 * item);
+    CHECK(keys.value == base + 5 + 100 * item);
+    CHECK(mask == base + 1 + 7 * item);
+    CHECK(context == halves.data() + 2 + 120 * item);
+    CHECK(row_max == floats.data() + 3 + 30 * item);
+    CHECK(keys.global_key == global_base + 6 + 11 * item);
+    CHECK(keys.global_value == global_base + 7 + 11 * item);
+  }
+  // No mask, no row maxima, no global rows: they stay null for every item.
+  const __half* query = base;
+  const __half* mask = nullptr;
+  __half* context = halves.data();
+  float* row_max = nullptr;
+  TiledKeys<__half> keys{base, base, nullptr, nullptr, 0, 64};
+  lsattn::cuda_detail::select_batch_item(index_t{2}, strides, query, keys, mask, context, row_max);
+  CHECK(mask == nullptr);
+  CHECK(row_max == nullptr);
+  CHECK(keys.global_key == nullptr);
+  CHECK(keys.global_value == nullptr);
+}
+
 TEST_CASE("CUDA tiled kernel: shared memory fits the sm_80 opt-in limit", "[cuda][tiled]") {
   using lsattn::cuda_detail::TileLayout;
   CHECK(TileLayout<__nv_bfloat16, 64>::bytes <= 99 * 1024);  // even sm_86/89 run head_dim 64 tiled
@@ -250,6 +289,8 @@ TEMPLATE_TEST_CASE("CUDA bidirectional attention matches the CPU backend", "[cud
         {2, 16, 0, 0, 33, true, true},        // w ≤ 0, r = 0 with cls: each token sees itself
         {2, 64, 16, 40, 300, true, true},     // r = 40: a warp with padded landmarks
         {1, 32, 8, 17, 257, false, true},     // r = 17, L just past a compression chunk
+        {2, 32, 8, 32, 130, true, true, false, false, 7},  // LRA-like batch: 7 items in grid z, cls, mask
+        {1, 64, 16, 3, 65, false, false, false, false, 1},  // one item
     };
     for (const Case& c : cases) compare_bidirectional<TestType>(c, rng, tolerance, kernel_tolerance);
   }

@@ -32,13 +32,16 @@ struct TiledKeys {
   index_t stride = 0;  // row stride of all four (the model width)
 };
 
-// Batch items in the grid's z dimension: item i reads query, keys, values and mask, and writes
-// context and row_max_logit, `rows`, `mask` and `row_max` elements further than item 0. The
-// global (float) rows are shared by all items (batched calls have none).
+// Batch items in the grid's z dimension: item i reads query, keys, values and mask `rows` and
+// `mask` elements further than item 0, writes context and row_max_logit `context` and `row_max`
+// elements further, and reads its global (float) rows `globals` elements further (0: every item
+// shares them).
 struct BatchStrides {
-  index_t rows = 0;     // elements between items of query, key, value and context
+  index_t rows = 0;     // elements between items of query, key and value
   index_t mask = 0;     // elements between items of the mask
   index_t row_max = 0;  // floats between items of row_max_logit
+  index_t context = 0;  // elements between items of context
+  index_t globals = 0;  // floats between items of global_key and global_value
 };
 
 // Moves a kernel's pointers to batch item `item`.
@@ -48,7 +51,9 @@ LSATTN_HOST_DEVICE inline void select_batch_item(index_t item, const BatchStride
   query += item * batch.rows;
   keys.key += item * batch.rows;
   keys.value += item * batch.rows;
-  context += item * batch.rows;
+  if (keys.global_key != nullptr) keys.global_key += item * batch.globals;
+  if (keys.global_value != nullptr) keys.global_value += item * batch.globals;
+  context += item * batch.context;
   if (mask != nullptr) mask += item * batch.mask;
   if (row_max_logit != nullptr) row_max_logit += item * batch.row_max;
 }

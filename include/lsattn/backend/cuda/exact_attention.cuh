@@ -55,7 +55,7 @@ void exact_attention(const T* query, const T* key, const T* value, const T* mask
   if (length == 0 || items == 0) return;
   const index_t width = heads * head_dim;
   const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
-  const BatchStrides batch{length * width, length, length * heads};
+  const BatchStrides batch{length * width, length, length * heads, length * width, 0};
   if (tiled_applies<T>(head_dim, query, width) && reinterpret_cast<std::uintptr_t>(key) % 16 == 0 &&
       reinterpret_cast<std::uintptr_t>(value) % 16 == 0) {
     if constexpr (tensor_core_type<T>) {
