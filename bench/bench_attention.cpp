@@ -19,6 +19,7 @@
 #include "lsattn/baseline/full_attention.hpp"
 #include "lsattn/lsattn.hpp"
 #include "lsattn/models/ls_gpt.hpp"
+#include "causal_flops.hpp"
 #include "peak_memory.hpp"
 
 namespace {
@@ -159,12 +160,7 @@ void BM_CausalLayer(benchmark::State& state) {
   lsattn_bench::reset_peak_heap();
   lsattn::CpuWorkspace workspace;
   for (auto _ : state) benchmark::DoNotOptimize(layer.forward(h.view(), memory.view(), workspace));
-  const double d = 512, w = 512, window_rows = std::min<double>(cache, w) + length;
-  const double chunks = static_cast<double>((cache + length) / 16);
-  double flops = 2 * d * d * (2.0 * length + 2 * window_rows + 2 * cache / 16.0) + 2 * d * 8 * (cache + length) +
-                 2 * d * d * (w + chunks);
-  for (index_t t = 0; t < length; ++t) flops += 2 * d * (3 * w + 3 * static_cast<double>((cache + t) / 16));
-  report(state, static_cast<double>(batch) * flops, batch * length, before);
+  report(state, static_cast<double>(batch) * lsattn_bench::causal_layer_flops(length, cache), batch * length, before);
 }
 
 // The ViL-LS stage-1 attention (C = 96, 3 heads, w = 7, r = 8, one global token, RPE) over an

@@ -10,6 +10,7 @@
 //   GEMM    2·M·N·K
 //   LS heads the four D × D projections (2·L·D² each) plus 4·dh per visible (query, key) pair
 //           and head
+//   causal  as the CPU benchmark counts it (causal_flops.hpp)
 // device_MiB: device memory the benchmark allocated (inputs, outputs, workspace) plus whatever
 // cuBLAS took, from cudaMemGetInfo before and after.
 #include <benchmark/benchmark.h>
@@ -18,9 +19,11 @@
 #include <random>
 #include <vector>
 
+#include "causal_flops.hpp"
 #include "lsattn/backend/cuda/linear.cuh"
 #include "lsattn/backend/cuda/tiled_attention.cuh"
 #include "lsattn/cuda.cuh"
+#include "lsattn/models/causal_cuda.cuh"
 #include "lsattn/models/ls_heads_cuda.cuh"
 #include "lsattn/models/lra_cuda.cuh"
 
@@ -175,6 +178,32 @@ void BM_CudaLsHeadsLayer(benchmark::State& state) {
   report(state, 2 * l * d * d * 4 + 4 * dh * pairs, length, before);
 }
 
+// The published enwik8 causal layer (D = 512, 8 heads, l = 16, r = 1, w = 512) in bf16 on a
+// segment of L tokens after a memory of M = 2048, batch 1: the CPU benchmark's BM_CausalLayer
+// on the GPU (the tensor-core causal kernel).
+void BM_CudaCausalLayer(benchmark::State& state) {
+  namespace causal = lsattn::models::causal;
+  const index_t length = state.range(0), cache = 2048, d = 512;
+  const causal::Config config{8, d, 16, 1, 512, false, -1, -1, 0};
+  const std::size_t before = device_used_bytes();
+  const lsattn::CublasHandle handle;
+  const causal::ChunkedLSAttention<lsattn::cuda, Bf16> layer(config, causal::Weights<float>::random(config, 1));
+  const auto h = random_device(Shape<3>{1, length, d}, 9), memory = random_device(Shape<3>{1, cache, d}, 10);
+  lsattn::DeviceTensor<Bf16, 3> y(h.shape());
+  lsattn::DeviceTensor<unsigned char, 1> workspace(Shape<1>{static_cast<index_t>(layer.workspace_bytes(1, length, cache))});
+  const lsattn::DeviceWorkspace scratch{workspace.view().data(), static_cast<std::size_t>(workspace.size())};
+  time_calls(state, cudaStream_t{}, [&] { layer.forward(h.view(), memory.view(), y.view(), handle, cudaStream_t{}, scratch); });
+  report(state, lsattn_bench::causal_layer_flops(length, cache), length, before);
+}
+
+// The same with the one-block-per-query causal kernel (the reference): the tensor-core kernel's gain.
+void BM_CudaCausalLayerPerQueryReference(benchmark::State& state) {
+  bool& mma = lsattn::cuda_detail::mma_kernel_enabled();
+  mma = false;
+  BM_CudaCausalLayer(state);
+  mma = true;
+}
+
 void lengths(benchmark::internal::Benchmark* b) {
   for (index_t length = 1024; length <= 65536; length *= 2) b->Arg(length);
   b->UseManualTime()->Unit(benchmark::kMillisecond);
@@ -184,6 +213,8 @@ BENCHMARK(BM_CudaGemmBf16)->Arg(8192)->UseManualTime()->Unit(benchmark::kMillise
 BENCHMARK(BM_CudaLsCore)->Apply(lengths);
 BENCHMARK(BM_CudaLsCoreWmmaReference)->Arg(4096)->Arg(16384)->Arg(65536)->UseManualTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_CudaLsLayer)->Apply(lengths);
+BENCHMARK(BM_CudaCausalLayer)->Arg(1024)->Arg(4096)->Arg(16384)->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_CudaCausalLayerPerQueryReference)->Arg(1024)->Arg(4096)->UseManualTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_CudaLsHeadsLayer)->Args({4096, 0})->Args({16384, 0})->Args({8192, 1})->UseManualTime()->Unit(benchmark::kMillisecond);
 
 }  // namespace

@@ -373,6 +373,13 @@ TEST_CASE("CUDA mma kernels: fragment geometry computes Q Kt, P V and the compre
   std::array<std::array<std::array<double, 4>, 32>, keys / 8> s{};
   for (int kk = 0; kk < head_dim / 16; ++kk) {
     const WarpRegisters qa = load(q_at, geometry::a_load_cell, 0, kk * 16, false);
+    // Where each half of each A register came from (the causal kernel adds its biases by column).
+    for (int lane = 0; lane < 32; ++lane)
+      for (int reg = 0; reg < 4; ++reg)
+        for (int half = 0; half < 2; ++half) {
+          const geometry::Cell cell = geometry::a_fragment_cell(lane, reg, half);
+          REQUIRE(qa[lane][reg][half] == Q[cell.row][kk * 16 + cell.col]);
+        }
     for (int pair = 0; pair < keys / 16; ++pair) {
       const WarpRegisters kb = load(k_at, geometry::key_load_cell, pair * 16, kk * 16, false);
       s[2 * pair] = emulate_mma(qa, b_pair(kb, 0), s[2 * pair]);

@@ -83,7 +83,8 @@ TEST_CASE("CUDA causal layer: workspace from the shapes only", "[cuda][causal][l
     CHECK(bytes(batch, length, cache) >= minimum);
     CHECK(bytes(batch, length, cache) <= minimum + 16 * 256);
   }
-  // Half the bytes of the T buffers for 16-bit types; the attention's scratch stays float.
+  // Half the bytes of the T buffers for 16-bit types; the attention scratch is the larger of the
+  // tensor-core kernel's (every item in T) and the per-query kernel's (one item in float).
   CHECK(CudaLayer<__half>::workspace_bytes(config, 2, 64, 8) < bytes(2, 64, 8));
   CHECK(CudaLayer<__nv_bfloat16>::workspace_bytes(config, 2, 64, 8) == CudaLayer<__half>::workspace_bytes(config, 2, 64, 8));
 }
@@ -249,6 +250,147 @@ TEMPLATE_TEST_CASE("CUDA causal layer matches the CPU layer", "[cuda][gpu][causa
     // A second call on the same workspace gives the same result (no state carried between calls).
     layer.forward(device_h.view(), cache_view, y.view(), handle, cudaStream_t{}, workspace_of(workspace));
     CHECK(relative_error(y, want) < tolerance);
+  }
+}
+
+// ---- The tensor-core causal kernel (mma_causal.cuh) -----------------------------------------
+// Its index rules against the spec's, written out here: for every query tile the key tiles
+// must show each row exactly the keys it may see, and each position term must come from table
+// row f(τ) − key, the window distance τ − s or the compressed position chunk(τ)·r − 1 − i.
+TEST_CASE("CUDA tiled causal kernel: key tiles show each row its keys once; position terms land on the spec's table rows",
+          "[cuda][mma][causal]") {
+  using lsattn::cuda_detail::CausalTiles;
+  using lsattn::cuda_detail::QueryTiling;
+  using Kind = CausalTiles::Kind;
+  std::mt19937_64 rng(71);
+  int shapes = 0;
+  for (int trial = 0; trial < 400; ++trial) {
+    const index_t l = std::uniform_int_distribution<index_t>(1, 80)(rng), r = std::uniform_int_distribution<index_t>(1, 64)(rng);
+    const lsattn::ChunkedProjection projection{l, trial % 7 == 6 ? 0 : r};
+    if (!lsattn::cuda_detail::causal_tiles_fit(projection)) continue;
+    const index_t w = std::uniform_int_distribution<index_t>(1, 300)(rng);
+    const index_t cache = trial % 3 == 0 ? 0 : std::uniform_int_distribution<index_t>(0, 400)(rng);
+    const index_t length = std::uniform_int_distribution<index_t>(1, 260)(rng);
+    const index_t window_rows = std::min(cache, w) + length;
+    const index_t chunks = (cache + length - 1) / l + (trial % 2);  // the minimum C, or one more
+    const CausalTiles tiles{cache, length, window_rows, chunks * projection.rank, lsattn::CausalWindow{w}, projection};
+    ++shapes;
+    INFO("l=" << l << " r=" << projection.rank << " w=" << w << " M=" << cache << " L=" << length);
+    const QueryTiling tiling{length};
+    for (index_t q = 0; q < tiling.count(); ++q) {
+      const lsattn::IndexRange queries = tiling.tile(q);
+      const index_t first_tau = cache + queries.begin, last_tau = cache + queries.end - 1;
+      for (index_t t = queries.begin; t < queries.end; ++t) {
+        const index_t tau = cache + t;
+        // The spec's keys of τ: compressed rows of the finished chunks, window positions.
+        const index_t compressed_seen = std::min(projection.rank > 0 ? (tau / l) * projection.rank : 0, tiles.compressed_rows);
+        const index_t window_first = std::max({tau - w + 1, cache - std::min(cache, w), index_t{0}});
+        std::vector<int> compressed_hits(static_cast<std::size_t>(tiles.compressed_rows), 0);
+        std::vector<int> window_hits(static_cast<std::size_t>(cache + length), 0);
+        for (index_t j = 0; j < tiles.count(queries); ++j) {
+          const CausalTiles::KeyTile tile = tiles.tile(queries, j);
+          REQUIRE(tile.count >= 1);
+          REQUIRE(tile.count <= 64);
+          for (index_t n = 0; n < tile.count; ++n) {
+            const index_t key = tile.first + n;
+            if (!tiles.visible(tile.kind, tau, key)) continue;
+            if (tile.kind == Kind::compressed) {
+              REQUIRE((key >= 0 && key < compressed_seen));
+              ++compressed_hits[static_cast<std::size_t>(key)];
+            } else {
+              REQUIRE((key >= window_first && key <= tau));
+              ++window_hits[static_cast<std::size_t>(key)];
+            }
+            // The row's term: staged row offset + column is table row f(τ) − key, the spec's position.
+            const index_t warp = (t - queries.begin) / 16;
+            const auto at = lsattn::cuda_detail::warp_positions(tiles, tile, first_tau, last_tau, first_tau + warp * 16);
+            REQUIRE(at.offset >= 0);
+            REQUIRE(at.columns <= lsattn::cuda_detail::causal_position_columns);
+            REQUIRE(at.offset + (at.columns + 15) / 16 * 16 <= lsattn::cuda_detail::causal_position_rows);
+            const index_t column = at.column(tiles.position_origin(tile.kind, tau), n);
+            REQUIRE((column >= 0 && column < at.columns));
+            const index_t table_row = at.stage_first + at.offset + column;
+            const index_t want = tile.kind == Kind::compressed ? (tau / l) * projection.rank - 1 - key : tau - key;
+            REQUIRE(table_row == want);
+            REQUIRE((table_row >= 0 && table_row < tiles.table_rows(tile.kind)));
+          }
+        }
+        for (index_t i = 0; i < tiles.compressed_rows; ++i) REQUIRE(compressed_hits[static_cast<std::size_t>(i)] == (i < compressed_seen ? 1 : 0));
+        for (index_t key = 0; key < cache + length; ++key)
+          REQUIRE(window_hits[static_cast<std::size_t>(key)] == (key >= window_first && key <= tau ? 1 : 0));
+      }
+    }
+  }
+  CHECK(shapes > 100);
+  // What does not fit the staging: a chunk rank that grows by more than 64 rows over 64 positions.
+  CHECK(lsattn::cuda_detail::causal_tiles_fit({16, 16}));   // ⌈63/16⌉·16 = 64
+  CHECK_FALSE(lsattn::cuda_detail::causal_tiles_fit({16, 17}));
+  CHECK_FALSE(lsattn::cuda_detail::causal_tiles_fit({1, 2}));
+  CHECK(lsattn::cuda_detail::causal_tiles_fit({1, 0}));     // no projection
+}
+
+TEST_CASE("CUDA tiled causal kernel: shared memory fits the sm_80 opt-in limit", "[cuda][mma][causal]") {
+  CHECK(lsattn::cuda_detail::CausalMmaLayout<__nv_bfloat16, 64>::bytes <= 113 * 1024);  // two blocks per H100/H200 SM
+  CHECK(lsattn::cuda_detail::CausalMmaLayout<__half, 128>::bytes <= 163 * 1024);       // sm_80's opt-in maximum
+}
+
+// The layer with head sizes the tensor-core kernel takes, against the CPU layer and against the
+// one-block-per-query kernel on the same inputs (where the kernel applies it must have run).
+TEMPLATE_TEST_CASE("CUDA tiled causal kernel matches the CPU layer and the per-query kernel", "[cuda][gpu][causal][mma]",
+                   __half, __nv_bfloat16) {
+  if (!gpu_present()) return;
+  std::mt19937_64 rng(29);
+  const double tolerance = tolerance_for<TestType>(3e-2, 8e-2), kernel_tolerance = tolerance_for<TestType>(5e-3, 2.5e-2);
+  const lsattn::CublasHandle handle;
+  struct Case {
+    index_t heads, head_dim, l, r, w, cache, length, batch;
+  };
+  const Case cases[] = {
+      {1, 16, 1, 1, 1, 0, 1, 1},        // w = 1, one token
+      {2, 16, 3, 2, 5, 7, 70, 2},       // cache shorter than l·r windows, L not a multiple of 64
+      {1, 32, 16, 1, 64, 48, 130, 1},   // the window spans three key tiles
+      {2, 64, 16, 1, 100, 160, 200, 2}, // cache longer than the window
+      {1, 64, 20, 4, 33, 40, 65, 3},    // three items in grid z
+      {1, 128, 64, 64, 128, 128, 129, 1},  // r = 64: the staging's limit
+      {2, 32, 2, 1, 17, 0, 100, 1},     // 32 compressed rows per query tile
+      {1, 16, 1, 2, 9, 5, 40, 1},       // does not fit the staging: the per-query kernel
+      {8, 64, 16, 1, 512, 600, 300, 1}, // the published enwik8 layer, shortened
+  };
+  for (const Case& c : cases) {
+    causal::Config config;
+    config.n_head = c.heads;
+    config.d_model = c.heads * c.head_dim;
+    config.chunk_size = c.l;
+    config.chunk_rank = c.r;
+    config.window_len = c.w;
+    config.use_bias = c.batch % 2 == 0;
+    const auto weights = rounded_weights<TestType>(causal::Weights<float>::random(config, 300 + c.length), config);
+    const auto h = rounded_as<TestType>(random_tensor<float>(Shape<3>{c.batch, c.length, config.d_model}, rng));
+    const auto h_cache = rounded_as<TestType>(random_tensor<float>(Shape<3>{c.batch, c.cache, config.d_model}, rng));
+    const Tensor<float, 3> want = lsattn_test::cpu_causal_layer(config, weights, h, h_cache);
+    const auto device_h = lsattn::to_device<TestType>(h);
+    const auto device_cache = lsattn::to_device<TestType>(h_cache);
+    const CudaLayer<TestType> layer(config, weights);
+    lsattn::DeviceTensor<unsigned char, 1> workspace(
+        Shape<1>{static_cast<index_t>(layer.workspace_bytes(c.batch, c.length, c.cache))});
+    auto run = [&] {
+      auto y = lsattn::to_device<TestType>(Tensor<float, 3>(want.shape(), std::nanf("")));
+      layer.forward(device_h.view(), device_cache.view(), y.view(), handle, cudaStream_t{}, workspace_of(workspace));
+      return lsattn::to_host<float>(y);
+    };
+    INFO("B=" << c.batch << " nh=" << c.heads << " dh=" << c.head_dim << " l=" << c.l << " r=" << c.r << " w=" << c.w
+              << " M=" << c.cache << " L=" << c.length);
+    const Tensor<float, 3> got = run();
+    CHECK(host_relative_error(got, want) < tolerance);
+    const bool fits = lsattn::cuda_detail::causal_tiles_fit(lsattn::ChunkedProjection{c.l, c.r});
+    if (!fits || !tiled_kernels_present()) continue;
+    const Tensor<float, 3> per_query = [&] {
+      const ScopedValue scope(lsattn::cuda_detail::mma_kernel_enabled(), false);
+      return run();
+    }();
+    INFO("the tensor-core kernel against the one-block-per-query kernel, same dtype and inputs");
+    CHECK(host_relative_error(got, per_query) < kernel_tolerance);
+    CHECK(host_relative_error(got, per_query) > 0.0);  // two different kernels ran
   }
 }
 

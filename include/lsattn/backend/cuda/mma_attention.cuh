@@ -50,6 +50,13 @@ LSATTN_HOST_DEVICE constexpr Cell key_load_cell(int lane) { return {(lane / 16) 
 // keys × features = k × n): registers 0,1 are the B fragment of features 0-7, 2,3 of features 8-15.
 LSATTN_HOST_DEVICE constexpr Cell value_load_cell(int lane) { return {((lane / 8) % 2) * 8 + lane % 8, (lane / 16) * 8}; }
 
+// The (row, column) of half `half` (the low 16 bits: 0) of A-fragment register `reg` of `lane`
+// in a 16×16 block: rows lane/4 (+8 for odd registers), columns 2·(lane % 4) + half (+8 for
+// registers 2 and 3).
+LSATTN_HOST_DEVICE constexpr Cell a_fragment_cell(int lane, int reg, int half) {
+  return {lane / 4 + 8 * (reg % 2), 2 * (lane % 4) + half + 8 * (reg / 2)};
+}
+
 // The A fragment of P for keys 16j…16j+15 comes from the accumulators of score n-tiles 2j and
 // 2j + 1: A register `reg` packs accumulator elements 2·(reg % 2) and 2·(reg % 2) + 1 of n-tile
 // 2j + reg / 2, that is row lane/4 for even registers and lane/4 + 8 for odd ones.
@@ -177,6 +184,119 @@ __device__ inline std::uint32_t pack_pair(float lo, float hi) {
   }
 }
 
+// The warp-level steps of the register-tiled kernels. A warp owns 16 query rows; a key tile has
+// 64 keys; S holds the warp's 16 × 64 scores as eight 16×8 accumulator tiles.
+inline constexpr int score_tiles = tile_rows / 8;
+
+// The A fragments of a 16-row block of a row-major tile (rows ld elements apart), for every
+// 16-feature step.
+template <class T, int HeadDim>
+__device__ inline void load_a_fragments(std::uint32_t (&a)[HeadDim / 16][4], const T* rows, int ld, int lane) {
+  const mma_geometry::Cell cell = mma_geometry::a_load_cell(lane);
+#pragma unroll
+  for (int kk = 0; kk < HeadDim / 16; ++kk) ldmatrix_x4(a[kk], rows + cell.row * ld + kk * 16 + cell.col);
+}
+
+// s = A · Bᵀ for 64 rows of B (a key-major tile, rows ld elements apart): 16 × 64 per warp.
+template <class T, int HeadDim>
+__device__ inline void warp_scores(const std::uint32_t (&a)[HeadDim / 16][4], const T* b_tile, int ld, int lane,
+                                   float (&s)[score_tiles][4]) {
+  for (auto& tile : s)
+    for (float& x : tile) x = 0.0f;
+  const mma_geometry::Cell cell = mma_geometry::key_load_cell(lane);
+#pragma unroll
+  for (int kk = 0; kk < HeadDim / 16; ++kk) {
+#pragma unroll
+    for (int pair = 0; pair < score_tiles / 2; ++pair) {
+      std::uint32_t b[4];
+      ldmatrix_x4(b, b_tile + (pair * 16 + cell.row) * ld + kk * 16 + cell.col);
+      mma_16816<T>(s[2 * pair], a[kk], b[0], b[1]);
+      mma_16816<T>(s[2 * pair + 1], a[kk], b[2], b[3]);
+    }
+  }
+}
+
+// One online-softmax step on s (log2 units, −inf where hidden): each row's running max over the
+// quad of lanes that share it, s becomes the unnormalised probabilities, the running sums and
+// the output accumulators are rescaled. Element i of an accumulator tile is row half i / 2.
+template <int OTiles>
+__device__ inline void warp_online_softmax(float (&s)[score_tiles][4], float (&row_max)[2], float (&row_sum)[2],
+                                           float (&o)[OTiles][4]) {
+  const float minus_infinity = __int_as_float(0xff800000);
+  float rescale[2];
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    float top = row_max[h];
+#pragma unroll
+    for (int nt = 0; nt < score_tiles; ++nt) top = fmaxf(top, fmaxf(s[nt][2 * h], s[nt][2 * h + 1]));
+    top = fmaxf(top, __shfl_xor_sync(0xffffffffu, top, 1));
+    top = fmaxf(top, __shfl_xor_sync(0xffffffffu, top, 2));
+    const float base = top == minus_infinity ? 0.0f : top;  // a row that saw nothing yet stays at zero
+    rescale[h] = fast_exp2(row_max[h] - base);
+    row_max[h] = top;
+    float sum = 0;
+#pragma unroll
+    for (int nt = 0; nt < score_tiles; ++nt) {
+      s[nt][2 * h] = fast_exp2(s[nt][2 * h] - base);
+      s[nt][2 * h + 1] = fast_exp2(s[nt][2 * h + 1] - base);
+      sum += s[nt][2 * h] + s[nt][2 * h + 1];
+    }
+    row_sum[h] = row_sum[h] * rescale[h] + sum;
+  }
+#pragma unroll
+  for (int nt = 0; nt < OTiles; ++nt) {
+    o[nt][0] *= rescale[0];
+    o[nt][1] *= rescale[0];
+    o[nt][2] *= rescale[1];
+    o[nt][3] *= rescale[1];
+  }
+}
+
+// O += P · V, P's A fragments packed straight from the probabilities in s; V a key-major tile
+// read through ldmatrix.trans.
+template <class T, int HeadDim>
+__device__ inline void warp_accumulate_pv(const float (&s)[score_tiles][4], const T* v_tile, int ld, int lane,
+                                          float (&o)[HeadDim / 8][4]) {
+  const mma_geometry::Cell cell = mma_geometry::value_load_cell(lane);
+#pragma unroll
+  for (int kk = 0; kk < tile_rows / 16; ++kk) {
+    std::uint32_t pa[4];
+#pragma unroll
+    for (int reg = 0; reg < 4; ++reg) {
+      const mma_geometry::PackedSource source = mma_geometry::p_fragment_source(reg);
+      const float* from = s[2 * kk + source.tile_offset];
+      pa[reg] = pack_pair<T>(from[source.first], from[source.first + 1]);
+    }
+#pragma unroll
+    for (int pair = 0; pair < HeadDim / 16; ++pair) {
+      std::uint32_t b[4];
+      ldmatrix_x4_trans(b, v_tile + (kk * 16 + cell.row) * ld + pair * 16 + cell.col);
+      mma_16816<T>(o[2 * pair], pa, b[0], b[1]);
+      mma_16816<T>(o[2 * pair + 1], pa, b[2], b[3]);
+    }
+  }
+}
+
+// The row sum of row half h over the quad of lanes that share the row.
+__device__ inline float quad_sum(float x) {
+  x += __shfl_xor_sync(0xffffffffu, x, 1);
+  x += __shfl_xor_sync(0xffffffffu, x, 2);
+  return x;
+}
+
+// Stores O / Σ of row half h into `out` (the row's first feature of the head, 4-byte aligned),
+// two values per store; zeros where the row is padded or saw no key — a select, not a product
+// with zero, since a padded row's scores may be NaN if its query is.
+template <class T, int OTiles>
+__device__ inline void store_output_row(const float (&o)[OTiles][4], int h, float sum, bool seen, int lane, T* out) {
+  const float inverse = seen ? 1.0f / sum : 0.0f;
+  std::uint32_t* pairs = reinterpret_cast<std::uint32_t*>(out);
+#pragma unroll
+  for (int nt = 0; nt < OTiles; ++nt)
+    pairs[(nt * 8 + (lane % 4) * 2) / 2] =
+        pack_pair<T>(seen ? o[nt][2 * h] * inverse : 0.0f, seen ? o[nt][2 * h + 1] * inverse : 0.0f);
+}
+
 // The same arguments as tiled_attention (TiledKeys, a visibility policy per head), the same results.
 template <class T, int HeadDim, class Visibilities>
 __global__ void __launch_bounds__(tile_threads)
@@ -287,13 +407,7 @@ __global__ void __launch_bounds__(tile_threads)
     cp_async_commit();  // possibly empty: the wait below always leaves exactly the newest group
     cp_async_wait_all_but_one();
     __syncthreads();
-    if (j == 0) {
-#pragma unroll
-      for (int kk = 0; kk < k_steps; ++kk) {
-        const geometry::Cell cell = geometry::a_load_cell(lane);
-        ldmatrix_x4(qa[kk], q_tile + (warp * 16 + cell.row) * ld + kk * 16 + cell.col);
-      }
-    }
+    if (j == 0) load_a_fragments<T, HeadDim>(qa, q_tile + warp * 16 * ld, ld, lane);
     const int stage = static_cast<int>(j & 1);
     const T* k_tile = k_stage + stage * tile_rows * ld;
     const T* v_tile = v_stage + stage * tile_rows * ld;
@@ -302,19 +416,7 @@ __global__ void __launch_bounds__(tile_threads)
 
     // S = Q Kᵀ: 16 rows × 64 keys per warp, in registers.
     float s[s_tiles][4];
-    for (auto& tile : s)
-      for (float& x : tile) x = 0.0f;
-#pragma unroll
-    for (int kk = 0; kk < k_steps; ++kk) {
-#pragma unroll
-      for (int pair = 0; pair < s_tiles / 2; ++pair) {
-        std::uint32_t b[4];
-        const geometry::Cell cell = geometry::key_load_cell(lane);
-        ldmatrix_x4(b, k_tile + (pair * 16 + cell.row) * ld + kk * 16 + cell.col);
-        mma_16816<T>(s[2 * pair], qa[kk], b[0], b[1]);
-        mma_16816<T>(s[2 * pair + 1], qa[kk], b[2], b[3]);
-      }
-    }
+    warp_scores<T, HeadDim>(qa, k_tile, ld, lane, s);
 
     // Scale to log2 units; hide what a row may not see: the key bias where there is a padding
     // mask or the tile is partial, the per-row range where the tile is not in every row's range.
@@ -332,54 +434,8 @@ __global__ void __launch_bounds__(tile_threads)
       }
     }
 
-    // Online softmax: each row's max over the quad of lanes that share it.
-    float rescale[2];
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      float top = row_max[h];
-#pragma unroll
-      for (int nt = 0; nt < s_tiles; ++nt) top = fmaxf(top, fmaxf(s[nt][2 * h], s[nt][2 * h + 1]));
-      top = fmaxf(top, __shfl_xor_sync(0xffffffffu, top, 1));
-      top = fmaxf(top, __shfl_xor_sync(0xffffffffu, top, 2));
-      const float base = top == minus_infinity ? 0.0f : top;  // a row that saw nothing yet stays at zero
-      rescale[h] = fast_exp2(row_max[h] - base);
-      row_max[h] = top;
-      float sum = 0;
-#pragma unroll
-      for (int nt = 0; nt < s_tiles; ++nt) {
-        s[nt][2 * h] = fast_exp2(s[nt][2 * h] - base);
-        s[nt][2 * h + 1] = fast_exp2(s[nt][2 * h + 1] - base);
-        sum += s[nt][2 * h] + s[nt][2 * h + 1];
-      }
-      row_sum[h] = row_sum[h] * rescale[h] + sum;
-    }
-#pragma unroll
-    for (int nt = 0; nt < o_tiles; ++nt) {
-      o[nt][0] *= rescale[0];
-      o[nt][1] *= rescale[0];
-      o[nt][2] *= rescale[1];
-      o[nt][3] *= rescale[1];
-    }
-
-    // O += P V: P's A fragments straight from the S accumulators.
-#pragma unroll
-    for (int kk = 0; kk < tile_rows / 16; ++kk) {
-      std::uint32_t pa[4];
-#pragma unroll
-      for (int reg = 0; reg < 4; ++reg) {
-        const geometry::PackedSource source = geometry::p_fragment_source(reg);
-        const float* from = s[2 * kk + source.tile_offset];
-        pa[reg] = pack_pair<T>(from[source.first], from[source.first + 1]);
-      }
-#pragma unroll
-      for (int pair = 0; pair < o_tiles / 2; ++pair) {
-        std::uint32_t b[4];
-        const geometry::Cell cell = geometry::value_load_cell(lane);
-        ldmatrix_x4_trans(b, v_tile + (kk * 16 + cell.row) * ld + pair * 16 + cell.col);
-        mma_16816<T>(o[2 * pair], pa, b[0], b[1]);
-        mma_16816<T>(o[2 * pair + 1], pa, b[2], b[3]);
-      }
-    }
+    warp_online_softmax(s, row_max, row_sum, o);
+    warp_accumulate_pv<T, HeadDim>(s, v_tile, ld, lane, o);
     __syncthreads();  // every warp is done with this stage before it is refilled
   }
   cp_async_wait_all();  // with no key tile at all the Q copies are still in flight: never leave them
@@ -387,20 +443,12 @@ __global__ void __launch_bounds__(tile_threads)
   // O / Σ per row (zeros for padded queries and rows that saw no key), straight from registers.
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
-    float sum = row_sum[h];
-    sum += __shfl_xor_sync(0xffffffffu, sum, 1);
-    sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+    const float sum = quad_sum(row_sum[h]);
     const int r = my_row[h];
     const index_t t = queries.begin + r;
-    const bool valid = row_valid[r] != 0, seen = valid && sum > 0;
-    const float inverse = seen ? 1.0f / sum : 0.0f;
+    const bool valid = row_valid[r] != 0;
     if (t < queries.end) {
-      // A select, not a product with zero: a padded row's (unmasked) scores may be NaN if its query is.
-      std::uint32_t* out = reinterpret_cast<std::uint32_t*>(context + t * keys.stride + column);
-#pragma unroll
-      for (int nt = 0; nt < o_tiles; ++nt)
-        out[(nt * 8 + (lane % 4) * 2) / 2] =
-            pack_pair<T>(seen ? o[nt][2 * h] * inverse : 0.0f, seen ? o[nt][2 * h + 1] * inverse : 0.0f);
+      store_output_row<T>(o, h, sum, valid && sum > 0, lane, context + t * keys.stride + column);
       if (row_max_logit != nullptr && lane % 4 == 0)
         row_max_logit[t * gridDim.y + blockIdx.y] = valid ? row_max[h] / log2e : minus_infinity;
     }
