@@ -19,7 +19,7 @@
 #include "lsattn/baseline/full_attention.hpp"
 #include "lsattn/lsattn.hpp"
 #include "lsattn/models/ls_gpt.hpp"
-#include "causal_flops.hpp"
+#include "layer_flops.hpp"
 #include "peak_memory.hpp"
 
 namespace {
@@ -164,8 +164,7 @@ void BM_CausalLayer(benchmark::State& state) {
 }
 
 // The ViL-LS stage-1 attention (C = 96, 3 heads, w = 7, r = 8, one global token, RPE) over an
-// n × n patch grid. FLOPs: qkv and proj 2·N·C·4C, the dynamic projection 2·n²·C·nh·r and
-// 4·n²·r·C, and per patch 4·C·(r + 13² + 1) over a full tile (border tiles are smaller).
+// n × n patch grid; FLOPs as layer_flops.hpp counts them.
 void BM_VisionLayer(benchmark::State& state) {
   const index_t batch = state.range(0), n = state.range(1), tokens = 1 + n * n;
   const lsattn::models::vision::Config config{96, 3, 7, 8, 1, true, true, 0};
@@ -176,11 +175,7 @@ void BM_VisionLayer(benchmark::State& state) {
   lsattn_bench::reset_peak_heap();
   lsattn::CpuWorkspace workspace;
   for (auto _ : state) benchmark::DoNotOptimize(layer.forward(x.view(), n, n, workspace));
-  const double c = 96, patches = static_cast<double>(n * n);
-  report(state,
-         static_cast<double>(batch) *
-             (8 * tokens * c * c + 2 * patches * c * 24 + 4 * patches * 8 * c + 4 * patches * c * (8 + 169 + 1)),
-         batch * tokens, before);
+  report(state, static_cast<double>(batch) * lsattn_bench::vision_layer_flops(n), batch * tokens, before);
 }
 
 // LS-attention heads (half local with w = 256, half global) vs full multi-head attention of the

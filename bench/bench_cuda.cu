@@ -10,7 +10,7 @@
 //   GEMM    2·M·N·K
 //   LS heads the four D × D projections (2·L·D² each) plus 4·dh per visible (query, key) pair
 //           and head
-//   causal  as the CPU benchmark counts it (causal_flops.hpp)
+//   causal, 2D  as the CPU benchmarks count them (layer_flops.hpp)
 // device_MiB: device memory the benchmark allocated (inputs, outputs, workspace) plus whatever
 // cuBLAS took, from cudaMemGetInfo before and after.
 #include <benchmark/benchmark.h>
@@ -19,12 +19,13 @@
 #include <random>
 #include <vector>
 
-#include "causal_flops.hpp"
+#include "layer_flops.hpp"
 #include "lsattn/backend/cuda/linear.cuh"
 #include "lsattn/backend/cuda/tiled_attention.cuh"
 #include "lsattn/cuda.cuh"
 #include "lsattn/models/causal_cuda.cuh"
 #include "lsattn/models/ls_heads_cuda.cuh"
+#include "lsattn/models/vision_cuda.cuh"
 #include "lsattn/models/lra_cuda.cuh"
 
 namespace {
@@ -204,6 +205,32 @@ void BM_CudaCausalLayerPerQueryReference(benchmark::State& state) {
   mma = true;
 }
 
+// The ViL-LS stage-1 attention (C = 96, 3 heads, w = 7, r = 8, one global token, RPE) in bf16
+// over an n × n patch grid, batch 1: the CPU benchmark's BM_VisionLayer on the GPU (the
+// tensor-core 2D kernel).
+void BM_CudaVisionLayer(benchmark::State& state) {
+  namespace vision = lsattn::models::vision;
+  const index_t n = state.range(0), tokens = 1 + n * n;
+  const vision::Config config{96, 3, 7, 8, 1, true, true, 0};
+  const std::size_t before = device_used_bytes();
+  const lsattn::CublasHandle handle;
+  const vision::AttentionLS2D<lsattn::cuda, Bf16> layer(config, vision::Weights<float>::random(config, 1));
+  const auto x = random_device(Shape<3>{1, tokens, 96}, 11);
+  lsattn::DeviceTensor<Bf16, 3> y(x.shape());
+  lsattn::DeviceTensor<unsigned char, 1> workspace(Shape<1>{static_cast<index_t>(layer.workspace_bytes(1, n, n))});
+  const lsattn::DeviceWorkspace scratch{workspace.view().data(), static_cast<std::size_t>(workspace.size())};
+  time_calls(state, cudaStream_t{}, [&] { layer.forward(x.view(), n, n, y.view(), handle, cudaStream_t{}, scratch); });
+  report(state, lsattn_bench::vision_layer_flops(n), tokens, before);
+}
+
+// The same with the one-block-per-query 2D kernel (the reference).
+void BM_CudaVisionLayerPerQueryReference(benchmark::State& state) {
+  bool& mma = lsattn::cuda_detail::mma_kernel_enabled();
+  mma = false;
+  BM_CudaVisionLayer(state);
+  mma = true;
+}
+
 void lengths(benchmark::internal::Benchmark* b) {
   for (index_t length = 1024; length <= 65536; length *= 2) b->Arg(length);
   b->UseManualTime()->Unit(benchmark::kMillisecond);
@@ -215,6 +242,8 @@ BENCHMARK(BM_CudaLsCoreWmmaReference)->Arg(4096)->Arg(16384)->Arg(65536)->UseMan
 BENCHMARK(BM_CudaLsLayer)->Apply(lengths);
 BENCHMARK(BM_CudaCausalLayer)->Arg(1024)->Arg(4096)->Arg(16384)->UseManualTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_CudaCausalLayerPerQueryReference)->Arg(1024)->Arg(4096)->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_CudaVisionLayer)->Arg(56)->Arg(112)->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_CudaVisionLayerPerQueryReference)->Arg(56)->UseManualTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_CudaLsHeadsLayer)->Args({4096, 0})->Args({16384, 0})->Args({8192, 1})->UseManualTime()->Unit(benchmark::kMillisecond);
 
 }  // namespace

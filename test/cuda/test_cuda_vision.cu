@@ -3,7 +3,10 @@
 // message when none is present.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <random>
+#include <set>
+#include <tuple>
 #include <string>
 #include <type_traits>
 
@@ -54,8 +57,16 @@ TEMPLATE_TEST_CASE("CUDA 2D layer: the workspace size follows from the shapes", 
   // compressed k, v (2·r·C).
   auto aligned = [](std::size_t size) { return (size + 255) / 256 * 256; };
   const index_t patches = 4 * 5, tokens = 1 + patches;
+  // For 16-bit T the attention's scratch is the larger of that and the tensor-core kernel's:
+  // statistics and compressed k, v in fp32 for one item, then every item's LN'd k, v (2·B·N·C) and
+  // LN'd compressed k, v (2·B·r·C) in T, each buffer 256-byte aligned.
+  const std::size_t per_query = sizeof(float) * (2 * tokens * c + 2 * logits + 2 * 3 * c);
+  const std::size_t tiled = 2 * aligned(sizeof(float) * logits) + 2 * aligned(sizeof(float) * 3 * c) +
+                            2 * aligned(sizeof(TestType) * batch * tokens * c) + aligned(sizeof(TestType) * batch * 3 * c) +
+                            sizeof(TestType) * batch * 3 * c;
+  const std::size_t attention = std::is_same_v<TestType, float> ? per_query : std::max(per_query, tiled);
   CHECK(bytes(4, 5) == 4 * aligned(sizeof(TestType) * batch * tokens * c) + aligned(sizeof(TestType) * batch * patches * logits) +
-                           sizeof(float) * (2 * tokens * c + 2 * logits + 2 * 3 * c));
+                           attention);
   // Linear in the patches: every patch adds the same bytes, whatever the grid's shape, up to the
   // alignment of the five T buffers.
   const std::size_t per_patch = sizeof(TestType) * (4 * batch * c + batch * logits) + sizeof(float) * 2 * c;
@@ -67,8 +78,11 @@ TEMPLATE_TEST_CASE("CUDA 2D layer: the workspace size follows from the shapes", 
   // Without the dynamic projection: no logits, no statistics, no compressed rows.
   vision::Config no_projection = config;
   no_projection.dp_rank = 0;
+  const std::size_t no_projection_tiled = 2 * aligned(sizeof(TestType) * batch * tokens * c);
   CHECK(CudaLayer<TestType>::workspace_bytes(no_projection, batch, 4, 5) ==
-        4 * aligned(sizeof(TestType) * batch * tokens * c) + sizeof(float) * 2 * tokens * c);
+        4 * aligned(sizeof(TestType) * batch * tokens * c) +
+            (std::is_same_v<TestType, float> ? sizeof(float) * 2 * tokens * c
+                                              : std::max(sizeof(float) * 2 * tokens * c, no_projection_tiled)));
   using Catch::Matchers::Contains;
   CHECK_THROWS_WITH(CudaLayer<TestType>::workspace_bytes(config, batch, 0, 5), Contains("grid") && Contains("0 x 5"));
   CHECK_THROWS_WITH(CudaLayer<TestType>::workspace_bytes(config, 0, 4, 5), Contains("batch"));
@@ -193,4 +207,112 @@ TEMPLATE_TEST_CASE("CUDA 2D layer matches the CPU layer", "[cuda][gpu][vision][l
     ++trial;
   }
   lsattn::cuda_detail::check(cudaStreamDestroy(stream), "cudaStreamDestroy");
+}
+
+// ---- The tensor-core 2D kernel (mma_vision.cuh) ----------------------------------------------
+// Its index rules against the spec's, written out here: every patch is the query of exactly one
+// tile, in its own window block; a tile's key list is exactly the r compressed rows, the block's
+// key rows × columns inside the grid (side = max(w/2, 1) around the block) and the globals, each
+// once, with the RPE offsets of the tile keys and of the queries.
+TEST_CASE("CUDA tiled 2D kernel: query tiles cover the grid once; key lists are the spec's", "[cuda][mma][vision]") {
+  using lsattn::cuda_detail::VisionTiles;
+  using Kind = VisionTiles::Kind;
+  std::mt19937_64 rng(17);
+  for (int trial = 0; trial < 300; ++trial) {
+    const index_t w = std::uniform_int_distribution<index_t>(1, 13)(rng);
+    const index_t rows = std::uniform_int_distribution<index_t>(1, 40)(rng), cols = std::uniform_int_distribution<index_t>(1, 40)(rng);
+    const index_t globals = trial % 3, rank = trial % 4 == 0 ? 0 : std::uniform_int_distribution<index_t>(1, 70)(rng);
+    const VisionTiles tiles{rows, cols, globals, rank, lsattn::Window2D{w, std::max<index_t>(w / 2, 1)}};
+    const index_t side = std::max<index_t>(w / 2, 1), tile_side = w + 2 * side;
+    INFO("w=" << w << " grid " << rows << "x" << cols << " nglo=" << globals << " r=" << rank);
+    std::vector<int> seen(static_cast<std::size_t>(rows * cols), 0);
+    for (index_t i = 0; i < tiles.count(); ++i) {
+      const VisionTiles::QueryTile tile = tiles.query_tile(i);
+      REQUIRE(tile.count <= 64);
+      if (tile.count == 0) continue;
+      for (index_t k = 0; k < tile.count; ++k) {
+        const index_t token = tiles.query_token(tile, k);
+        REQUIRE((token >= globals && token < globals + rows * cols));
+        const index_t y = (token - globals) / cols, x = (token - globals) % cols;
+        ++seen[static_cast<std::size_t>(y * cols + x)];
+        REQUIRE(y / w == tile.gy);
+        REQUIRE(x / w == tile.gx);
+        REQUIRE(tiles.query_offset(tile, k) == (y % w) * w + x % w);
+      }
+      // The spec's keys of block (gy, gx), each once.
+      std::set<std::tuple<int, index_t, index_t>> want;  // (kind, row or token, RPE offset)
+      for (index_t j = 0; j < rank; ++j) want.insert({0, j, -1});
+      for (index_t ky = tile.gy * w - side; ky < (tile.gy + 1) * w + side; ++ky)
+        for (index_t kx = tile.gx * w - side; kx < (tile.gx + 1) * w + side; ++kx)
+          if (ky >= 0 && ky < rows && kx >= 0 && kx < cols)
+            want.insert({1, globals + ky * cols + kx, (ky - (tile.gy * w - side)) * tile_side + (kx - (tile.gx * w - side))});
+      for (index_t g = 0; g < globals; ++g) want.insert({2, g, -1});
+      std::set<std::tuple<int, index_t, index_t>> got;
+      for (index_t j = 0; j < tiles.key_count(tile); ++j) {
+        const VisionTiles::Key key = tiles.key(tile, j);
+        const int kind = key.kind == Kind::compressed ? 0 : key.kind == Kind::tile ? 1 : 2;
+        REQUIRE(got.insert({kind, key.row, key.offset}).second);
+      }
+      REQUIRE(got == want);
+    }
+    for (int count : seen) REQUIRE(count == 1);
+  }
+}
+
+TEST_CASE("CUDA tiled 2D kernel: shared memory fits the sm_80 opt-in limit", "[cuda][mma][vision]") {
+  CHECK(lsattn::cuda_detail::VisionMmaLayout<__nv_bfloat16, 64>::bytes <= 48 * 1024);  // four blocks per H100/H200 SM
+  CHECK(lsattn::cuda_detail::VisionMmaLayout<__half, 128>::bytes <= 163 * 1024);
+}
+
+// Shapes the tensor-core kernel takes, against the CPU layer and against the one-block-per-query
+// kernel on the same inputs.
+TEMPLATE_TEST_CASE("CUDA tiled 2D kernel matches the CPU layer and the per-query kernel", "[cuda][gpu][vision][mma]", __half,
+                   __nv_bfloat16) {
+  if (!gpu_present()) return;
+  struct Case {
+    index_t heads, head_dim, w, rank, globals, nx, ny;
+    bool rpe;
+    index_t batch;
+  };
+  const Case cases[] = {
+      {3, 32, 7, 8, 1, 14, 14, true, 2},   // ViL-LS stage 1 (C = 96), a 14 × 14 grid
+      {3, 32, 7, 8, 1, 56, 56, true, 1},   // ViL-LS stage 1 at its published 56 × 56
+      {2, 64, 8, 4, 2, 17, 16, true, 3},   // 64 queries a block, partial border blocks
+      {1, 32, 12, 3, 0, 25, 13, true, 1},  // 144 queries a block: three query tiles
+      {2, 16, 1, 0, 1, 9, 11, false, 2},   // w = 1: 3 × 3 key tiles, no projection
+      {1, 128, 5, 70, 1, 12, 12, true, 1}, // r = 70: two key tiles of compressed rows
+  };
+  std::mt19937_64 rng(31);
+  const double tolerance = tolerance_for<TestType>(3e-2, 8e-2), kernel_tolerance = tolerance_for<TestType>(5e-3, 2.5e-2);
+  const lsattn::CublasHandle handle;
+  int trial = 0;
+  for (const Case& k : cases) {
+    const vision::Config config{k.heads * k.head_dim, k.heads, k.w, k.rank, k.globals, k.rpe, true, 0};
+    const index_t tokens = k.globals + k.nx * k.ny, c = config.dim;
+    const auto weights = rounded_weights<TestType>(config, vision::Weights<float>::random(config, 70 + trial));
+    const auto x = rounded_as<TestType>(random_tensor<float>(Shape<3>{k.batch, tokens, c}, rng));
+    const auto want = lsattn_test::cpu_vision_layer(config, weights, x, k.nx, k.ny);
+    const CudaLayer<TestType> layer(config, weights);
+    const auto dx = lsattn::to_device<TestType>(x);
+    lsattn::DeviceTensor<unsigned char, 1> workspace(Shape<1>{static_cast<index_t>(layer.workspace_bytes(k.batch, k.nx, k.ny))});
+    auto run = [&] {
+      lsattn::DeviceTensor<TestType, 3> y(want.shape());
+      lsattn::cuda_detail::check(cudaMemset(y.view().data(), 0xff, sizeof(TestType) * y.size()), "cudaMemset");
+      layer.forward(dx.view(), k.nx, k.ny, y.view(), handle, cudaStream_t{}, workspace_of(workspace));
+      return lsattn::to_host<float>(y);
+    };
+    INFO("case " << trial << ": B=" << k.batch << " nh=" << k.heads << " dh=" << k.head_dim << " w=" << k.w << " r=" << k.rank
+                 << " nglo=" << k.globals << " grid " << k.nx << "x" << k.ny << " rpe=" << k.rpe);
+    const Tensor<float, 3> got = run();
+    CHECK(host_relative_error(got, want) < tolerance);
+    ++trial;
+    if (!tiled_kernels_present()) continue;
+    const Tensor<float, 3> per_query = [&] {
+      const ScopedValue scope(lsattn::cuda_detail::mma_kernel_enabled(), false);
+      return run();
+    }();
+    INFO("the tensor-core kernel against the one-block-per-query kernel, same dtype and inputs");
+    CHECK(host_relative_error(got, per_query) < kernel_tolerance);
+    CHECK(host_relative_error(got, per_query) > 0.0);  // two different kernels ran
+  }
 }

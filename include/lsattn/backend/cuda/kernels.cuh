@@ -427,10 +427,10 @@ __global__ void vision_attention(const T* query, const float* key, const float* 
 }
 
 // One block per (global token g, head): over all global keys and the patches' outputs (step 9).
-// Blocks write global rows only and read patch rows only. Dynamic shared memory:
+// Blocks write global rows only and read patch rows only. Keys and values in fp32 or in T. Dynamic shared memory:
 // attention_row_shared_bytes(head_dim, blockDim.x).
-template <class T>
-__global__ void global_update(const T* query, const float* key, const float* value, index_t globals, index_t patches,
+template <class T, class KV>
+__global__ void global_update(const T* query, const KV* key, const KV* value, index_t globals, index_t patches,
                               index_t head_dim, index_t width, float scale, T* context) {
   extern __shared__ float row_memory[];
   __shared__ float scratch[32];
@@ -439,13 +439,13 @@ __global__ void global_update(const T* query, const float* key, const float* val
   auto score = [&](index_t i) {  // i < globals: global key i; else the output of patch row i
     float dot = 0;
     for (index_t f = 0; f < head_dim; ++f) {
-      const float k = i < globals ? key[i * width + column + f] : to_float(context[i * width + column + f]);
+      const float k = i < globals ? to_float(key[i * width + column + f]) : to_float(context[i * width + column + f]);
       dot += to_float(q[f]) * scale * k;
     }
     return dot;
   };
   auto row_value = [&](index_t i, index_t f) {
-    return i < globals ? value[i * width + column + f] : to_float(context[i * width + column + f]);
+    return i < globals ? to_float(value[i * width + column + f]) : to_float(context[i * width + column + f]);
   };
   block_attention_row(globals + patches, head_dim, score, row_value, row_memory, scratch);
   for (index_t f = threadIdx.x; f < head_dim; f += blockDim.x) context[g * width + column + f] = from_float<T>(row_memory[f]);
