@@ -257,7 +257,7 @@ TEMPLATE_TEST_CASE("CUDA causal layer matches the CPU layer", "[cuda][gpu][causa
 // Its index rules against the spec's, written out here: for every query tile the key tiles
 // must show each row exactly the keys it may see, and each position term must come from table
 // row f(τ) − key, the window distance τ − s or the compressed position chunk(τ)·r − 1 − i.
-TEST_CASE("CUDA tiled causal kernel: key tiles show each row its keys once; position terms land on the spec's table rows",
+TEST_CASE("CUDA tiled causal kernel: key tiles show each row its keys once, position terms land on the spec's table rows",
           "[cuda][mma][causal]") {
   using lsattn::cuda_detail::CausalTiles;
   using lsattn::cuda_detail::QueryTiling;

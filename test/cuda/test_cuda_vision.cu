@@ -214,7 +214,7 @@ TEMPLATE_TEST_CASE("CUDA 2D layer matches the CPU layer", "[cuda][gpu][vision][l
 // tile, in its own window block; a tile's key list is exactly the r compressed rows, the block's
 // key rows × columns inside the grid (side = max(w/2, 1) around the block) and the globals, each
 // once, with the RPE offsets of the tile keys and of the queries.
-TEST_CASE("CUDA tiled 2D kernel: query tiles cover the grid once; key lists are the spec's", "[cuda][mma][vision]") {
+TEST_CASE("CUDA tiled 2D kernel: query tiles cover the grid once, key lists are the spec's", "[cuda][mma][vision]") {
   using lsattn::cuda_detail::VisionTiles;
   using Kind = VisionTiles::Kind;
   std::mt19937_64 rng(17);

@@ -284,8 +284,12 @@ class ChunkedLSAttention<cuda, T> {
     const std::size_t needed = workspace_bytes(config, batch, length, cache);
     require(workspace.bytes >= needed && workspace.data != nullptr, "workspace: needs ", needed,
             " bytes (workspace_bytes()), got ", workspace.bytes);
-    cuda_detail::require_launchable(DeviceWorkspace{}, 0, s.compressed_rows + config.window_len, config.head_dim(),
-                                    "compressed rows + window_len");
+    // The one-block-per-query kernel keeps a query's scores in shared memory; the tensor-core
+    // kernel has no such limit.
+    using Executor = detail::Executor<cuda, CausalWindow, ChunkedProjection>;
+    if (!Executor::tiled_configuration<T>(config.attention(), batch))
+      cuda_detail::require_launchable(DeviceWorkspace{}, 0, s.compressed_rows + config.window_len, config.head_dim(),
+                                      "compressed rows + window_len");
   }
 
   TransformerXLPositions positions() const { return TransformerXLPositions::from(config_.attention()); }

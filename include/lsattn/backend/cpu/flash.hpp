@@ -22,6 +22,22 @@ namespace lsattn::cpu_detail {
 
 inline constexpr index_t flash_query_block = 64;
 inline constexpr index_t flash_key_block = 256;
+// Packed kernels compute scores, exponentials and P·V per slice of 16 queries over the slice's
+// own key columns (panel-aligned), not over the whole block's: a sliding window of 100 keys is
+// 163 columns for 64 queries but at most 115 (+ panel alignment) for 16, and the slices of a
+// causal block's diagonal skip the keys after their last query. Exact: the columns left out
+// are invisible to every query of the slice (their probabilities are zero).
+inline constexpr index_t flash_slice_rows = 16;
+
+// The key columns [begin, end) of a key block (key_first … key_first + key_count − 1) that
+// queries t0 … t1 − 1 may see, begin rounded down to a panel boundary (key_first is on one).
+template <class Visibility>
+IndexRange flash_slice_columns(const Visibility& visibility, index_t t0, index_t t1, index_t length, index_t key_first,
+                               index_t key_count, index_t panel) {
+  const IndexRange keys = visibility.keys(t0, t1, length);
+  const index_t begin = std::clamp(keys.begin - key_first, index_t{0}, key_count) / panel * panel;
+  return {begin, std::clamp(keys.end - key_first, begin, key_count)};
+}
 
 // q, k, v, context: (L × nh·dh) rows `width` apart for one batch item; valid: key flags or
 // empty (the same flags say which queries count for max_logit). `visibility_of(head)` returns
@@ -71,21 +87,36 @@ void flash_attention(const T* q, const T* k, const T* v, const std::vector<char>
     const index_t keys_begin = packed ? keys.begin / packed_panel * packed_panel : keys.begin;
     for (index_t key_first = keys_begin; key_first < keys.end; key_first += flash_key_block) {
       const index_t key_count = std::min(flash_key_block, keys.end - key_first);
+      // Each slice's key columns: all of them for the Eigen path.
+      auto slice_columns = [&](index_t s0) {
+        if constexpr (packed) {
+          return flash_slice_columns(visibility, first + s0, first + std::min(count, s0 + flash_slice_rows), length,
+                                     key_first, key_count, packed_panel);
+        } else {
+          return IndexRange{0, key_count};
+        }
+      };
+      scores.resize(count, key_count);
       if constexpr (packed) {
-        scores.resize(count, key_count);
-        block_matmul(queries.data(), head_dim, count, slice(packed_key[h], 0, head_dim, key_first, key_count),
-                     scores.data(), key_count, false);
+        for (index_t s0 = 0; s0 < count; s0 += flash_slice_rows) {
+          const IndexRange columns = slice_columns(s0);
+          if (columns.size() == 0) continue;
+          block_matmul(queries.data() + s0 * head_dim, head_dim, std::min(flash_slice_rows, count - s0),
+                       slice(packed_key[h], 0, head_dim, key_first + columns.begin, columns.size()),
+                       scores.data() + s0 * key_count + columns.begin, key_count, false);
+        }
       } else {
         scores.noalias() = queries * matrix(k + key_first * width + column, key_count, head_dim, width).transpose();
       }
       for (index_t i = 0; i < count; ++i) {
         auto row = scores.row(i);
-        // The visible keys of a query are one contiguous range: mask the two ends as runs.
+        const IndexRange columns = slice_columns(i / flash_slice_rows * flash_slice_rows);
+        // The visible keys of a query are one contiguous range inside its slice's columns: only
+        // those are read; the rest of the slice's columns become zero probabilities.
         const IndexRange seen = visibility.row_keys(first + i, length);
-        const index_t begin = std::clamp(seen.begin - key_first, index_t{0}, key_count);
-        const index_t end = std::clamp(seen.end - key_first, begin, key_count);
-        row.head(begin).setConstant(minus_infinity);
-        row.tail(key_count - end).setConstant(minus_infinity);
+        const index_t begin = std::clamp(seen.begin - key_first, columns.begin, columns.end);
+        const index_t end = std::clamp(seen.end - key_first, begin, columns.end);
+        auto visible = row.segment(begin, end - begin);
         bool any_visible = end > begin;
         if (!valid.empty()) {
           any_visible = false;
@@ -94,26 +125,33 @@ void flash_attention(const T* q, const T* k, const T* v, const std::vector<char>
             else row(j) = minus_infinity;
           }
         }
-        const T row_max = row.maxCoeff();
+        const T row_max = end > begin ? visible.maxCoeff() : minus_infinity;
         if (row_max == std::numeric_limits<T>::infinity() || (any_visible && row_max == minus_infinity)) {
           overflowed = true;
           return;
         }
         if (valid.empty() || valid[first + i]) largest = std::max(largest, row_max);  // padded queries do not count
+        row.segment(columns.begin, begin - columns.begin).setZero();
+        row.segment(end, columns.end - end).setZero();
         const T new_max = std::max(running_max(i), row_max);
         if (new_max == minus_infinity) {  // nothing visible yet
-          row.setZero();
+          visible.setZero();
           continue;
         }
         const T correction = std::exp(running_max(i) - new_max);
-        row = (row.array() - new_max).exp();
-        running_sum(i) = running_sum(i) * correction + row.sum();
+        visible = (visible.array() - new_max).exp();
+        running_sum(i) = running_sum(i) * correction + visible.sum();
         accumulator.row(i) *= correction;
         running_max(i) = new_max;
       }
       if constexpr (packed) {
-        block_matmul(scores.data(), key_count, count, slice(packed_value[h], key_first, key_count, 0, head_dim),
-                     accumulator.data(), head_dim, true);
+        for (index_t s0 = 0; s0 < count; s0 += flash_slice_rows) {
+          const IndexRange columns = slice_columns(s0);
+          if (columns.size() == 0) continue;
+          block_matmul(scores.data() + s0 * key_count + columns.begin, key_count, std::min(flash_slice_rows, count - s0),
+                       slice(packed_value[h], key_first + columns.begin, columns.size(), 0, head_dim),
+                       accumulator.data() + s0 * head_dim, head_dim, true);
+        }
       } else {
         accumulator.noalias() += scores * matrix(v + key_first * width + column, key_count, head_dim, width);
       }

@@ -85,27 +85,34 @@ struct Executor<cuda, CausalWindow, ChunkedProjection> {
     }
   }
 
-  // The tensor-core kernel takes 16-bit T, head_dim 16/32/64/128 on sm_80+ (tiled_applies), a
-  // chunk rank whose positions fit its staging (causal_tiles_fit), 16-byte aligned tables and a
-  // 4-byte aligned context.
+  // Whether the tensor-core kernel takes calls of this configuration and batch on the current
+  // device, the pointers' alignment aside: 16-bit T, head_dim 16/32/64/128, sm_80+ with the
+  // shared memory, at most 65535 items (grid z), a chunk rank whose positions fit its staging
+  // (causal_tiles_fit). The layers ask this before applying the per-query kernel's limits.
   template <class T>
-  static bool tiled_causal_applies(const AttentionConfig& config, const CausalAttentionInputs<T, device_space>& in,
-                                   const DeviceView<T, 3>& context) {
+  static bool tiled_configuration(const AttentionConfig& config, index_t batch) {
     using namespace cuda_detail;
     if constexpr (!tensor_core_type<T>) {
       return false;
     } else {
-      auto aligned = [](const void* pointer, std::uintptr_t bytes) {
-        return reinterpret_cast<std::uintptr_t>(pointer) % bytes == 0;
-      };
-      if (!mma_kernel_enabled() || !causal_tiles_fit(ChunkedProjection::from(config))) return false;
-      if (!aligned(in.window_positions.data(), 16) || !aligned(in.chunk_positions.data(), 16) ||
-          !aligned(context.data(), 4))
-        return false;
-      if (!tiled_applies<T>(config.head_dim, in.query.data(), config.width())) return false;
-      const std::size_t bytes = config.head_dim == 128 ? CausalMmaLayout<T, 128>::bytes : CausalMmaLayout<T, 64>::bytes;
-      return bytes <= TiledSupport::current().shared_optin;
+      const index_t head_dim = config.head_dim;
+      if (!mma_kernel_enabled() || !tiled_kernel_enabled() || batch > 65535) return false;
+      if (!causal_tiles_fit(ChunkedProjection::from(config))) return false;
+      if (head_dim != 16 && head_dim != 32 && head_dim != 64 && head_dim != 128) return false;
+      const TiledSupport support = TiledSupport::current();
+      const std::size_t bytes = head_dim == 128 ? CausalMmaLayout<T, 128>::bytes : CausalMmaLayout<T, 64>::bytes;
+      return support.capable && bytes <= support.shared_optin;
     }
+  }
+
+  // ... and with these pointers: 16-byte aligned query rows and tables, a 4-byte aligned context.
+  template <class T>
+  static bool tiled_causal_applies(const AttentionConfig& config, const CausalAttentionInputs<T, device_space>& in,
+                                   const DeviceView<T, 3>& context) {
+    auto aligned = [](const void* pointer, std::uintptr_t bytes) { return reinterpret_cast<std::uintptr_t>(pointer) % bytes == 0; };
+    return tiled_configuration<T>(config, in.query.extent(0)) && aligned(in.query.data(), 16) &&
+           (config.width() * sizeof(T)) % 16 == 0 && aligned(in.window_positions.data(), 16) &&
+           aligned(in.chunk_positions.data(), 16) && aligned(context.data(), 4);
   }
 
  private:

@@ -52,10 +52,14 @@ struct CausalTiles {
     const index_t begin = window.keys(tau).begin;
     return begin > first_window() ? begin : first_window();
   }
-  // Whether stream position tau sees key `key` of a tile of this kind.
+  // The keys of this kind stream position tau sees: compressed rows [0, compressed_limit(τ)),
+  // window positions [window_begin(τ), τ].
+  LSATTN_HOST_DEVICE constexpr IndexRange row_keys(Kind kind, index_t tau) const {
+    if (kind == Kind::compressed) return {0, compressed_limit(tau)};
+    return {window_begin(tau), tau + 1};
+  }
   LSATTN_HOST_DEVICE constexpr bool visible(Kind kind, index_t tau, index_t key) const {
-    if (kind == Kind::compressed) return key < compressed_limit(tau);
-    return window_begin(tau) <= key && key <= tau;
+    return row_keys(kind, tau).contains(key);
   }
   // f(τ): the position table row of key k is f(τ) − k.
   LSATTN_HOST_DEVICE constexpr index_t position_origin(Kind kind, index_t tau) const {
@@ -142,19 +146,21 @@ struct CausalTileArgs {
 };
 
 // Shared memory of one block: the raw Q tile, two stages of K and V, one stage of position table
-// rows, and each warp's 16 × 128 block of position terms (rows padded to 132 floats: the eight
-// rows a store touches fall in distinct banks).
+// rows, each warp's 16 × 128 block of position terms (rows padded to 136 floats, so that the
+// 8-byte stores of an accumulator tile's eight rows fall in distinct banks), and per query row
+// f(τ) of the compressed kind and the ends of its compressed and window keys.
 template <class T, int HeadDim>
 struct CausalMmaLayout {
   static constexpr int ld = HeadDim + 8;
-  static constexpr int terms_ld = causal_position_columns + 4;
+  static constexpr int terms_ld = causal_position_columns + 8;
   static constexpr std::size_t tile_bytes = sizeof(T) * tile_rows * ld;
   static constexpr std::size_t q = 0;
   static constexpr std::size_t k = q + tile_bytes;
   static constexpr std::size_t v = k + 2 * tile_bytes;
   static constexpr std::size_t positions = v + 2 * tile_bytes;
   static constexpr std::size_t terms = positions + sizeof(T) * causal_position_rows * ld;
-  static constexpr std::size_t bytes = terms + sizeof(float) * 4 * 16 * terms_ld;
+  static constexpr std::size_t row_data = terms + sizeof(float) * 4 * 16 * terms_ld;  // per row: 4 index_t
+  static constexpr std::size_t bytes = row_data + sizeof(index_t) * 4 * tile_rows;
   static_assert(HeadDim % 16 == 0 && HeadDim <= 256, "head_dim: a multiple of 16");
   static_assert(tile_bytes % 16 == 0 && positions % 16 == 0 && terms % 16 == 0, "cp.async alignment");
 };
@@ -260,6 +266,23 @@ __global__ void __launch_bounds__(tile_threads) mma_causal_attention(CausalTileA
   cp_async_commit();
 
   const int my_row[2] = {warp * 16 + lane / 4, warp * 16 + lane / 4 + 8};
+  // Every row's f(τ) of the compressed kind and its visible keys of each kind, once, in shared
+  // memory (registers are short): rows past the end see nothing, and take f at the last row so
+  // that their reads of the position terms stay in range. f of the window kind is τ itself.
+  index_t* row_origin = reinterpret_cast<index_t*>(block_memory + Layout::row_data);  // τ (clamped)
+  index_t* row_compressed_origin = row_origin + tile_rows;
+  index_t* row_compressed_end = row_compressed_origin + tile_rows;
+  index_t* row_window_begin = row_compressed_end + tile_rows;
+  for (int r = threadIdx.x; r < tile_rows; r += blockDim.x) {
+    const index_t t = queries.begin + r;
+    const bool valid_row = t < queries.end;
+    const index_t tau = valid_row ? tiles.cache_length + t : last_tau;
+    row_origin[r] = tau;
+    row_compressed_origin[r] = tiles.position_origin(Kind::compressed, tau);
+    row_compressed_end[r] = valid_row ? tiles.row_keys(Kind::compressed, tau).end : 0;
+    row_window_begin[r] = valid_row ? tiles.row_keys(Kind::window, tau).begin : tau + 1;  // past the end: empty
+  }
+  // (the first barrier in the loop publishes them)
   float o[o_tiles][4];
   for (auto& tile : o)
     for (float& x : tile) x = 0.0f;
@@ -319,21 +342,25 @@ __global__ void __launch_bounds__(tile_threads) mma_causal_attention(CausalTileA
     float s[score_tiles][4];
     warp_scores<T, HeadDim>(content, k_tile, ld, lane, s);
     __syncwarp();  // the warp's position terms are in shared memory
+    const bool compressed_tile = tile.kind == Kind::compressed;
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
-      const index_t t = queries.begin + my_row[h], tau = tiles.cache_length + t;
-      const bool valid_row = t < queries.end;
-      const index_t clamped = valid_row ? tau : last_tau;
-      const index_t origin = tiles.position_origin(tile.kind, clamped);
-      const float* row_terms = terms + (my_row[h] - warp * 16) * Layout::terms_ld;
+      const int r = my_row[h];
+      const index_t origin = compressed_tile ? row_compressed_origin[r] : row_origin[r];
+      // The row's visible keys as tile columns [lo, hi): compressed rows [0, end), window
+      // positions [begin, τ]; never past the tile's last key.
+      const index_t key_begin = compressed_tile ? 0 : row_window_begin[r];
+      const index_t key_end = compressed_tile ? row_compressed_end[r] : row_origin[r] + 1;
+      const index_t lo = key_begin - tile.first;
+      const index_t hi = (key_end < tile.first + tile.count ? key_end : tile.first + tile.count) - tile.first;
+      const float* row_terms = terms + (r - warp * 16) * Layout::terms_ld + (origin - at.origin + tile_rows - 1);
 #pragma unroll
       for (int nt = 0; nt < score_tiles; ++nt) {
 #pragma unroll
         for (int e = 0; e < 2; ++e) {
           const int n = nt * 8 + mma_geometry::accumulator_cell(lane, 2 * h + e).col;
-          const float term = row_terms[at.column(origin, n)];
-          const bool seen = valid_row && n < tile.count && tiles.visible(tile.kind, tau, tile.first + n);
-          s[nt][2 * h + e] = seen ? (s[nt][2 * h + e] + term) * log2e : minus_infinity;
+          const float term = row_terms[-n];  // column at.column(origin, n)
+          s[nt][2 * h + e] = n >= lo && n < hi ? (s[nt][2 * h + e] + term) * log2e : minus_infinity;
         }
       }
     }

@@ -102,7 +102,7 @@ struct Executor<cuda, Window2D, SequenceProjection> {
   }
 
   // The tensor-core kernel takes 16-bit T, head_dim 16/32/64/128 on sm_80+ (tiled_applies), a
-  // window (w ≥ 1) and a 4-byte aligned context.
+  // window (w ≥ 1), at most 65535 items (grid z) and a 4-byte aligned context.
   template <class T>
   static bool tiled_vision_applies(const AttentionConfig& config, const VisionAttentionInputs<T, device_space>& in,
                                    const DeviceView<T, 3>& context) {
@@ -110,7 +110,7 @@ struct Executor<cuda, Window2D, SequenceProjection> {
     if constexpr (!tensor_core_type<T>) {
       return false;
     } else {
-      if (!mma_kernel_enabled() || !Window2D::from(config).enabled()) return false;
+      if (!mma_kernel_enabled() || !Window2D::from(config).enabled() || in.query.extent(0) > 65535) return false;
       if (reinterpret_cast<std::uintptr_t>(context.data()) % 4 != 0) return false;
       if (!tiled_applies<T>(config.head_dim, in.query.data(), config.width())) return false;
       const std::size_t bytes = config.head_dim == 128 ? VisionMmaLayout<T, 128>::bytes : VisionMmaLayout<T, 64>::bytes;
