@@ -96,7 +96,7 @@ struct Executor<cuda, CausalWindow, ChunkedProjection> {
       return false;
     } else {
       const index_t head_dim = config.head_dim;
-      if (!mma_kernel_enabled() || !tiled_kernel_enabled() || batch > 65535) return false;
+      if (!mma_kernel_enabled() || !tiled_kernel_enabled() || batch > 65535 || config.heads > 65535) return false;
       if (!causal_tiles_fit(ChunkedProjection::from(config))) return false;
       if (head_dim != 16 && head_dim != 32 && head_dim != 64 && head_dim != 128) return false;
       const TiledSupport support = TiledSupport::current();

@@ -41,8 +41,13 @@ struct VisionTiles {
 
   LSATTN_HOST_DEVICE constexpr index_t blocks_y() const { return window.blocks(rows); }
   LSATTN_HOST_DEVICE constexpr index_t blocks_x() const { return window.blocks(cols); }
+  // A block holds at most min(w, rows) × min(w, cols) queries: a grid smaller than the window
+  // launches no tiles that could only exit.
   LSATTN_HOST_DEVICE constexpr index_t tiles_per_block() const {
-    return (window.block * window.block + tile_rows - 1) / tile_rows;
+    const index_t block_rows = window.block < rows ? window.block : rows;
+    const index_t block_cols = window.block < cols ? window.block : cols;
+    const index_t tiles = (block_rows * block_cols + tile_rows - 1) / tile_rows;
+    return tiles > 0 ? tiles : 1;
   }
   LSATTN_HOST_DEVICE constexpr index_t count() const { return blocks_y() * blocks_x() * tiles_per_block(); }
 

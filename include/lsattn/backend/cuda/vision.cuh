@@ -110,7 +110,9 @@ struct Executor<cuda, Window2D, SequenceProjection> {
     if constexpr (!tensor_core_type<T>) {
       return false;
     } else {
-      if (!mma_kernel_enabled() || !Window2D::from(config).enabled() || in.query.extent(0) > 65535) return false;
+      if (!mma_kernel_enabled() || !Window2D::from(config).enabled() || in.query.extent(0) > 65535 ||
+          config.heads > 65535)
+        return false;
       if (reinterpret_cast<std::uintptr_t>(context.data()) % 4 != 0) return false;
       if (!tiled_applies<T>(config.head_dim, in.query.data(), config.width())) return false;
       const std::size_t bytes = config.head_dim == 128 ? VisionMmaLayout<T, 128>::bytes : VisionMmaLayout<T, 64>::bytes;
