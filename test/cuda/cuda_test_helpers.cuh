@@ -85,6 +85,20 @@ class ScopedValue {
   V saved_;
 };
 
+// A tensor-core kernel's result `got` against the one-block-per-query kernel's on the same
+// inputs (`run` again with the mma kernels switched off): close, and not bitwise equal (so two
+// different kernels did run).
+template <class Run>
+void check_against_per_query_kernel(const lsattn::Tensor<float, 3>& got, Run&& run, double tolerance) {
+  const lsattn::Tensor<float, 3> per_query = [&] {
+    const ScopedValue scope(lsattn::cuda_detail::mma_kernel_enabled(), false);
+    return run();
+  }();
+  INFO("the tensor-core kernel against the one-block-per-query kernel, same dtype and inputs");
+  CHECK(host_relative_error(got, per_query) < tolerance);
+  CHECK(host_relative_error(got, per_query) > 0.0);
+}
+
 inline lsattn::DeviceWorkspace workspace_of(lsattn::DeviceTensor<unsigned char, 1>& memory) {
   return {memory.view().data(), static_cast<std::size_t>(memory.size())};
 }

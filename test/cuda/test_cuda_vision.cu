@@ -307,12 +307,6 @@ TEMPLATE_TEST_CASE("CUDA tiled 2D kernel matches the CPU layer and the per-query
     CHECK(host_relative_error(got, want) < tolerance);
     ++trial;
     if (!tiled_kernels_present()) continue;
-    const Tensor<float, 3> per_query = [&] {
-      const ScopedValue scope(lsattn::cuda_detail::mma_kernel_enabled(), false);
-      return run();
-    }();
-    INFO("the tensor-core kernel against the one-block-per-query kernel, same dtype and inputs");
-    CHECK(host_relative_error(got, per_query) < kernel_tolerance);
-    CHECK(host_relative_error(got, per_query) > 0.0);  // two different kernels ran
+    check_against_per_query_kernel(got, run, kernel_tolerance);
   }
 }

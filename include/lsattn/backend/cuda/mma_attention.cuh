@@ -17,6 +17,7 @@
 
 #include "lsattn/backend/cuda/attention_tiles.cuh"
 #include "lsattn/backend/cuda/kernels.cuh"
+#include "lsattn/backend/cuda/runtime.cuh"
 #include "lsattn/policy/window.hpp"
 
 namespace lsattn::cuda_detail {
@@ -165,6 +166,16 @@ __device__ inline void cp_async_16(void* shared, const void* global, bool fill) 
 __device__ inline void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 __device__ inline void cp_async_wait_all_but_one() { asm volatile("cp.async.wait_group 1;\n" ::); }
 __device__ inline void cp_async_wait_all() { asm volatile("cp.async.wait_all;\n" ::); }
+
+// Step j of a double-buffered key pipeline: start staging tile j + 1 (when there is one), then
+// wait until tile j has landed and every thread of the block sees it.
+template <class StageTile>
+__device__ inline void advance_key_pipeline(index_t j, index_t tile_count, StageTile&& stage_tile) {
+  if (j + 1 < tile_count) stage_tile(j + 1);
+  cp_async_commit();  // possibly empty: the wait below always leaves exactly the newest group in flight
+  cp_async_wait_all_but_one();
+  __syncthreads();
+}
 
 __device__ inline float fast_exp2(float x) {  // 2^x; −inf → 0
   float y;
@@ -403,10 +414,7 @@ __global__ void __launch_bounds__(tile_threads)
   std::uint32_t qa[k_steps][4];
 
   for (index_t j = 0; j < tile_count; ++j) {
-    if (j + 1 < tile_count) stage_tile(j + 1);
-    cp_async_commit();  // possibly empty: the wait below always leaves exactly the newest group
-    cp_async_wait_all_but_one();
-    __syncthreads();
+    advance_key_pipeline(j, tile_count, stage_tile);
     if (j == 0) load_a_fragments<T, HeadDim>(qa, q_tile + warp * 16 * ld, ld, lane);
     const int stage = static_cast<int>(j & 1);
     const T* k_tile = k_stage + stage * tile_rows * ld;
@@ -454,6 +462,31 @@ __global__ void __launch_bounds__(tile_threads)
     }
   }
 #endif
+}
+
+// Calls launch(std::integral_constant<int, D>{}) for the head sizes the tile kernels are built
+// for (D = 16, 32, 64, 128); any other is an internal error naming `kernel`.
+template <class Launch>
+void for_tile_head_dim(index_t head_dim, const char* kernel, Launch&& launch) {
+  switch (head_dim) {
+    case 16: return launch(std::integral_constant<int, 16>{});
+    case 32: return launch(std::integral_constant<int, 32>{});
+    case 64: return launch(std::integral_constant<int, 64>{});
+    case 128: return launch(std::integral_constant<int, 128>{});
+    default: throw error(detail::concat("lsattn: internal: the ", kernel, " does not take head_dim ", head_dim));
+  }
+}
+
+// Launches a tile kernel on a (tiles, heads, batch) grid of tile_threads-thread blocks with
+// `shared_bytes` of dynamic shared memory (opted in first: above 48 KiB it must be).
+template <class... Params, class... Args>
+void launch_tile_grid(void (*kernel)(Params...), std::size_t shared_bytes, index_t tiles, index_t heads, index_t batch,
+                      cudaStream_t stream, const Args&... args) {
+  check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(shared_bytes)),
+        "cudaFuncSetAttribute");
+  kernel<<<dim3(static_cast<unsigned>(tiles), static_cast<unsigned>(heads), static_cast<unsigned>(batch)), tile_threads,
+           shared_bytes, stream>>>(args...);
+  check(cudaGetLastError(), "kernel launch");
 }
 
 #endif  // __CUDACC__

@@ -293,10 +293,7 @@ __global__ void __launch_bounds__(tile_threads) mma_causal_attention(CausalTileA
   bool have_phase = false;
 
   for (index_t j = 0; j < tile_count; ++j) {
-    if (j + 1 < tile_count) stage_keys(j + 1);
-    cp_async_commit();  // possibly empty: the wait leaves exactly the newest group in flight
-    cp_async_wait_all_but_one();
-    __syncthreads();
+    advance_key_pipeline(j, tile_count, stage_keys);
     const CausalTiles::KeyTile tile = tiles.tile(queries, j);
     if (!have_phase || tile.kind != phase) {  // the compressed tiles come first, then the window's
       phase = tile.kind;
@@ -387,23 +384,11 @@ void launch_mma_causal(index_t head_dim, index_t heads, index_t batch, const Cau
   if (tiling.count() == 0 || batch == 0) return;
   require(heads <= 65535 && batch <= 65535, "heads, batch: the tiled causal kernel takes at most 65535 of each, got ",
           heads, " and ", batch);
-  auto launch = [&](auto head_size) {
+  for_tile_head_dim(head_dim, "tiled causal kernel", [&](auto head_size) {
     constexpr int HeadDim = decltype(head_size)::value;
-    auto* kernel = &mma_causal_attention<T, HeadDim>;
-    constexpr std::size_t bytes = CausalMmaLayout<T, HeadDim>::bytes;
-    check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)),
-          "cudaFuncSetAttribute");
-    kernel<<<dim3(static_cast<unsigned>(tiling.count()), static_cast<unsigned>(heads), static_cast<unsigned>(batch)),
-             tile_threads, bytes, stream>>>(args, tiling);
-    check(cudaGetLastError(), "kernel launch");
-  };
-  switch (head_dim) {
-    case 16: return launch(std::integral_constant<int, 16>{});
-    case 32: return launch(std::integral_constant<int, 32>{});
-    case 64: return launch(std::integral_constant<int, 64>{});
-    case 128: return launch(std::integral_constant<int, 128>{});
-    default: throw error(detail::concat("lsattn: internal: the tiled causal kernel does not take head_dim ", head_dim));
-  }
+    launch_tile_grid(&mma_causal_attention<T, HeadDim>, CausalMmaLayout<T, HeadDim>::bytes, tiling.count(), heads, batch,
+                     stream, args, tiling);
+  });
 }
 
 #endif  // __CUDACC__

@@ -202,10 +202,7 @@ __global__ void __launch_bounds__(tile_threads) mma_vision_attention(VisionTileA
   std::uint32_t qa[k_steps][4];
 
   for (index_t j = 0; j < tile_count; ++j) {
-    if (j + 1 < tile_count) stage_tile(j + 1);
-    cp_async_commit();
-    cp_async_wait_all_but_one();
-    __syncthreads();
+    advance_key_pipeline(j, tile_count, stage_tile);
     if (j == 0) load_a_fragments<T, HeadDim>(qa, q_tile + warp * 16 * ld, ld, lane);
     const int stage = static_cast<int>(j & 1);
     const T* k_tile = k_stage + stage * tile_rows * ld;
@@ -248,23 +245,11 @@ void launch_mma_vision(index_t head_dim, index_t heads, index_t batch, const Vis
   require(tiles <= max_grid_x && heads <= 65535 && batch <= 65535,
           "grid: the tiled 2D kernel takes at most 2^31 - 1 query tiles and 65535 heads and batch items, got ", tiles,
           ", ", heads, ", ", batch);
-  auto launch = [&](auto head_size) {
+  for_tile_head_dim(head_dim, "tiled 2D kernel", [&](auto head_size) {
     constexpr int HeadDim = decltype(head_size)::value;
-    auto* kernel = &mma_vision_attention<T, HeadDim>;
-    constexpr std::size_t bytes = VisionMmaLayout<T, HeadDim>::bytes;
-    check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)),
-          "cudaFuncSetAttribute");
-    kernel<<<dim3(static_cast<unsigned>(tiles), static_cast<unsigned>(heads), static_cast<unsigned>(batch)), tile_threads,
-             bytes, stream>>>(args);
-    check(cudaGetLastError(), "kernel launch");
-  };
-  switch (head_dim) {
-    case 16: return launch(std::integral_constant<int, 16>{});
-    case 32: return launch(std::integral_constant<int, 32>{});
-    case 64: return launch(std::integral_constant<int, 64>{});
-    case 128: return launch(std::integral_constant<int, 128>{});
-    default: throw error(detail::concat("lsattn: internal: the tiled 2D kernel does not take head_dim ", head_dim));
-  }
+    launch_tile_grid(&mma_vision_attention<T, HeadDim>, VisionMmaLayout<T, HeadDim>::bytes, tiles, heads, batch, stream,
+                     args);
+  });
 }
 
 #endif  // __CUDACC__

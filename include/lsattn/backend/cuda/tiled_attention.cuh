@@ -353,15 +353,10 @@ void launch_tiled(index_t head_dim, const T* query, const TiledKeys<T>& keys, co
       launch_tiled_for<T, decltype(head_size)::value>(query, keys, mask, length, visibilities, tiling, heads, scale,
                                                       context, row_max_logit, stream, items, batch);
     };
-    switch (head_dim) {
-      case 16: return launch(std::integral_constant<int, 16>{});
-      case 32: return launch(std::integral_constant<int, 32>{});
-      case 64: return launch(std::integral_constant<int, 64>{});
-      case 128: return launch(std::integral_constant<int, 128>{});
-      default: break;
-    }
+    for_tile_head_dim(head_dim, "tiled CUDA kernel", launch);
+  } else {
+    throw error(detail::concat("lsattn: internal: the tiled CUDA kernel takes 16-bit types only, head_dim ", head_dim));
   }
-  throw error(detail::concat("lsattn: internal: the tiled CUDA kernel does not take head_dim ", head_dim));
 }
 
 }  // namespace lsattn::cuda_detail

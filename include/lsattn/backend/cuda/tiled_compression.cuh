@@ -161,13 +161,10 @@ void launch_tiled_compression(index_t head_dim, const T* logits, const T* mask, 
   if constexpr (!tensor_core_type<T>) {
     throw error("lsattn: internal: the tiled compression takes __half or __nv_bfloat16 only");
   } else {
-    switch (head_dim) {
-      case 16: launch(&compress_tiled<T, 16>, CompressionLayout<T, 16>::bytes); break;
-      case 32: launch(&compress_tiled<T, 32>, CompressionLayout<T, 32>::bytes); break;
-      case 64: launch(&compress_tiled<T, 64>, CompressionLayout<T, 64>::bytes); break;
-      case 128: launch(&compress_tiled<T, 128>, CompressionLayout<T, 128>::bytes); break;
-      default: throw error(detail::concat("lsattn: internal: the tiled compression does not take head_dim ", head_dim));
-    }
+    for_tile_head_dim(head_dim, "tiled compression", [&](auto head_size) {
+      constexpr int HeadDim = decltype(head_size)::value;
+      launch(&compress_tiled<T, HeadDim>, CompressionLayout<T, HeadDim>::bytes);
+    });
   }
   sum_compression_partials<T><<<static_cast<unsigned>(heads * rank), 128, 0, stream>>>(
       partials, column_sum, chunks, heads, rank, head_dim, width, first_row, global_key, global_value);
