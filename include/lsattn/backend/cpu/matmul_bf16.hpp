@@ -128,10 +128,21 @@ inline PackedSlice slice(const PackedB& b, index_t k_begin, index_t k, index_t n
   return {&b, k_begin, k, n_begin, n};
 }
 
-// A's rows rounded to bf16, k padded to even with zero; row i at bits[i · 2·pairs].
+// A's rows rounded to bf16, k padded to even with zero; row i at bits[i · 2·pairs] (the AMX
+// tiles' layout).
 struct RoundedA {
   index_t pairs = 0;
   std::vector<std::uint16_t> bits;
+};
+
+// A rounded to bf16 for the avx512_bf16 micro-kernel, k padded to even with zero, in groups of
+// bf16_rows rows with the rows of a group interleaved: pair p of row r of group g is the 32-bit
+// word at words[(g·pairs + p)·bf16_rows + r]; rows past m are zero. The kernel then reads one
+// group's broadcasts from one 32-byte line at fixed offsets, instead of through bf16_rows row
+// pointers (which the compiler spilled, and which cost a third of the kernel's speed).
+struct InterleavedA {
+  index_t pairs = 0;
+  std::vector<std::uint32_t> words;
 };
 
 #if LSATTN_HAS_AVX512_BF16_KERNEL
@@ -175,9 +186,53 @@ LSATTN_AVX512_BF16_TARGET inline void pack_b_rows_avx512(const float* b, index_t
   }
 }
 
-// C[rows × cols] (+)= A (rows of `a`, `a_stride` bf16 apart) · one packed panel of B.
+// Transposes 8 × 8 32-bit words: row j of the result is column j of the input.
+LSATTN_AVX512_BF16_TARGET inline void transpose_words_8x8(__m256i (&rows)[8]) {
+  __m256 r[8], t[8];
+  for (int i = 0; i < 8; ++i) r[i] = _mm256_castsi256_ps(rows[i]);
+  for (int i = 0; i < 4; ++i) {
+    t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+  for (int i = 0; i < 2; ++i)
+    for (int h = 0; h < 2; ++h) {
+      r[4 * i + 2 * h] = _mm256_shuffle_ps(t[4 * i + h], t[4 * i + h + 2], 0x44);
+      r[4 * i + 2 * h + 1] = _mm256_shuffle_ps(t[4 * i + h], t[4 * i + h + 2], 0xee);
+    }
+  // r[j], j < 4: column j of rows 0-3 in the low half, column j + 4 in the high half; r[4 + j]:
+  // the same of rows 4-7.
+  for (int i = 0; i < 4; ++i) {
+    rows[i] = _mm256_castps_si256(_mm256_permute2f128_ps(r[i], r[i + 4], 0x20));
+    rows[i + 4] = _mm256_castps_si256(_mm256_permute2f128_ps(r[i], r[i + 4], 0x31));
+  }
+}
+
+// Rounds A (m × k, rows lda apart) into the interleaved groups, 8 rows × 16 columns at a time.
+LSATTN_AVX512_BF16_TARGET inline void round_interleaved_avx512(const float* a, index_t lda, index_t m, index_t k,
+                                                              InterleavedA& out) {
+  static_assert(bf16_rows == 8, "the rounding transposes 8 × 8 words");
+  out.pairs = (k + 1) / 2;
+  const index_t groups = (m + bf16_rows - 1) / bf16_rows;
+  out.words.resize(static_cast<std::size_t>(groups * out.pairs * bf16_rows));
+  for (index_t g = 0; g < groups; ++g) {
+    const index_t rows = std::min(bf16_rows, m - g * bf16_rows);
+    std::uint32_t* group = out.words.data() + g * out.pairs * bf16_rows;
+    for (index_t c = 0; c < k; c += 16) {
+      const index_t live = std::min<index_t>(16, k - c), pairs = (live + 1) / 2;
+      const __mmask16 mask = live >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << live) - 1u);
+      __m256i words[8];
+      for (index_t r = 0; r < 8; ++r)  // a masked-off lane reads as 0: the odd-k pad and the rows past m
+        words[r] = r < rows ? bf16_of(_mm512_maskz_loadu_ps(mask, a + (g * bf16_rows + r) * lda + c)) : _mm256_setzero_si256();
+      transpose_words_8x8(words);
+      for (index_t p = 0; p < pairs; ++p)
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(group + (c / 2 + p) * bf16_rows), words[p]);
+    }
+  }
+}
+
+// C[rows × cols] (+)= one interleaved group of A · one packed panel of B.
 template <int Rows>
-LSATTN_AVX512_BF16_TARGET inline void micro_kernel_avx512(index_t pairs, const std::uint16_t* a, index_t a_stride,
+LSATTN_AVX512_BF16_TARGET inline void micro_kernel_avx512(index_t pairs, const std::uint32_t* group,
                                                          const std::uint32_t* panel, float* c, index_t ldc,
                                                          index_t cols, bool accumulate) {
   __m512 sum[Rows][2];
@@ -185,10 +240,9 @@ LSATTN_AVX512_BF16_TARGET inline void micro_kernel_avx512(index_t pairs, const s
   for (index_t p = 0; p < pairs; ++p) {
     const __m512bh b0 = (__m512bh)_mm512_loadu_si512(panel + p * bf16_panel);
     const __m512bh b1 = (__m512bh)_mm512_loadu_si512(panel + p * bf16_panel + 16);
+    const std::uint32_t* words = group + p * bf16_rows;
     for (int i = 0; i < Rows; ++i) {
-      std::uint32_t word;
-      __builtin_memcpy(&word, a + i * a_stride + 2 * p, sizeof word);
-      const __m512bh pair = (__m512bh)_mm512_set1_epi32(static_cast<int>(word));
+      const __m512bh pair = (__m512bh)_mm512_set1_epi32(static_cast<int>(words[i]));
       sum[i][0] = _mm512_dpbf16_ps(sum[i][0], pair, b0);
       sum[i][1] = _mm512_dpbf16_ps(sum[i][1], pair, b1);
     }
@@ -197,25 +251,32 @@ LSATTN_AVX512_BF16_TARGET inline void micro_kernel_avx512(index_t pairs, const s
 }
 
 template <int Rows = bf16_rows>
-LSATTN_AVX512_BF16_TARGET inline void micro_kernel_rows(index_t rows, index_t pairs, const std::uint16_t* a,
-                                                       index_t a_stride, const std::uint32_t* panel, float* c,
-                                                       index_t ldc, index_t cols, bool accumulate) {
+LSATTN_AVX512_BF16_TARGET inline void micro_kernel_rows(index_t rows, index_t pairs, const std::uint32_t* group,
+                                                       const std::uint32_t* panel, float* c, index_t ldc, index_t cols,
+                                                       bool accumulate) {
   if constexpr (Rows > 0) {
-    if (rows == Rows) return micro_kernel_avx512<Rows>(pairs, a, a_stride, panel, c, ldc, cols, accumulate);
-    return micro_kernel_rows<Rows - 1>(rows, pairs, a, a_stride, panel, c, ldc, cols, accumulate);
+    if (rows == Rows) return micro_kernel_avx512<Rows>(pairs, group, panel, c, ldc, cols, accumulate);
+    return micro_kernel_rows<Rows - 1>(rows, pairs, group, panel, c, ldc, cols, accumulate);
   }
 }
 
-LSATTN_AVX512_BF16_TARGET inline void matmul_avx512(const RoundedA& a, index_t m, const PackedSlice& slice, float* c,
-                                                   index_t ldc, bool accumulate) {
+// Row groups outside, panels inside: a group of A (bf16_rows · k bf16) stays in L1 while the
+// packed B streams from L2, rather than all of A streaming from memory once per panel. The
+// panels are taken bf16_panel_block at a time so that a block of B stays in L2 however wide B is.
+inline constexpr index_t bf16_panel_block = 8;
+
+LSATTN_AVX512_BF16_TARGET inline void matmul_avx512(const InterleavedA& a, index_t m, const PackedSlice& slice,
+                                                   float* c, index_t ldc, bool accumulate) {
   const PackedB& b = *slice.b;
-  const index_t a_stride = 2 * a.pairs, first_panel = slice.n_begin / bf16_panel;
-  for (index_t n0 = 0; n0 < slice.n; n0 += bf16_panel) {
-    const index_t cols = std::min(bf16_panel, slice.n - n0);
-    const std::uint32_t* words = b.words.data() + ((first_panel + n0 / bf16_panel) * b.pairs + slice.k_begin / 2) * bf16_panel;
+  const index_t first_panel = slice.n_begin / bf16_panel, panels = (slice.n + bf16_panel - 1) / bf16_panel;
+  for (index_t block = 0; block < panels; block += bf16_panel_block) {
     for (index_t i = 0; i < m; i += bf16_rows) {
-      micro_kernel_rows(std::min(bf16_rows, m - i), a.pairs, a.bits.data() + i * a_stride, a_stride, words,
-                        c + i * ldc + n0, ldc, cols, accumulate);
+      const std::uint32_t* group = a.words.data() + i * a.pairs;  // (i / bf16_rows) · pairs · bf16_rows
+      for (index_t q = block; q < std::min(panels, block + bf16_panel_block); ++q) {
+        const index_t n0 = q * bf16_panel, cols = std::min(bf16_panel, slice.n - n0);
+        const std::uint32_t* words = b.words.data() + ((first_panel + q) * b.pairs + slice.k_begin / 2) * bf16_panel;
+        micro_kernel_rows(std::min(bf16_rows, m - i), a.pairs, group, words, c + i * ldc + n0, ldc, cols, accumulate);
+      }
     }
   }
 }
@@ -339,9 +400,9 @@ inline void matmul_bf16(const float* a, index_t lda, index_t m, const PackedSlic
     return;
   }
 #if LSATTN_HAS_AVX512_BF16_KERNEL
-  thread_local RoundedA rounded;
 #if LSATTN_HAS_AMX_KERNEL
   if (b.b->path == Bf16Path::amx) {  // zeros to whole tiles: rows to 32, pairs to 16
+    thread_local RoundedA rounded;
     rounded.pairs = (b.k + 2 * amx_pairs - 1) / (2 * amx_pairs) * amx_pairs;
     const index_t rows = (m + amx_rows - 1) / amx_rows * amx_rows;
     rounded.bits.assign(static_cast<std::size_t>(rows * 2 * rounded.pairs), 0);
@@ -349,10 +410,9 @@ inline void matmul_bf16(const float* a, index_t lda, index_t m, const PackedSlic
     return matmul_amx(rounded, m, b, c, ldc, accumulate);
   }
 #endif
-  rounded.pairs = (b.k + 1) / 2;
-  rounded.bits.resize(static_cast<std::size_t>(m * 2 * rounded.pairs));
-  round_rows_avx512(a, lda, m, b.k, rounded.bits.data(), 2 * rounded.pairs);
-  matmul_avx512(rounded, m, b, c, ldc, accumulate);
+  thread_local InterleavedA interleaved;
+  round_interleaved_avx512(a, lda, m, b.k, interleaved);
+  matmul_avx512(interleaved, m, b, c, ldc, accumulate);
 #else
   throw error("lsattn internal: B packed for avx512_bf16 in a build without that kernel");
 #endif
