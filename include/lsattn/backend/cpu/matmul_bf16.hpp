@@ -222,15 +222,17 @@ LSATTN_AVX512_BF16_TARGET inline void round_interleaved_avx512(const float* a, i
       const __mmask16 mask = live >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << live) - 1u);
       __m256i words[8];
       for (index_t r = 0; r < 8; ++r)  // a masked-off lane reads as 0: the odd-k pad and the rows past m
-        words[r] = r < rows ? bf16_of(_mm512_maskz_loadu_ps(mask, a + (g * bf16_rows + r) * lda + c)) : _mm256_setzero_si256();
+        words[r] = r < rows ? bf16_of(_mm512_maskz_loadu_ps(mask, a + (g * bf16_rows + r) * lda + c))
+                            : _mm256_setzero_si256();
       transpose_words_8x8(words);
       // The pairs' lines are contiguous: a whole chunk is 8 stores (a loop of `pairs` stores
       // compiled into a call to memmove: 3.6% of the LRA text layer's time).
       std::uint32_t* lines = group + (c / 2) * bf16_rows;
+      auto* line = reinterpret_cast<__m256i*>(lines);  // one line of 8 words per pair
       if (pairs == 8) {
-        for (int p = 0; p < 8; ++p) _mm256_storeu_si256(reinterpret_cast<__m256i*>(lines + p * bf16_rows), words[p]);
+        for (int p = 0; p < 8; ++p) _mm256_storeu_si256(line + p, words[p]);
       } else {
-        for (index_t p = 0; p < pairs; ++p) _mm256_storeu_si256(reinterpret_cast<__m256i*>(lines + p * bf16_rows), words[p]);
+        for (index_t p = 0; p < pairs; ++p) _mm256_storeu_si256(line + p, words[p]);
       }
     }
   }
