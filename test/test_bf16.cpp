@@ -70,12 +70,31 @@ class ScopedEnvironment {
   std::optional<std::string> saved_;
 };
 
-// Forces a path for one scope; back to the default (LSATTN_BF16_PATH or the fastest) after.
+// A path under test; amx with emulated_tiles: its kernel on the scalar model of the tile
+// instructions (cpu_detail::EmulatedAmxTiles), on a CPU without AMX.
+struct TestedPath {
+  Bf16Path path = Bf16Path::emulated;
+  bool emulated_tiles = false;
+};
+
+std::string name_of(TestedPath tested) {
+  return std::string(lsattn::bf16_path_name(tested.path)) + (tested.emulated_tiles ? " (emulated tiles)" : "");
+}
+
+// Forces a path for one scope; back to the default (LSATTN_BF16_PATH or the fastest), and to
+// the hardware tiles, after.
 struct ForcedPath {
-  explicit ForcedPath(Bf16Path path) { lsattn::set_bf16_path(path); }
+  explicit ForcedPath(TestedPath tested) {
+    cpu_detail::amx_tiles_emulated() = tested.emulated_tiles;
+    lsattn::set_bf16_path(tested.path);
+  }
+  explicit ForcedPath(Bf16Path path) : ForcedPath(TestedPath{path}) {}
   ForcedPath(const ForcedPath&) = delete;
   ForcedPath& operator=(const ForcedPath&) = delete;
-  ~ForcedPath() { lsattn::reset_bf16_path(); }
+  ~ForcedPath() {
+    lsattn::reset_bf16_path();
+    cpu_detail::amx_tiles_emulated() = false;
+  }
 };
 
 // LSATTN_REQUIRE_BF16_PATHS: path names separated by commas (spaces ignored), or "all".
@@ -106,20 +125,32 @@ RequiredPaths parse_required_paths(std::string_view list) {
 
 const char* name_of(Bf16Path path) { return lsattn::bf16_path_name(path); }
 
+// Whether the amx kernel can run on emulated tiles here (its packing needs avx512_bf16).
+bool amx_emulation_available() {
+  cpu_detail::amx_tiles_emulated() = true;
+  const bool available = lsattn::bf16_path_available(Bf16Path::amx);
+  cpu_detail::amx_tiles_emulated() = false;
+  return available;
+}
+
 // The paths a test runs: every one this CPU can run, or only LSATTN_BF16_PATH's when it is set.
-// Each path the CPU lacks is reported (WARN), or fails the test when it is required.
-std::vector<Bf16Path> paths_under_test() {
+// Each path the CPU lacks is reported (WARN), or fails the test when it is required; amx, when
+// not required, then runs on emulated tiles where it can.
+std::vector<TestedPath> paths_under_test() {
   const char* list = std::getenv("LSATTN_REQUIRE_BF16_PATHS");
   const RequiredPaths required = parse_required_paths(list != nullptr ? list : "");
   for (const std::string& name : required.unknown)
     FAIL_CHECK("LSATTN_REQUIRE_BF16_PATHS: unknown path '" << name << "' (expected emulated, avx512_bf16, amx or all)");
-  std::vector<Bf16Path> paths;
+  std::vector<TestedPath> paths;
   for (Bf16Path path : every_path) {
     if (lsattn::bf16_path_available(path)) {
-      paths.push_back(path);
+      paths.push_back({path});
     } else if (required.requires_path(path)) {
       FAIL_CHECK("bf16 path " << name_of(path) << " not available on this CPU, but LSATTN_REQUIRE_BF16_PATHS ('"
                               << list << "') requires it");
+    } else if (path == Bf16Path::amx && amx_emulation_available()) {
+      WARN("bf16 path amx not available on this CPU: its kernel runs on emulated tiles");
+      paths.push_back({path, /*emulated_tiles=*/true});
     } else {
       WARN("bf16 path " << name_of(path) << " not available on this CPU: skipped");
     }
@@ -127,7 +158,7 @@ std::vector<Bf16Path> paths_under_test() {
   const char* forced = std::getenv("LSATTN_BF16_PATH");
   if (forced != nullptr && *forced != '\0') {
     lsattn::reset_bf16_path();
-    paths = {lsattn::active_bf16_path()};  // an unknown or unavailable name fails the test here
+    paths = {{lsattn::active_bf16_path()}};  // an unknown or unavailable name fails the test here
   }
   return paths;
 }
@@ -935,14 +966,14 @@ constexpr double paths_agree_bound = 1.0 / 256;
 // a. The product
 
 TEST_CASE("bf16 path selection: the active path and the packed path", "[bf16][matmul]") {
-  for (Bf16Path path : paths_under_test()) {
+  for (TestedPath path : paths_under_test()) {
     INFO("bf16 path " << name_of(path));
     const ForcedPath forced(path);
-    CHECK(lsattn::active_bf16_path() == path);
+    CHECK(lsattn::active_bf16_path() == path.path);
     const std::vector<float> b(6, 1.0f);
     cpu_detail::PackedB packed;
     cpu_detail::pack_b(b.data(), 3, 2, 3, false, packed);
-    CHECK(packed.path == path);
+    CHECK(packed.path == path.path);
   }
 }
 
@@ -955,7 +986,7 @@ TEST_CASE("bf16 products round operands to nearest even", "[bf16][matmul]") {
   const std::vector<double> want{1.0, 1.0 + std::ldexp(1.0, -6), 1.0 + std::ldexp(1.0, -7), 1.0 + std::ldexp(1.0, -7),
                                  -1.0, -(1.0 + std::ldexp(1.0, -6))};
   const std::vector<float> one{1.0f};
-  for (Bf16Path path : paths_under_test()) {
+  for (TestedPath path : paths_under_test()) {
     INFO("bf16 path " << name_of(path));
     const ForcedPath forced(path);
     for (bool a_side : {true, false}) {  // the value as A's element, then as B's
@@ -978,7 +1009,7 @@ TEST_CASE("bf16 products round operands to nearest even", "[bf16][matmul]") {
 }
 
 TEST_CASE("bf16 matmul matches a float64 product of the rounded operands on awkward shapes", "[bf16][matmul]") {
-  for (Bf16Path path : paths_under_test()) {
+  for (TestedPath path : paths_under_test()) {
     INFO("bf16 path " << name_of(path));
     const ForcedPath forced(path);
     std::mt19937_64 rng(9);
@@ -1002,7 +1033,7 @@ TEST_CASE("bf16 matmul with slices of a packed B", "[bf16][matmul]") {
   // and column ranges starting on panels of 32, odd lengths included: the row after an odd
   // slice is B's next (nonzero) row, which A's zero padding must cancel.
   const index_t k_total = 70, n_total = 100;
-  for (Bf16Path path : paths_under_test()) {
+  for (TestedPath path : paths_under_test()) {
     INFO("bf16 path " << name_of(path));
     const ForcedPath forced(path);
     std::mt19937_64 rng(12);
@@ -1028,11 +1059,63 @@ TEST_CASE("bf16 matmul with slices of a packed B", "[bf16][matmul]") {
   }
 }
 
+#if LSATTN_HAS_AMX_KERNEL
+// The scalar model of the tile instructions, which stands in for AMX on other CPUs, against the
+// instruction's definition: C[m][n] += Σ A[m][k]·B[k][n] over bf16 operands, B in pair rows (row p
+// holds B[2p][n] and B[2p+1][n] side by side); tiles of disagreeing shapes, or unconfigured, are
+// refused as the hardware would (#UD).
+TEST_CASE("the emulated AMX tiles compute tdpbf16ps and refuse what the hardware refuses", "[bf16][amx]") {
+  using Tiles = cpu_detail::EmulatedAmxTiles;
+  std::mt19937_64 rng(21);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  constexpr int size = 32;  // A: 32 × 32 bf16 (two 16-row tiles); B: 32 × 32 as 16 pair rows
+  std::vector<std::uint16_t> a(size * size);
+  std::vector<std::uint32_t> b(size / 2 * size);
+  std::vector<double> a_value(a.size()), b_value(size * size);  // b_value[k · 32 + n]
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    a[i] = lsattn::float_to_bfloat16(normal(rng));
+    a_value[i] = lsattn::bfloat16_to_float(a[i]);
+  }
+  for (int p = 0; p < size / 2; ++p)
+    for (int n = 0; n < size; ++n) {
+      const std::uint16_t even = lsattn::float_to_bfloat16(normal(rng)), odd = lsattn::float_to_bfloat16(normal(rng));
+      b[p * size + n] = std::uint32_t{even} | (std::uint32_t{odd} << 16);
+      b_value[2 * p * size + n] = lsattn::bfloat16_to_float(even);
+      b_value[(2 * p + 1) * size + n] = lsattn::bfloat16_to_float(odd);
+    }
+  cpu_detail::AmxConfig config;
+  for (int t = 0; t < 8; ++t) config.rows[t] = 16, config.bytes_per_row[t] = 64;
+  Tiles::configure(config);
+  Tiles::zero_c();
+  Tiles::load_a(a.data(), a.data() + 16 * size, 2 * size);
+  Tiles::load_b(b.data(), b.data() + 16, 4 * size);
+  Tiles::multiply();
+  Tiles::multiply();  // accumulates: twice the product
+  float block[4][16][16];
+  Tiles::store_c(block);
+  for (int m = 0; m < size; ++m)
+    for (int n = 0; n < size; ++n) {
+      double expected = 0, magnitude = 0;
+      for (int k = 0; k < size; ++k) {
+        expected += 2 * a_value[m * size + k] * b_value[k * size + n];
+        magnitude += 2 * std::abs(a_value[m * size + k] * b_value[k * size + n]);
+      }
+      INFO("m=" << m << " n=" << n);
+      CHECK(std::abs(block[(m / 16) * 2 + n / 16][m % 16][n % 16] - expected) <= 1e-5 * magnitude);
+    }
+  config.rows[6] = 8;  // a B tile of 8 pair rows against A tiles of 16 pairs
+  Tiles::configure(config);
+  CHECK_THROWS_WITH(Tiles::multiply(), Contains("tile shapes disagree"));
+  Tiles::release();
+  CHECK_THROWS_WITH(Tiles::zero_c(), Contains("without a configuration"));
+}
+#endif
+
 TEST_CASE("a B packed on one path multiplies correctly after the path changes", "[bf16][matmul]") {
   const auto paths = paths_under_test();
   std::mt19937_64 rng(13);
-  for (Bf16Path pack_path : paths)
-    for (Bf16Path multiply_path : paths) {
+  for (TestedPath pack_path : paths)
+    for (TestedPath multiply_path : paths) {
       INFO("packed on " << name_of(pack_path) << ", multiplied with " << name_of(multiply_path) << " active");
       Product p = random_product(9, 37, 45, 37, true, false, rng);
       cpu_detail::PackedB packed;
@@ -1062,7 +1145,7 @@ TEMPLATE_TEST_CASE("bf16 stays within its bound of the float64 oracle and fp32 i
     CHECK(error < TestType::bound / 100);  // the bound is far above float rounding
     worst_fp32 = std::max(worst_fp32, error);
   }
-  for (Bf16Path path : paths_under_test()) {
+  for (TestedPath path : paths_under_test()) {
     INFO("bf16 path " << name_of(path));
     const ForcedPath forced(path);
     double worst_bf16 = 0;
@@ -1089,7 +1172,7 @@ TEMPLATE_TEST_CASE("bf16 stays within its bound of the float64 oracle and fp32 i
 TEMPLATE_TEST_CASE("bf16 results do not depend on the thread count", "[bf16][threads]", LraLayer, BidirectionalFunctor,
                    LsHeads, FullAttention, CausalLayer, LanguageModel, VisionLayer) {
   const auto cases = TestType::threads_cases();
-  for (Bf16Path path : paths_under_test()) {
+  for (TestedPath path : paths_under_test()) {
     INFO("bf16 path " << name_of(path));
     const ForcedPath forced(path);
     for (const auto& c : cases) {
@@ -1249,5 +1332,8 @@ TEST_CASE("LSATTN_REQUIRE_BF16_PATHS lists paths by name or all", "[bf16][skips]
   // And here: every path this CPU lacks is warned about, or fails the run when required.
   const auto paths = paths_under_test();
   CHECK_FALSE(paths.empty());
-  for (Bf16Path path : paths) CHECK(lsattn::bf16_path_available(path));
+  for (TestedPath tested : paths) {
+    const ForcedPath forced(tested);  // emulated tiles make amx available
+    CHECK(lsattn::bf16_path_available(tested.path));
+  }
 }

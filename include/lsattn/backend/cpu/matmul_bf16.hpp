@@ -12,7 +12,10 @@
 // forces a path, so tests exercise every path the machine can run.
 #include <algorithm>
 #include <array>
+#include <atomic>
+#include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <vector>
 
 #include "lsattn/backend/cpu/eigen.hpp"
@@ -31,7 +34,9 @@
 // state (arch_prctl) before the first tile instruction.
 #if LSATTN_HAS_AVX512_KERNELS && defined(__linux__)
 #define LSATTN_HAS_AMX_KERNEL 1
-#define LSATTN_AMX_TARGET __attribute__((target("amx-tile,amx-bf16,avx512f,avx512bw,avx512vl,avx512bf16")))
+// Only the tile instructions: the kernel's instantiation on emulated tiles (tests) then runs on
+// any x86-64.
+#define LSATTN_AMX_TARGET __attribute__((target("amx-tile,amx-bf16")))
 #include <cpuid.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -46,6 +51,14 @@ namespace lsattn {
 enum class Bf16Path { emulated, avx512_bf16, amx };
 
 namespace cpu_detail {
+
+// Test aid: the amx path's kernel runs on a scalar model of the tile instructions
+// (EmulatedAmxTiles) instead of the hardware, and the path counts as available wherever its
+// packing (avx512_bf16) runs, so that the kernel's index rules are tested on CPUs without AMX.
+inline std::atomic<bool>& amx_tiles_emulated() {
+  static std::atomic<bool> emulated{false};
+  return emulated;
+}
 
 // Whether this CPU has AMX tiles with bf16 and Linux lets this process use them (asked once).
 inline bool amx_usable() {
@@ -70,7 +83,9 @@ struct PathTraits<Bf16Path> {
   static constexpr const char* variable = "LSATTN_BF16_PATH";
   static constexpr const char* setter = "set_bf16_path";
   static bool available(Bf16Path path) {
-    if (path == Bf16Path::amx) return amx_usable();
+    if (path == Bf16Path::amx) {
+      return amx_usable() || (LSATTN_HAS_AMX_KERNEL && amx_tiles_emulated() && cpu_supports_avx512(/*with_bf16=*/true));
+    }
     return path == Bf16Path::emulated || cpu_supports_avx512(/*with_bf16=*/true);
   }
   static bool automatic(Bf16Path path) { return path != Bf16Path::amx; }  // unverified: asked for only
@@ -304,17 +319,148 @@ struct alignas(64) AmxConfig {
   std::uint8_t rows[16] = {};
 };
 
-// C (+)= A · B slice on AMX. A: rows padded with zeros to a multiple of 32 and pairs to a
-// multiple of 16 (a.pairs). B: the avx512_bf16 packing, whose words end with 16 zero pair rows,
-// so that the last step of a slice may read past it (those rows meet A's zero padding).
-LSATTN_AMX_TARGET inline void matmul_amx(const RoundedA& a, index_t m, const PackedSlice& slice, float* c, index_t ldc,
-                                         bool accumulate) {
+// The tile instructions as the kernel uses them, by role: tiles 0-3 the 2 × 2 C blocks (C[i][j]
+// from A tile i and B tile j), 4-5 the A tiles, 6-7 the B tiles.
+struct HardwareAmxTiles {
+  LSATTN_AMX_TARGET static void configure(const AmxConfig& config) { _tile_loadconfig(&config); }
+  LSATTN_AMX_TARGET static void zero_c() {
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+  }
+  LSATTN_AMX_TARGET static void load_a(const void* a0, const void* a1, index_t stride) {
+    _tile_loadd(4, a0, stride);
+    _tile_loadd(5, a1, stride);
+  }
+  LSATTN_AMX_TARGET static void load_b(const void* b0, const void* b1, index_t stride) {
+    _tile_loadd(6, b0, stride);
+    _tile_loadd(7, b1, stride);
+  }
+  LSATTN_AMX_TARGET static void multiply() {
+    _tile_dpbf16ps(0, 4, 6);
+    _tile_dpbf16ps(1, 4, 7);
+    _tile_dpbf16ps(2, 5, 6);
+    _tile_dpbf16ps(3, 5, 7);
+  }
+  LSATTN_AMX_TARGET static void store_c(float (&block)[4][16][16]) {
+    _tile_stored(0, block[0], 64);
+    _tile_stored(1, block[1], 64);
+    _tile_stored(2, block[2], 64);
+    _tile_stored(3, block[3], 64);
+  }
+  LSATTN_AMX_TARGET static void release() { _tile_release(); }
+};
+
+// A scalar model of the same instructions (Intel SDM: LDTILECFG, TILEZERO, TILELOADD,
+// TDPBF16PS, TILESTORED, TILERELEASE), per thread, with the configured tile shapes: a load reads
+// only the configured rows and bytes, and a product whose tile shapes disagree, or a tile used
+// unconfigured, is an error (on the hardware: #UD). TDPBF16PS as specified: per pair, the even
+// product then the odd one added to the float accumulator, rounded to nearest even, bf16 inputs
+// with denormals read as zero, denormal sums flushed to zero.
+class EmulatedAmxTiles {
+ public:
+  static void configure(const AmxConfig& config) {
+    State& s = state();
+    require(config.palette == 1, "amx emulation: palette ", int{config.palette}, " (expected 1)");
+    for (int t = 0; t < 8; ++t) {
+      require(config.rows[t] <= 16 && config.bytes_per_row[t] <= 64 && config.bytes_per_row[t] % 4 == 0,
+              "amx emulation: tile ", t, " configured as ", int{config.rows[t]}, " rows of ", config.bytes_per_row[t],
+              " bytes");
+      s.tiles[t] = Tile{config.rows[t], config.bytes_per_row[t], {}};
+    }
+    s.configured = true;
+  }
+  static void zero_c() {
+    for (int t = 0; t < 4; ++t) tile(t).data = {};
+  }
+  static void load_a(const void* a0, const void* a1, index_t stride) {
+    load(4, a0, stride);
+    load(5, a1, stride);
+  }
+  static void load_b(const void* b0, const void* b1, index_t stride) {
+    load(6, b0, stride);
+    load(7, b1, stride);
+  }
+  static void multiply() {
+    dot(0, 4, 6);
+    dot(1, 4, 7);
+    dot(2, 5, 6);
+    dot(3, 5, 7);
+  }
+  static void store_c(float (&block)[4][16][16]) {
+    for (int t = 0; t < 4; ++t) store(t, block[t], 64);
+  }
+  static void release() { state() = State{}; }
+
+ private:
+  struct Tile {
+    int rows = 0, bytes = 0;
+    std::array<std::array<std::uint8_t, 64>, 16> data{};
+  };
+  struct State {
+    bool configured = false;
+    std::array<Tile, 8> tiles;
+  };
+  static State& state() {
+    thread_local State s;
+    return s;
+  }
+  static Tile& tile(int t) {
+    State& s = state();
+    require(s.configured && s.tiles[t].rows > 0 && s.tiles[t].bytes > 0, "amx emulation: tile ", t,
+            " used without a configuration");
+    return s.tiles[t];
+  }
+  static void load(int t, const void* base, index_t stride) {
+    Tile& target = tile(t);
+    target.data = {};
+    for (int r = 0; r < target.rows; ++r)
+      std::memcpy(target.data[r].data(), static_cast<const std::uint8_t*>(base) + r * stride, target.bytes);
+  }
+  static void store(int t, void* base, index_t stride) {
+    const Tile& source = tile(t);
+    for (int r = 0; r < source.rows; ++r)
+      std::memcpy(static_cast<std::uint8_t*>(base) + r * stride, source.data[r].data(), source.bytes);
+  }
+  static float bf16_at(const Tile& t, int row, int element) {  // denormals read as zero
+    std::uint16_t bits;
+    std::memcpy(&bits, t.data[row].data() + 2 * element, sizeof bits);
+    if ((bits & 0x7f80u) == 0) bits &= 0x8000u;
+    return bfloat16_to_float(bits);
+  }
+  static float flushed(float x) { return std::fpclassify(x) == FP_SUBNORMAL ? std::copysign(0.0f, x) : x; }
+  static void dot(int c, int a, int b) {
+    Tile &sum = tile(c), &left = tile(a), &right = tile(b);
+    require(sum.rows == left.rows && sum.bytes == right.bytes && left.bytes == 4 * right.rows,
+            "amx emulation: tdpbf16ps tile shapes disagree (C ", sum.rows, " × ", sum.bytes, " B, A ", left.rows, " × ",
+            left.bytes, " B, B ", right.rows, " × ", right.bytes, " B)");
+    for (int m = 0; m < sum.rows; ++m)
+      for (int n = 0; n < sum.bytes / 4; ++n) {
+        float value;
+        std::memcpy(&value, sum.data[m].data() + 4 * n, sizeof value);
+        for (int k = 0; k < right.rows; ++k) {
+          value = flushed(value + bf16_at(left, m, 2 * k) * bf16_at(right, k, 2 * n));
+          value = flushed(value + bf16_at(left, m, 2 * k + 1) * bf16_at(right, k, 2 * n + 1));
+        }
+        std::memcpy(sum.data[m].data() + 4 * n, &value, sizeof value);
+      }
+  }
+};
+
+// C (+)= A · B slice on AMX tiles (HardwareAmxTiles, or EmulatedAmxTiles in tests). A: rows
+// padded with zeros to a multiple of 32 and pairs to a multiple of 16 (a.pairs). B: the
+// avx512_bf16 packing, whose words end with 16 zero pair rows, so that the last step of a slice
+// may read past it (those rows meet A's zero padding).
+template <class Tiles>
+LSATTN_AMX_TARGET void matmul_amx(const RoundedA& a, index_t m, const PackedSlice& slice, float* c, index_t ldc,
+                                  bool accumulate) {
   AmxConfig config;
   for (int t = 0; t < 8; ++t) {
     config.bytes_per_row[t] = 64;
     config.rows[t] = 16;
   }
-  _tile_loadconfig(&config);
+  Tiles::configure(config);
   const PackedB& b = *slice.b;
   const index_t a_stride = 2 * a.pairs, steps = a.pairs / amx_pairs, first_panel = slice.n_begin / bf16_panel;
   alignas(64) float block[4][16][16];
@@ -324,25 +470,14 @@ LSATTN_AMX_TARGET inline void matmul_amx(const RoundedA& a, index_t m, const Pac
     for (index_t i = 0; i < m; i += amx_rows) {
       const std::uint16_t* a0 = a.bits.data() + i * a_stride;
       const std::uint16_t* a1 = a0 + 16 * a_stride;
-      _tile_zero(0);
-      _tile_zero(1);
-      _tile_zero(2);
-      _tile_zero(3);
+      Tiles::zero_c();
       for (index_t step = 0; step < steps; ++step) {
         const std::uint32_t* b_rows = words + step * amx_pairs * bf16_panel;
-        _tile_loadd(4, a0 + step * 2 * amx_pairs, a_stride * 2);
-        _tile_loadd(5, a1 + step * 2 * amx_pairs, a_stride * 2);
-        _tile_loadd(6, b_rows, bf16_panel * 4);
-        _tile_loadd(7, b_rows + 16, bf16_panel * 4);
-        _tile_dpbf16ps(0, 4, 6);
-        _tile_dpbf16ps(1, 4, 7);
-        _tile_dpbf16ps(2, 5, 6);
-        _tile_dpbf16ps(3, 5, 7);
+        Tiles::load_a(a0 + step * 2 * amx_pairs, a1 + step * 2 * amx_pairs, a_stride * 2);
+        Tiles::load_b(b_rows, b_rows + 16, bf16_panel * 4);
+        Tiles::multiply();
       }
-      _tile_stored(0, block[0], 64);
-      _tile_stored(1, block[1], 64);
-      _tile_stored(2, block[2], 64);
-      _tile_stored(3, block[3], 64);
+      Tiles::store_c(block);
       const index_t rows = std::min(amx_rows, m - i);
       for (index_t r = 0; r < rows; ++r) {
         float* target = c + (i + r) * ldc + n0;
@@ -353,7 +488,7 @@ LSATTN_AMX_TARGET inline void matmul_amx(const RoundedA& a, index_t m, const Pac
       }
     }
   }
-  _tile_release();
+  Tiles::release();
 }
 #endif
 
@@ -416,7 +551,9 @@ inline void matmul_bf16(const float* a, index_t lda, index_t m, const PackedSlic
     const index_t rows = (m + amx_rows - 1) / amx_rows * amx_rows;
     rounded.bits.assign(static_cast<std::size_t>(rows * 2 * rounded.pairs), 0);
     round_rows_avx512(a, lda, m, b.k, rounded.bits.data(), 2 * rounded.pairs);
-    return matmul_amx(rounded, m, b, c, ldc, accumulate);
+    // The hardware only where it is usable: a B packed for amx under emulation never reaches it.
+    if (amx_usable() && !amx_tiles_emulated()) return matmul_amx<HardwareAmxTiles>(rounded, m, b, c, ldc, accumulate);
+    return matmul_amx<EmulatedAmxTiles>(rounded, m, b, c, ldc, accumulate);
   }
 #endif
   thread_local InterleavedA interleaved;
