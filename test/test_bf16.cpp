@@ -1014,7 +1014,7 @@ TEST_CASE("bf16 matmul matches a float64 product of the rounded operands on awkw
     const ForcedPath forced(path);
     std::mt19937_64 rng(9);
     std::uniform_int_distribution<int> coin(0, 1);
-    for (index_t m : {0, 1, 2, 7, 8, 9, 17})
+    for (index_t m : {0, 1, 2, 7, 8, 9, 16, 17, 32, 48})
       for (index_t k : {0, 1, 2, 3, 7, 16, 33, 64, 129})
         for (index_t n : {0, 1, 5, 31, 32, 33, 70})
           for (bool transposed : {false, true}) {
@@ -1086,26 +1086,37 @@ TEST_CASE("the emulated AMX tiles compute tdpbf16ps and refuse what the hardware
   cpu_detail::AmxConfig config;
   for (int t = 0; t < 8; ++t) config.rows[t] = 16, config.bytes_per_row[t] = 64;
   Tiles::configure(config);
-  Tiles::zero_c();
-  Tiles::load_a(a.data(), a.data() + 16 * size, 2 * size);
-  Tiles::load_b(b.data(), b.data() + 16, 4 * size);
-  Tiles::multiply();
-  Tiles::multiply();  // accumulates: twice the product
-  float block[4][16][16];
-  Tiles::store_c(block);
-  for (int m = 0; m < size; ++m)
-    for (int n = 0; n < size; ++n) {
-      double expected = 0, magnitude = 0;
-      for (int k = 0; k < size; ++k) {
-        expected += 2 * a_value[m * size + k] * b_value[k * size + n];
-        magnitude += 2 * std::abs(a_value[m * size + k] * b_value[k * size + n]);
+  // C starts as 1 + its column (loaded, rows 40 floats apart), then A · B is added twice; with
+  // `lower` off only the top 16 rows change, and the C tiles store only those.
+  for (bool lower : {true, false}) {
+    INFO("lower=" << lower);
+    constexpr int ldc = 40;
+    std::vector<float> c(size * ldc, -7.0f);
+    for (int m = 0; m < size; ++m)
+      for (int n = 0; n < size; ++n) c[m * ldc + n] = 1.0f + static_cast<float>(n);
+    Tiles::zero_c();
+    Tiles::load_c(c.data(), ldc * 4, true);
+    Tiles::load_a(a.data(), a.data() + 16 * size, 2 * size, lower);
+    Tiles::load_b(b.data(), b.data() + 16, 4 * size);
+    Tiles::multiply(lower);
+    Tiles::multiply(lower);
+    Tiles::store_c(c.data(), ldc * 4, lower);
+    for (int m = 0; m < size; ++m) {
+      for (int n = 0; n < size; ++n) {
+        double expected = 1.0 + n, magnitude = expected;
+        for (int k = 0; k < size && (lower || m < 16); ++k) {
+          expected += 2 * a_value[m * size + k] * b_value[k * size + n];
+          magnitude += 2 * std::abs(a_value[m * size + k] * b_value[k * size + n]);
+        }
+        INFO("m=" << m << " n=" << n);
+        CHECK(std::abs(c[m * ldc + n] - expected) <= 1e-5 * magnitude);
       }
-      INFO("m=" << m << " n=" << n);
-      CHECK(std::abs(block[(m / 16) * 2 + n / 16][m % 16][n % 16] - expected) <= 1e-5 * magnitude);
+      for (int n = size; n < ldc; ++n) CHECK(c[m * ldc + n] == -7.0f);  // between the rows: untouched
     }
+  }
   config.rows[6] = 8;  // a B tile of 8 pair rows against A tiles of 16 pairs
   Tiles::configure(config);
-  CHECK_THROWS_WITH(Tiles::multiply(), Contains("tile shapes disagree"));
+  CHECK_THROWS_WITH(Tiles::multiply(false), Contains("tile shapes disagree"));
   Tiles::release();
   CHECK_THROWS_WITH(Tiles::zero_c(), Contains("without a configuration"));
 }

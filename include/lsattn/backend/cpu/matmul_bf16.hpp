@@ -320,7 +320,10 @@ struct alignas(64) AmxConfig {
 };
 
 // The tile instructions as the kernel uses them, by role: tiles 0-3 the 2 × 2 C blocks (C[i][j]
-// from A tile i and B tile j), 4-5 the A tiles, 6-7 the B tiles.
+// from A tile i and B tile j), 4-5 the A tiles, 6-7 the B tiles. `lower`: whether the lower 16
+// rows (C tiles 2-3, A tile 5) take part; a block of at most 16 rows leaves them out. C tiles
+// load from and store to a float matrix: tile 0 at `c`, 1 at c + 16 columns, 2 and 3 16 rows
+// below them, rows `stride` bytes apart.
 struct HardwareAmxTiles {
   LSATTN_AMX_TARGET static void configure(const AmxConfig& config) { _tile_loadconfig(&config); }
   LSATTN_AMX_TARGET static void zero_c() {
@@ -329,25 +332,36 @@ struct HardwareAmxTiles {
     _tile_zero(2);
     _tile_zero(3);
   }
-  LSATTN_AMX_TARGET static void load_a(const void* a0, const void* a1, index_t stride) {
+  LSATTN_AMX_TARGET static void load_c(const float* c, index_t stride, bool lower) {
+    _tile_loadd(0, c, stride);
+    _tile_loadd(1, c + 16, stride);
+    if (!lower) return;
+    const float* below = c + 16 * (stride / 4);
+    _tile_loadd(2, below, stride);
+    _tile_loadd(3, below + 16, stride);
+  }
+  LSATTN_AMX_TARGET static void store_c(float* c, index_t stride, bool lower) {
+    _tile_stored(0, c, stride);
+    _tile_stored(1, c + 16, stride);
+    if (!lower) return;
+    float* below = c + 16 * (stride / 4);
+    _tile_stored(2, below, stride);
+    _tile_stored(3, below + 16, stride);
+  }
+  LSATTN_AMX_TARGET static void load_a(const void* a0, const void* a1, index_t stride, bool lower) {
     _tile_loadd(4, a0, stride);
-    _tile_loadd(5, a1, stride);
+    if (lower) _tile_loadd(5, a1, stride);
   }
   LSATTN_AMX_TARGET static void load_b(const void* b0, const void* b1, index_t stride) {
     _tile_loadd(6, b0, stride);
     _tile_loadd(7, b1, stride);
   }
-  LSATTN_AMX_TARGET static void multiply() {
+  LSATTN_AMX_TARGET static void multiply(bool lower) {
     _tile_dpbf16ps(0, 4, 6);
     _tile_dpbf16ps(1, 4, 7);
+    if (!lower) return;
     _tile_dpbf16ps(2, 5, 6);
     _tile_dpbf16ps(3, 5, 7);
-  }
-  LSATTN_AMX_TARGET static void store_c(float (&block)[4][16][16]) {
-    _tile_stored(0, block[0], 64);
-    _tile_stored(1, block[1], 64);
-    _tile_stored(2, block[2], 64);
-    _tile_stored(3, block[3], 64);
   }
   LSATTN_AMX_TARGET static void release() { _tile_release(); }
 };
@@ -374,22 +388,34 @@ class EmulatedAmxTiles {
   static void zero_c() {
     for (int t = 0; t < 4; ++t) tile(t).data = {};
   }
-  static void load_a(const void* a0, const void* a1, index_t stride) {
+  static void load_c(const float* c, index_t stride, bool lower) {
+    load(0, c, stride);
+    load(1, c + 16, stride);
+    if (!lower) return;
+    load(2, c + 16 * (stride / 4), stride);
+    load(3, c + 16 * (stride / 4) + 16, stride);
+  }
+  static void store_c(float* c, index_t stride, bool lower) {
+    store(0, c, stride);
+    store(1, c + 16, stride);
+    if (!lower) return;
+    store(2, c + 16 * (stride / 4), stride);
+    store(3, c + 16 * (stride / 4) + 16, stride);
+  }
+  static void load_a(const void* a0, const void* a1, index_t stride, bool lower) {
     load(4, a0, stride);
-    load(5, a1, stride);
+    if (lower) load(5, a1, stride);
   }
   static void load_b(const void* b0, const void* b1, index_t stride) {
     load(6, b0, stride);
     load(7, b1, stride);
   }
-  static void multiply() {
+  static void multiply(bool lower) {
     dot(0, 4, 6);
     dot(1, 4, 7);
+    if (!lower) return;
     dot(2, 5, 6);
     dot(3, 5, 7);
-  }
-  static void store_c(float (&block)[4][16][16]) {
-    for (int t = 0; t < 4; ++t) store(t, block[t], 64);
   }
   static void release() { state() = State{}; }
 
@@ -448,10 +474,12 @@ class EmulatedAmxTiles {
   }
 };
 
-// C (+)= A · B slice on AMX tiles (HardwareAmxTiles, or EmulatedAmxTiles in tests). A: rows
-// padded with zeros to a multiple of 32 and pairs to a multiple of 16 (a.pairs). B: the
-// avx512_bf16 packing, whose words end with 16 zero pair rows, so that the last step of a slice
-// may read past it (those rows meet A's zero padding).
+// C (+)= A · B slice on AMX tiles (HardwareAmxTiles, or EmulatedAmxTiles in tests), in blocks of
+// 32 × 32 (two A tiles, two B tiles, four C tiles), a last block of at most 16 rows on one A
+// tile. A: rows padded with zeros to a multiple of 16 and pairs to a multiple of 16 (a.pairs).
+// B: the avx512_bf16 packing, whose words end with 16 zero pair rows, so that the last step of a
+// slice may read past it (those rows meet A's zero padding). Whole tiles load from and store to
+// C itself (accumulating onto C's values); a block with partial tiles goes through a buffer.
 template <class Tiles>
 LSATTN_AMX_TARGET void matmul_amx(const RoundedA& a, index_t m, const PackedSlice& slice, float* c, index_t ldc,
                                   bool accumulate) {
@@ -463,28 +491,33 @@ LSATTN_AMX_TARGET void matmul_amx(const RoundedA& a, index_t m, const PackedSlic
   Tiles::configure(config);
   const PackedB& b = *slice.b;
   const index_t a_stride = 2 * a.pairs, steps = a.pairs / amx_pairs, first_panel = slice.n_begin / bf16_panel;
-  alignas(64) float block[4][16][16];
+  alignas(64) float buffer[amx_rows][bf16_panel];
+  const index_t c_stride = ldc * index_t{sizeof(float)}, buffer_stride = bf16_panel * index_t{sizeof(float)};
   for (index_t n0 = 0; n0 < slice.n; n0 += bf16_panel) {
     const index_t cols = std::min(bf16_panel, slice.n - n0);
     const std::uint32_t* words = b.words.data() + ((first_panel + n0 / bf16_panel) * b.pairs + slice.k_begin / 2) * bf16_panel;
     for (index_t i = 0; i < m; i += amx_rows) {
+      const index_t rows = std::min(amx_rows, m - i);
+      const bool lower = rows > 16, whole_tiles = cols == bf16_panel && rows % 16 == 0;
       const std::uint16_t* a0 = a.bits.data() + i * a_stride;
       const std::uint16_t* a1 = a0 + 16 * a_stride;
-      Tiles::zero_c();
+      float* corner = c + i * ldc + n0;
+      if (whole_tiles && accumulate) Tiles::load_c(corner, c_stride, lower);
+      else Tiles::zero_c();
       for (index_t step = 0; step < steps; ++step) {
         const std::uint32_t* b_rows = words + step * amx_pairs * bf16_panel;
-        Tiles::load_a(a0 + step * 2 * amx_pairs, a1 + step * 2 * amx_pairs, a_stride * 2);
+        Tiles::load_a(a0 + step * 2 * amx_pairs, a1 + step * 2 * amx_pairs, a_stride * 2, lower);
         Tiles::load_b(b_rows, b_rows + 16, bf16_panel * 4);
-        Tiles::multiply();
+        Tiles::multiply(lower);
       }
-      Tiles::store_c(block);
-      const index_t rows = std::min(amx_rows, m - i);
+      if (whole_tiles) {
+        Tiles::store_c(corner, c_stride, lower);
+        continue;
+      }
+      Tiles::store_c(&buffer[0][0], buffer_stride, lower);
       for (index_t r = 0; r < rows; ++r) {
-        float* target = c + (i + r) * ldc + n0;
-        for (index_t col = 0; col < cols; ++col) {
-          const float value = block[(r / 16) * 2 + col / 16][r % 16][col % 16];
-          target[col] = accumulate ? target[col] + value : value;
-        }
+        float* target = corner + r * ldc;
+        for (index_t col = 0; col < cols; ++col) target[col] = accumulate ? target[col] + buffer[r][col] : buffer[r][col];
       }
     }
   }
@@ -545,10 +578,10 @@ inline void matmul_bf16(const float* a, index_t lda, index_t m, const PackedSlic
   }
 #if LSATTN_HAS_AVX512_BF16_KERNEL
 #if LSATTN_HAS_AMX_KERNEL
-  if (b.b->path == Bf16Path::amx) {  // zeros to whole tiles: rows to 32, pairs to 16
+  if (b.b->path == Bf16Path::amx) {  // zeros to whole tiles: rows to 16, pairs to 16
     thread_local RoundedA rounded;
     rounded.pairs = (b.k + 2 * amx_pairs - 1) / (2 * amx_pairs) * amx_pairs;
-    const index_t rows = (m + amx_rows - 1) / amx_rows * amx_rows;
+    const index_t rows = (m + 15) / 16 * 16;
     rounded.bits.assign(static_cast<std::size_t>(rows * 2 * rounded.pairs), 0);
     round_rows_avx512(a, lda, m, b.k, rounded.bits.data(), 2 * rounded.pairs);
     // The hardware only where it is usable: a B packed for amx under emulation never reaches it.
