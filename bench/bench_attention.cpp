@@ -145,6 +145,9 @@ void BM_Gemm(benchmark::State& state) { gemm(state, lsattn::Precision::fp32); }
 // The bf16 yardstick: the same product through the library's bf16 path (the fastest this CPU
 // has: AVX-512-BF16 here; see docs/performance.md for the path).
 void BM_GemmBf16(benchmark::State& state) { gemm(state, lsattn::Precision::bf16); }
+// The same product in the precision LSATTN_BENCH_DTYPE asks for: the peer benchmark's GEMM row
+// (bench/peers.py, against torch's F.linear under the same precision).
+void BM_ProjectionGemm(benchmark::State& state) { gemm(state, bench_precision()); }
 
 // (batch, length) pairs from 1K tokens up to max_tokens tokens per call.
 // The published enwik8 layer (D = 512, 8 heads, l = 16, r = 1, w = 512) on a segment of L
@@ -330,6 +333,7 @@ void lengths(benchmark::internal::Benchmark* b, index_t max_length, index_t max_
 
 BENCHMARK(BM_Gemm)->Arg(16384)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_GemmBf16)->Arg(16384)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_ProjectionGemm)->Arg(16384)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_LongShortLayer)->Apply([](auto* b) { lengths(b, 65536, 131072); })->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_LraTextLayer)->Args({1, 1024})->Args({1, 4096})->Args({32, 4096})->Args({1, 16384})->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_LongShortAttentionOnly)->RangeMultiplier(4)->Range(4096, 65536)->Unit(benchmark::kMillisecond)->UseRealTime();

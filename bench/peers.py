@@ -14,6 +14,8 @@ products, fp32 accumulation, softmax and LayerNorm: the same split as autocast),
 PyTorch work starts in this process.
 
 Works so far (issue 12 lists more; batch 1, fp32 weights):
+  projection_gemm        the projection product alone, (16384 x 512)·(512 x 512): BM_ProjectionGemm
+                         vs F.linear without bias (MKL in fp32, oneDNN under bf16 autocast)
   ls_layer               bidirectional Transformer-LS layer, D = 512, 8 heads, w = 128, r = 64, the
                          --lengths and 64K: BM_LongShortLayer vs the published LRA AttentionLS
   full_attention_layer   four Linear(512, 512) + softmax attention, 8 heads:
@@ -71,6 +73,8 @@ VISION_SIDE = 56
 def work_table(lengths):
     """work -> [(batch, L, the lsattn benchmark's name without /real_time)]."""
     return {
+        # The machine's GEMM on the projection shape, both sides: what every layer row stands on.
+        "projection_gemm": [(1, 16384, "BM_ProjectionGemm/16384")],
         # The LS layer also at 64K (issue 12: 1K … 64K), the only work that long.
         "ls_layer": [(1, n, f"BM_LongShortLayer/1/{n}") for n in sorted(set(lengths) | {65536})],
         "full_attention_layer": [(1, n, f"BM_FullAttentionLayer/1/{n}") for n in lengths],
@@ -172,7 +176,9 @@ def torch_works(repo):
                                                               c["chunk_size"], c["chunk_rank"], c["window_len"])
         return lambda: causal(h, cache, key_pe, window_pe, mask)
 
+    projection_weight = torch.randn(LS_CONFIG["transformer_dim"], LS_CONFIG["transformer_dim"], generator=generator)
     return {
+        "projection_gemm": lambda b, n: (lambda x: lambda: F.linear(x, projection_weight))(tokens(n)),
         "ls_layer": lambda b, n: (lambda x: lambda: ls(x, torch.ones(b, n)))(tokens(n)),
         "full_attention_layer": lambda b, n: (lambda x: lambda: full(x))(tokens(n)),
         "causal_layer": lambda b, n: causal_call(n),
@@ -225,8 +231,10 @@ def cpu_description():
                     flags = set(line.split(":", 1)[1].split())
     except OSError:
         pass
-    wanted = ["avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_int8",
-              "amx_tile"]
+    # avx512_vp2intersect tells AMD Zen 5 (full-width AVX-512: two 512-bit FMAs a cycle) from Zen 4,
+    # which the VM's model name ("AMD EPYC") does not.
+    wanted = ["avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "avx512_fp16", "avx512_vp2intersect",
+              "amx_bf16", "amx_int8", "amx_tile"]
     return model, [f for f in wanted if f in flags]
 
 

@@ -272,6 +272,8 @@ def gpu_section(baselines, cuda_run, baselines_path, cuda_path):
 
 
 PEER_WORKS = {
+    "projection_gemm": "the projection product alone, (16384 × 512)·(512 × 512) without bias: the library's GEMM vs "
+                       "F.linear (MKL in fp32, oneDNN under bf16 autocast), the yardstick of the rows below",
     "ls_layer": "LS layer (D = 512, 8 heads, w = 128, r = 64) vs the published LRA AttentionLS",
     "full_attention_layer": "full attention layer (4 Linear + attention, D = 512, 8 heads) vs Linear + SDPA",
     "causal_layer": "the published enwik8 causal layer (D = 512, 8 heads, l = 16, r = 1, w = 512, memory 2048) vs the "
