@@ -25,8 +25,10 @@ if [ $# -gt 0 ]; then
 fi
 max_bytes=$((60 * 1024 * 1024))
 tests="test_cuda test_cuda_bidirectional test_cuda_causal test_cuda_vision test_cuda_ls_heads test_cuda_cli"
-# CPU tests too: the lent machine's CPU checks the CPU kernels' run-time paths on another x86-64.
+# CPU tests too: the lent machine's CPU checks the CPU kernels' run-time paths on another x86-64;
+# and the CPU benchmark, for the projection GEMM on each path there (AMX, where the host has it).
 cpu_tests="test_bf16 test_cpu_kernels"
+cpu_programs="$(for t in $cpu_tests; do echo "test/$t"; done) bench/lsattn_bench"
 programs="$(for t in $tests; do echo "test/$t"; done) bench/lsattn_bench_cuda bench/lsattn_cuda_info"
 
 if [ -z "$from" ]; then
@@ -34,7 +36,7 @@ if [ -z "$from" ]; then
   cmake -S "$root" -B "$from" -DCMAKE_BUILD_TYPE=Release -DLSATTN_ENABLE_CUDA=ON -DLSATTN_CUDA_STATIC_RUNTIME=ON \
     -DLSATTN_NATIVE=OFF -DLSATTN_BUILD_EXAMPLES=OFF -DLSATTN_BUILD_TESTS=ON -DLSATTN_BUILD_BENCHMARKS=ON
   # shellcheck disable=SC2086
-  cmake --build "$from" -j2 --target $tests $cpu_tests lsattn_bench_cuda lsattn_cuda_info
+  cmake --build "$from" -j2 --target $tests $cpu_tests lsattn_bench lsattn_bench_cuda lsattn_cuda_info
 fi
 
 for program in $programs; do
@@ -51,15 +53,15 @@ done
 rm -rf "$dir"
 mkdir -p "$dir/bin" "$dir/lib"
 for program in $programs; do cp "$from/$program" "$dir/bin/"; done
-for t in $cpu_tests; do
-  [ -x "$from/test/$t" ] || { echo "gpu_bundle: $from/test/$t is missing" >&2; exit 1; }
-  cp "$from/test/$t" "$dir/bin/"
+for program in $cpu_programs; do
+  [ -x "$from/$program" ] || { echo "gpu_bundle: $from/$program is missing" >&2; exit 1; }
+  cp "$from/$program" "$dir/bin/"
 done
 # Shared libraries to ship: all that ldd resolves, except the C library's own, the driver's,
 # cuBLAS (cuBLAS Lt alone is 540 MB; the lent machine has it in its toolkit) and the C++ runtime
 # (this machine's libstdc++, static or shared, calls glibc 2.36 functions; the machine's own
 # libstdc++ only needs to be GCC 12's or newer).
-for program in $programs $(for t in $cpu_tests; do echo "test/$t"; done); do
+for program in $programs $cpu_programs; do
   ldd "$from/$program" | awk '$2 == "=>" && $3 ~ /^\// { print $1, $3 }'
 done | sort -u | while read -r soname path; do
   case "$soname" in

@@ -5,7 +5,8 @@
 #   1. the device, the tiled kernels' capability and occupancy (stops here if they cannot run);
 #   2. every CUDA test, the [gpu] cases included (and `lsattn run --device cuda` on golden cases),
 #      with the CPU kernel tests (bf16, fp32 paths) on this machine's CPU beside them;
-#   3. the benchmarks: cuBLAS bf16 GEMM, the LS core (mma and WMMA kernels) and layer at 1K-64K,
+#   3. the host CPU's projection GEMM, fp32 and bf16 on each bf16 path it has (AMX included);
+#      the benchmarks: cuBLAS bf16 GEMM, the LS core (mma and WMMA kernels) and layer at 1K-64K,
 #      then PyTorch's SDPA and FlexAttention on the same shapes with the machine's own PyTorch;
 #   4. compute-sanitizer memcheck, racecheck, synccheck and initcheck on the [gpu] cases except
 #      the large boundary ones, all at once, in the time left;
@@ -91,6 +92,16 @@ for t in $tests $cpu_tests; do
   rc=$(cat "$logs/$t.rc")
   if [ "$rc" = 0 ]; then result=passed; elif [ "$rc" = 124 ]; then result="TIMED OUT"; status=1; else result=FAILED; status=1; fi
   say "$t: $result ($(grep -E '^(All tests passed|test cases:)' "$logs/$t.txt" | tail -n 1))"
+done
+
+step "host CPU: projection GEMM (16384 x 512 x 512), one thread, per path"
+# The amx path has run nowhere else (the project's machine has no AMX): its first timing.
+for variant in "fp32 -" "bf16 avx512_bf16" "bf16 amx"; do
+  set -- $variant
+  if [ "$2" = amx ] && ! grep -q -m1 -w amx_bf16 /proc/cpuinfo; then say "bf16 amx: no AMX on this CPU"; continue; fi
+  line=$(OMP_NUM_THREADS=1 LSATTN_BENCH_DTYPE=$1 LSATTN_BF16_PATH=$([ "$2" = - ] || echo "$2") timeout 60 \
+    "$here/bin/lsattn_bench" --benchmark_filter='^BM_ProjectionGemm/' --benchmark_min_time=0.5 2>&1 | grep -E '^BM_|rror' | tail -n 1)
+  say "$1 ${2/-/}: ${line:-no result}"
 done
 
 step "benchmarks (nothing else running)"
