@@ -136,6 +136,25 @@ TEST_CASE("a window at the limit covers the whole sequence", "[limits][window]")
   CHECK(wide_layer.forward(x.view()).values() == exact_layer.forward(x.view()).values());
 }
 
+// The finiteness scan runs in fixed blocks of 64 plus a scalar tail: a non-finite value at any
+// position of any length (blocks, tail, both) is found, and finite ones pass.
+TEMPLATE_TEST_CASE("the finiteness scan finds a non-finite value at every position", "[limits][finite]", float, double) {
+  const TestType specials[] = {std::numeric_limits<TestType>::quiet_NaN(), std::numeric_limits<TestType>::infinity(),
+                               -std::numeric_limits<TestType>::infinity()};
+  for (index_t length : {0, 1, 63, 64, 65, 127, 128, 200}) {
+    std::vector<TestType> values(static_cast<std::size_t>(length), TestType(1e30));
+    CHECK(lsattn::detail::all_finite(values.data(), length));
+    for (index_t at = 0; at < length; ++at)
+      for (TestType special : specials) {
+        values[at] = special;
+        INFO("length " << length << ", value " << special << " at " << at);
+        CHECK_FALSE(lsattn::detail::all_finite(values.data(), length));
+        values[at] = std::numeric_limits<TestType>::max();
+      }
+    CHECK(lsattn::detail::all_finite(values.data(), length));  // max() everywhere: still finite
+  }
+}
+
 TEST_CASE("non-finite weights are refused at construction and at load, naming the tensor", "[limits][weights]") {
   const lra::Config config{2, 4, 8, 4, 2, false, 0};
   const auto good = lra::Weights<float>::random(config, 7);

@@ -28,11 +28,18 @@ bool all_finite(const T* values, index_t count) {
     using Bits = std::conditional_t<std::is_same_v<T, float>, std::uint32_t, std::uint64_t>;
     constexpr Bits exponent = std::is_same_v<T, float> ? Bits(0x7f800000u) : Bits(0x7ff0000000000000ull);
     Bits all_ones = 0;
-    for (index_t i = 0; i < count; ++i) {
+    auto test = [&](index_t i) {
       Bits bits;
       std::memcpy(&bits, values + i, sizeof bits);
       all_ones |= static_cast<Bits>((bits & exponent) == exponent);
-    }
+    };
+    // Fixed blocks of 64: GCC's -O2 vectorises only loops that need no remainder, so an
+    // open-ended loop stayed scalar there (a sixth of a small layer's time at -O2).
+    constexpr index_t block = 64;
+    index_t i = 0;
+    for (; i + block <= count; i += block)
+      for (index_t j = 0; j < block; ++j) test(i + j);
+    for (; i < count; ++i) test(i);
     return all_ones == 0;
   } else {
     for (index_t i = 0; i < count; ++i)

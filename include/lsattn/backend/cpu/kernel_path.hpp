@@ -13,6 +13,11 @@
 #if (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__)) && !defined(__CUDACC__)
 #include <immintrin.h>
 #define LSATTN_HAS_AVX512_KERNELS 1
+// Unrolls a loop of a compile-time trip count whatever the caller's optimisation level: the
+// micro-kernels' accumulators must live in registers, which GCC 12 at -O2 (CMake's
+// RelWithDebInfo, many projects' default) does not arrange without it; they kept them in memory
+// and ran at a third of their -O3 speed (fp32 90 against 244 GFLOP/s, bf16 165 against 468).
+#define LSATTN_UNROLL _Pragma("GCC unroll 16")
 #else
 #define LSATTN_HAS_AVX512_KERNELS 0
 #endif
@@ -103,6 +108,7 @@ __attribute__((target("avx512f"))) inline void store_tile(__m512 (&sum)[Rows][2]
   const __mmask16 mask1 = cols >= 32 ? static_cast<__mmask16>(0xffff)
                           : cols > 16 ? static_cast<__mmask16>((1u << (cols - 16)) - 1u)
                                       : static_cast<__mmask16>(0);
+  LSATTN_UNROLL
   for (int i = 0; i < Rows; ++i) {
     float* row = c + i * ldc;
     if (accumulate) {

@@ -205,18 +205,23 @@ LSATTN_AVX512_BF16_TARGET inline void pack_b_rows_avx512(const float* b, index_t
 // Transposes 8 × 8 32-bit words: row j of the result is column j of the input.
 LSATTN_AVX512_BF16_TARGET inline void transpose_words_8x8(__m256i (&rows)[8]) {
   __m256 r[8], t[8];
+  LSATTN_UNROLL
   for (int i = 0; i < 8; ++i) r[i] = _mm256_castsi256_ps(rows[i]);
+  LSATTN_UNROLL
   for (int i = 0; i < 4; ++i) {
     t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
     t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
   }
+  LSATTN_UNROLL
   for (int i = 0; i < 2; ++i)
+    LSATTN_UNROLL
     for (int h = 0; h < 2; ++h) {
       r[4 * i + 2 * h] = _mm256_shuffle_ps(t[4 * i + h], t[4 * i + h + 2], 0x44);
       r[4 * i + 2 * h + 1] = _mm256_shuffle_ps(t[4 * i + h], t[4 * i + h + 2], 0xee);
     }
   // r[j], j < 4: column j of rows 0-3 in the low half, column j + 4 in the high half; r[4 + j]:
   // the same of rows 4-7.
+  LSATTN_UNROLL
   for (int i = 0; i < 4; ++i) {
     rows[i] = _mm256_castps_si256(_mm256_permute2f128_ps(r[i], r[i + 4], 0x20));
     rows[i + 4] = _mm256_castps_si256(_mm256_permute2f128_ps(r[i], r[i + 4], 0x31));
@@ -237,6 +242,7 @@ LSATTN_AVX512_BF16_TARGET inline void round_interleaved_avx512(const float* a, i
       const index_t live = std::min<index_t>(16, k - c), pairs = (live + 1) / 2;
       const __mmask16 mask = live >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << live) - 1u);
       __m256i words[8];
+      LSATTN_UNROLL
       for (index_t r = 0; r < 8; ++r)  // a masked-off lane reads as 0: the odd-k pad and the rows past m
         words[r] = r < rows ? bf16_of(_mm512_maskz_loadu_ps(mask, a + (g * bf16_rows + r) * lda + c))
                             : _mm256_setzero_si256();
@@ -245,6 +251,7 @@ LSATTN_AVX512_BF16_TARGET inline void round_interleaved_avx512(const float* a, i
       // compiled into a call to memmove: 3.6% of the LRA text layer's time).
       auto* line = reinterpret_cast<__m256i*>(group + (c / 2) * bf16_rows);  // one line of 8 words per pair
       if (pairs == 8) {
+        LSATTN_UNROLL
         for (int p = 0; p < 8; ++p) _mm256_storeu_si256(line + p, words[p]);
       } else {
         for (index_t p = 0; p < pairs; ++p) _mm256_storeu_si256(line + p, words[p]);
@@ -259,11 +266,13 @@ LSATTN_AVX512_BF16_TARGET inline void micro_kernel_avx512(index_t pairs, const s
                                                          const std::uint32_t* panel, float* c, index_t ldc,
                                                          index_t cols, bool accumulate) {
   __m512 sum[Rows][2];
+  LSATTN_UNROLL
   for (int i = 0; i < Rows; ++i) sum[i][0] = sum[i][1] = _mm512_setzero_ps();
   for (index_t p = 0; p < pairs; ++p) {
     const __m512bh b0 = (__m512bh)_mm512_loadu_si512(panel + p * bf16_panel);
     const __m512bh b1 = (__m512bh)_mm512_loadu_si512(panel + p * bf16_panel + 16);
     const std::uint32_t* words = group + p * bf16_rows;
+    LSATTN_UNROLL
     for (int i = 0; i < Rows; ++i) {
       const __m512bh pair = (__m512bh)_mm512_set1_epi32(static_cast<int>(words[i]));
       sum[i][0] = _mm512_dpbf16_ps(sum[i][0], pair, b0);

@@ -107,10 +107,12 @@ template <int Rows>
 LSATTN_AVX512_F32_TARGET inline void micro_kernel_f32(index_t k, const float* a, index_t lda, const float* panel,
                                                      float* c, index_t ldc, index_t cols, bool accumulate) {
   __m512 sum[Rows][2];
+  LSATTN_UNROLL
   for (int i = 0; i < Rows; ++i) sum[i][0] = sum[i][1] = _mm512_setzero_ps();
   for (index_t p = 0; p < k; ++p) {
     const __m512 b0 = _mm512_loadu_ps(panel + p * f32_panel);
     const __m512 b1 = _mm512_loadu_ps(panel + p * f32_panel + 16);
+    LSATTN_UNROLL
     for (int i = 0; i < Rows; ++i) {
       const __m512 element = _mm512_set1_ps(a[i * lda + p]);
       sum[i][0] = _mm512_fmadd_ps(element, b0, sum[i][0]);
