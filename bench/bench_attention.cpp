@@ -149,6 +149,25 @@ void BM_GemmBf16(benchmark::State& state) { gemm(state, lsattn::Precision::bf16)
 // (bench/peers.py, against torch's F.linear under the same precision).
 void BM_ProjectionGemm(benchmark::State& state) { gemm(state, bench_precision()); }
 
+// One packed product C (m × n) = A (m × k) · B (k × n), operands in cache, in LSATTN_BENCH_DTYPE's
+// precision: the micro-kernel's own rate (A's rounding included for bf16), apart from the memory
+// traffic of a whole layer. Shapes: a Linear row block, a flash block's P·V, LRA text's Q·Kᵀ.
+void BM_BlockProduct(benchmark::State& state) {
+  const index_t m = state.range(0), k = state.range(1), n = state.range(2);
+  const auto a = random_tensor(Shape<3>{1, m, k}, 5);
+  const auto b = random_tensor(Shape<3>{1, k, n}, 6);
+  Tensor<float, 3> c(Shape<3>{1, m, n});
+  lsattn::cpu_detail::PackedOperand packed;
+  packed.pack(b.data(), n, k, n, /*transposed=*/false, bench_precision());
+  const std::size_t before = lsattn_bench::current_heap_bytes();
+  lsattn_bench::reset_peak_heap();
+  for (auto _ : state) {
+    lsattn::cpu_detail::block_matmul(a.data(), k, m, packed, c.data(), n, false);
+    benchmark::DoNotOptimize(c.data());
+  }
+  report(state, 2.0 * static_cast<double>(m) * static_cast<double>(k) * static_cast<double>(n), m, before);
+}
+
 // (batch, length) pairs from 1K tokens up to max_tokens tokens per call.
 // The published enwik8 layer (D = 512, 8 heads, l = 16, r = 1, w = 512) on a segment of L
 // tokens after a memory of M = 2048, batch 1 and 8.
@@ -334,6 +353,7 @@ void lengths(benchmark::internal::Benchmark* b, index_t max_length, index_t max_
 BENCHMARK(BM_Gemm)->Arg(16384)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_GemmBf16)->Arg(16384)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_ProjectionGemm)->Arg(16384)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_BlockProduct)->Args({128, 512, 512})->Args({64, 256, 64})->Args({8, 32, 64})->UseRealTime();
 BENCHMARK(BM_LongShortLayer)->Apply([](auto* b) { lengths(b, 65536, 131072); })->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_LraTextLayer)->Args({1, 1024})->Args({1, 4096})->Args({32, 4096})->Args({1, 16384})->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_LongShortAttentionOnly)->RangeMultiplier(4)->Range(4096, 65536)->Unit(benchmark::kMillisecond)->UseRealTime();
