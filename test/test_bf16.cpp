@@ -1016,7 +1016,7 @@ TEST_CASE("bf16 matmul matches a float64 product of the rounded operands on awkw
     std::uniform_int_distribution<int> coin(0, 1);
     for (index_t m : {0, 1, 2, 7, 8, 9, 16, 17, 32, 48})
       for (index_t k : {0, 1, 2, 3, 7, 16, 33, 64, 129})
-        for (index_t n : {0, 1, 5, 31, 32, 33, 70})
+        for (index_t n : {0, 1, 5, 31, 32, 33, 70, 256, 300})
           for (bool transposed : {false, true}) {
             Product p = random_product(m, k, n, k, transposed, coin(rng) == 1, rng);
             cpu_detail::PackedB packed;
