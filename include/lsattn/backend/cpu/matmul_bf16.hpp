@@ -345,8 +345,13 @@ LSATTN_AVX512_BF16_TARGET inline void matmul_avx512(const float* a, index_t lda,
 #endif
 
 #if LSATTN_HAS_AMX_KERNEL
-inline constexpr index_t amx_pairs = 16;  // pair rows of a B tile (k = 32 per step)
-inline constexpr index_t amx_rows = 32;   // rows of A per block: two 16-row tiles
+inline constexpr index_t amx_pairs = 16;               // pair rows of a B tile (k = 32 per step)
+inline constexpr index_t amx_tile_rows = 16;           // rows of an A or C tile
+inline constexpr index_t amx_rows = 2 * amx_tile_rows;  // rows of A per block: two tiles
+
+// The C tiles of the lower 16 rows start this far below the upper ones (rows `stride` bytes apart).
+inline const float* amx_lower_rows(const float* c, index_t stride) { return c + amx_tile_rows * (stride / 4); }
+inline float* amx_lower_rows(float* c, index_t stride) { return c + amx_tile_rows * (stride / 4); }
 
 // The tile configuration: tiles 0-3 the 2 × 2 fp32 C blocks (16 × 16), 4-5 two A tiles (16 rows
 // × 32 bf16), 6-7 two B tiles (16 pair rows × 16 columns); every tile 16 rows of 64 bytes.
@@ -374,7 +379,7 @@ struct HardwareAmxTiles {
     _tile_loadd(0, c, stride);
     _tile_loadd(1, c + 16, stride);
     if (!lower) return;
-    const float* below = c + 16 * (stride / 4);
+    const float* below = amx_lower_rows(c, stride);
     _tile_loadd(2, below, stride);
     _tile_loadd(3, below + 16, stride);
   }
@@ -382,7 +387,7 @@ struct HardwareAmxTiles {
     _tile_stored(0, c, stride);
     _tile_stored(1, c + 16, stride);
     if (!lower) return;
-    float* below = c + 16 * (stride / 4);
+    float* below = amx_lower_rows(c, stride);
     _tile_stored(2, below, stride);
     _tile_stored(3, below + 16, stride);
   }
@@ -430,15 +435,15 @@ class EmulatedAmxTiles {
     load(0, c, stride);
     load(1, c + 16, stride);
     if (!lower) return;
-    load(2, c + 16 * (stride / 4), stride);
-    load(3, c + 16 * (stride / 4) + 16, stride);
+    load(2, amx_lower_rows(c, stride), stride);
+    load(3, amx_lower_rows(c, stride) + 16, stride);
   }
   static void store_c(float* c, index_t stride, bool lower) {
     store(0, c, stride);
     store(1, c + 16, stride);
     if (!lower) return;
-    store(2, c + 16 * (stride / 4), stride);
-    store(3, c + 16 * (stride / 4) + 16, stride);
+    store(2, amx_lower_rows(c, stride), stride);
+    store(3, amx_lower_rows(c, stride) + 16, stride);
   }
   static void load_a(const void* a0, const void* a1, index_t stride, bool lower) {
     load(4, a0, stride);
@@ -536,9 +541,9 @@ LSATTN_AMX_TARGET void matmul_amx(const RoundedA& a, index_t m, const PackedSlic
     const std::uint32_t* words = b.words.data() + ((first_panel + n0 / bf16_panel) * b.pairs + slice.k_begin / 2) * bf16_panel;
     for (index_t i = 0; i < m; i += amx_rows) {
       const index_t rows = std::min(amx_rows, m - i);
-      const bool lower = rows > 16, whole_tiles = cols == bf16_panel && rows % 16 == 0;
+      const bool lower = rows > amx_tile_rows, whole_tiles = cols == bf16_panel && rows % amx_tile_rows == 0;
       const std::uint16_t* a0 = a.bits.data() + i * a_stride;
-      const std::uint16_t* a1 = a0 + 16 * a_stride;
+      const std::uint16_t* a1 = a0 + amx_tile_rows * a_stride;
       float* corner = c + i * ldc + n0;
       if (whole_tiles && accumulate) Tiles::load_c(corner, c_stride, lower);
       else Tiles::zero_c();
@@ -619,7 +624,7 @@ inline void matmul_bf16(const float* a, index_t lda, index_t m, const PackedSlic
   if (b.b->path == Bf16Path::amx) {  // zeros to whole tiles: rows to 16, pairs to 16
     thread_local RoundedA rounded;
     rounded.pairs = (b.k + 2 * amx_pairs - 1) / (2 * amx_pairs) * amx_pairs;
-    const index_t rows = (m + 15) / 16 * 16;
+    const index_t rows = (m + amx_tile_rows - 1) / amx_tile_rows * amx_tile_rows;
     rounded.bits.assign(static_cast<std::size_t>(rows * 2 * rounded.pairs), 0);
     round_rows_avx512(a, lda, m, b.k, rounded.bits.data(), 2 * rounded.pairs);
     // The hardware only where it is usable: a B packed for amx under emulation never reaches it.
