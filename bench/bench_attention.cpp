@@ -12,6 +12,7 @@
 //                (content, position and value terms)
 #include <benchmark/benchmark.h>
 
+#include <cstdio>
 #include <cstdlib>
 #include <random>
 #include <string_view>
@@ -370,4 +371,19 @@ BENCHMARK(BM_LmDecodeStep)->Arg(16)->Arg(500)->Arg(2048)->Unit(benchmark::kMilli
 BENCHMARK(BM_LmSegmentForward)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_FullMhaCausal)->Args({1, 4096})->Args({1, 8192})->Args({1, 16384})->Args({8, 4096})->Unit(benchmark::kMillisecond)->UseRealTime();
 
-BENCHMARK_MAIN();
+// BENCHMARK_MAIN with the kernel paths in the run's context (the JSON's "context"), since the
+// same binary takes different kernels on different CPUs.
+int main(int argc, char** argv) {
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  try {
+    benchmark::AddCustomContext("lsattn_fp32_path", lsattn::fp32_path_name(lsattn::active_fp32_path()));
+    benchmark::AddCustomContext("lsattn_bf16_path", lsattn::bf16_path_name(lsattn::active_bf16_path()));
+  } catch (const lsattn::error& e) {  // a bad LSATTN_FP32_PATH / LSATTN_BF16_PATH
+    std::fprintf(stderr, "%s\n", e.what());
+    return 2;
+  }
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

@@ -202,7 +202,8 @@ def time_torch(works, work, batch, length, threads, dtype):
 
 
 def time_lsattn(binary, table, threads, dtype):
-    """{(work, batch, L): ms} from one run of the benchmark binary with OMP_NUM_THREADS = threads."""
+    """{(work, batch, L): ms, "paths": the kernel paths it took} from one run of the benchmark binary
+    with OMP_NUM_THREADS = threads."""
     wanted = {name: (work, batch, length) for work, sizes in table.items() for batch, length, name in sizes}
     pattern = "^(" + "|".join(wanted) + ")(/|$)"  # the names end in /real_time
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), LSATTN_BENCH_DTYPE=dtype)
@@ -210,8 +211,9 @@ def time_lsattn(binary, table, threads, dtype):
                              "--benchmark_min_time=0.5", "--benchmark_repetitions=3",
                              "--benchmark_report_aggregates_only=true"],
                             env=env, capture_output=True, text=True, check=True)
-    times = {}
-    for bench in json.loads(result.stdout)["benchmarks"]:
+    report = json.loads(result.stdout)
+    times = {"paths": {key: report["context"].get(f"lsattn_{key}_path") for key in ("fp32", "bf16")}}
+    for bench in report["benchmarks"]:
         if bench.get("aggregate_name") != "median":
             continue
         key = bench["run_name"].removesuffix("/real_time")
@@ -277,7 +279,10 @@ def main():
 
     model, flags = cpu_description()
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    # The kernels lsattn took on this CPU (the benchmark's context), e.g. fp32 avx2 where no AVX-512.
+    paths = lsattn_times[(1, "fp32")]["paths"]
     record = {"torch": torch.__version__, "cpu": model, "cpu_flags": flags, "threads_all": all_threads,
+              "lsattn_paths": paths,
               "command": " ".join([os.path.relpath(sys.executable, ROOT) if sys.executable.startswith(ROOT) else "python",
                                    "bench/peers.py"] + sys.argv[1:]),
               "commit": commit, "date": datetime.date.today().isoformat(), "rows": rows}

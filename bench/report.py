@@ -295,7 +295,10 @@ def peers_section(peers, path):
     lines = ["", "## lsattn vs PyTorch (same shapes, same machine, one run)", "",
              f"`{peers['command']}` (commit {peers['commit']}, {peers['date']}; raw rows: `{path}`). "
              f"PyTorch {peers['torch']} from PyPI; CPU {peers['cpu']} with {', '.join(peers['cpu_flags'])}; "
-             f"all threads = {peers['threads_all']}. Speed-up = PyTorch ms / lsattn ms (> 1: lsattn faster; "
+             f"all threads = {peers['threads_all']}"
+             + (f"; lsattn's kernel paths: fp32 {peers['lsattn_paths']['fp32']}, bf16 {peers['lsattn_paths']['bf16']}"
+                if peers.get("lsattn_paths") else "")
+             + ". Speed-up = PyTorch ms / lsattn ms (> 1: lsattn faster; "
              "issue 12's goal is ≥ 1.25 everywhere). bf16: PyTorch under `torch.autocast('cpu', torch.bfloat16)`, "
              "lsattn with `Precision::bf16` (bf16 products, fp32 accumulation, softmax and LayerNorm).", "",
              "| work | batch | L | threads | lsattn fp32 ms | PyTorch fp32 ms | speed-up fp32 | lsattn bf16 ms | PyTorch bf16 ms | speed-up bf16 |",

@@ -26,7 +26,7 @@ namespace cpu = lsattn::cpu_detail;
 std::vector<lsattn::Fp32Path> runnable_fp32_paths() {
   std::vector<lsattn::Fp32Path> paths;
   const char* required = std::getenv("LSATTN_REQUIRE_FP32_PATHS");
-  for (auto path : {lsattn::Fp32Path::eigen, lsattn::Fp32Path::avx512}) {
+  for (auto path : {lsattn::Fp32Path::eigen, lsattn::Fp32Path::avx2, lsattn::Fp32Path::avx512}) {
     if (lsattn::fp32_path_available(path)) {
       paths.push_back(path);
       continue;
@@ -107,8 +107,12 @@ TEST_CASE("slices of a packed operand multiply like the sub-matrix, in both prec
   const index_t k = 37, n = 100, m = 13;
   const auto b = random_values(static_cast<std::size_t>(k * n), rng);  // B, k × n
   const auto a = random_values(static_cast<std::size_t>(m * k), rng);
+  // Every fp32 path this CPU runs (the bf16 precision takes its default path, with the fp32
+  // path under it where that path uses one).
+  for (const auto fp32_path : runnable_fp32_paths())
   for (const auto precision : {lsattn::Precision::fp32, lsattn::Precision::bf16}) {
-    INFO("precision " << lsattn::precision_name(precision));
+    INFO("precision " << lsattn::precision_name(precision) << ", fp32 path " << lsattn::fp32_path_name(fp32_path));
+    lsattn::set_fp32_path(fp32_path);
     cpu::PackedOperand packed;
     packed.pack(b.data(), n, k, n, /*transposed=*/false, precision);
     // Row starts even (bf16 pairs), column starts on a panel boundary.
@@ -143,10 +147,20 @@ TEST_CASE("fp32 path selection: unknown or unavailable paths are errors", "[kern
   ::setenv("LSATTN_FP32_PATH", "eigen", 1);
   REQUIRE(lsattn::active_fp32_path() == lsattn::Fp32Path::eigen);
   ::unsetenv("LSATTN_FP32_PATH");
-  if (!lsattn::fp32_path_available(lsattn::Fp32Path::avx512)) {
-    REQUIRE_THROWS_WITH(lsattn::set_fp32_path(lsattn::Fp32Path::avx512), Catch::Contains("avx512"));
-  } else {
-    REQUIRE(lsattn::active_fp32_path() == lsattn::Fp32Path::avx512);  // the fastest by default
+  // The default is the fastest available path: avx512, else avx2, else eigen.
+  auto fastest = lsattn::Fp32Path::eigen;
+  for (const auto path : {lsattn::Fp32Path::avx2, lsattn::Fp32Path::avx512}) {
+    if (lsattn::fp32_path_available(path)) {
+      fastest = path;
+    } else {
+      INFO("path " << lsattn::fp32_path_name(path));
+      REQUIRE_THROWS_WITH(lsattn::set_fp32_path(path), Catch::Contains(lsattn::fp32_path_name(path)) &&
+                                                           Catch::Contains("not available"));
+    }
+  }
+  REQUIRE(lsattn::active_fp32_path() == fastest);
+  if (lsattn::fp32_path_available(lsattn::Fp32Path::avx512)) {  // AVX-512F implies AVX2 and FMA
+    REQUIRE(lsattn::fp32_path_available(lsattn::Fp32Path::avx2));
   }
   lsattn::set_fp32_path(lsattn::Fp32Path::eigen);
   REQUIRE(lsattn::active_fp32_path() == lsattn::Fp32Path::eigen);

@@ -18,7 +18,7 @@ inline constexpr index_t packed_panel = f32_panel;
 // exception could not be thrown (it would terminate the process), and pack_b looks again.
 inline void require_kernel_path(Precision precision) {
   if (precision == Precision::bf16) (void)active_bf16_path();
-  else (void)active_fp32_path();
+  (void)active_fp32_path();  // also under bf16: its emulated path packs for the fp32 product
 }
 
 // Whether tensors of element type T run the packed kernels (float) or Eigen's products (double).

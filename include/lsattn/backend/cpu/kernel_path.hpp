@@ -12,14 +12,16 @@
 
 #if (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__)) && !defined(__CUDACC__)
 #include <immintrin.h>
-#define LSATTN_HAS_AVX512_KERNELS 1
+// The x86-64 micro-kernels (AVX2, AVX-512, AMX) are compiled with target attributes and chosen
+// at run time from CPUID, so one binary runs on any x86-64 whatever its -march.
+#define LSATTN_HAS_X86_KERNELS 1
 // Unrolls a loop of a compile-time trip count whatever the caller's optimisation level: the
 // micro-kernels' accumulators must live in registers, which GCC 12 at -O2 (CMake's
 // RelWithDebInfo, many projects' default) does not arrange without it; they kept them in memory
 // and ran at a third of their -O3 speed (fp32 90 against 244 GFLOP/s, bf16 165 against 468).
 #define LSATTN_UNROLL _Pragma("GCC unroll 16")
 #else
-#define LSATTN_HAS_AVX512_KERNELS 0
+#define LSATTN_HAS_X86_KERNELS 0
 #endif
 
 namespace lsattn::cpu_detail {
@@ -84,8 +86,22 @@ Path active_path() {
               ")");
 }
 
+// AVX2 with FMA3 (Haswell, Zen and later; also the client CPUs without AVX-512), in a process
+// whose OS saves the YMM state (libgcc's check).
+inline bool cpu_supports_avx2_fma() {
+#if LSATTN_HAS_X86_KERNELS
+  static const bool avx2 = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  }();
+  return avx2;
+#else
+  return false;
+#endif
+}
+
 inline bool cpu_supports_avx512(bool with_bf16) {
-#if LSATTN_HAS_AVX512_KERNELS
+#if LSATTN_HAS_X86_KERNELS
   static const bool avx512 = [] {
     __builtin_cpu_init();
     return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
@@ -98,7 +114,7 @@ inline bool cpu_supports_avx512(bool with_bf16) {
 #endif
 }
 
-#if LSATTN_HAS_AVX512_KERNELS
+#if LSATTN_HAS_X86_KERNELS
 // The epilogue of both 8 × 32 micro-kernels: C[Rows × cols] (+)= sum, cols ≤ 32, masked stores
 // so that nothing past the last column is touched.
 template <int Rows>

@@ -5,7 +5,8 @@
 //  - avx512_bf16: AVX-512-BF16 dot products (vdpbf16ps: two bf16 products into one float lane),
 //    register-blocked 8 × 32; compiled for that instruction set with a target attribute, so
 //    one binary runs on any x86-64 and uses it only where CPUID reports it;
-//  - emulated: the rounded operands widened back to float and multiplied by Eigen; any CPU;
+//  - emulated: the rounded operands widened back to float and multiplied by the fp32 product
+//    (its active path: the avx2 or avx512 kernel, or Eigen); any CPU;
 //  - amx: AMX tiles (32 × 32 blocks of C from 16-row A tiles and the avx512_bf16 packing of B),
 //    on Linux with AMX-BF16; chosen only on request until it has run on an AMX machine.
 // The environment variable LSATTN_BF16_PATH (emulated | avx512_bf16 | amx) or set_bf16_path()
@@ -20,11 +21,12 @@
 
 #include "lsattn/backend/cpu/eigen.hpp"
 #include "lsattn/backend/cpu/kernel_path.hpp"
+#include "lsattn/backend/cpu/matmul_f32.hpp"
 #include "lsattn/core/error.hpp"
 #include "lsattn/core/half.hpp"
 #include "lsattn/core/tensor.hpp"
 
-#if LSATTN_HAS_AVX512_KERNELS
+#if LSATTN_HAS_X86_KERNELS
 #define LSATTN_HAS_AVX512_BF16_KERNEL 1
 #define LSATTN_AVX512_BF16_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
 #else
@@ -32,7 +34,7 @@
 #endif
 // AMX tiles (Sapphire Rapids and later): Linux only, where the process must ask for the tile
 // state (arch_prctl) before the first tile instruction.
-#if LSATTN_HAS_AVX512_KERNELS && defined(__linux__)
+#if LSATTN_HAS_X86_KERNELS && defined(__linux__)
 #define LSATTN_HAS_AMX_KERNEL 1
 // Only the tile instructions: the kernel's instantiation on emulated tiles (tests) then runs on
 // any x86-64.
@@ -116,12 +118,12 @@ inline float round_to_bf16(float x) { return bfloat16_to_float(float_to_bfloat16
 
 // B packed for one path. avx512_bf16: panels of 32 columns; in each, pair p of column j is the
 // 32-bit word (B[2p][j], B[2p+1][j]) at words[(panel·pairs + p)·32 + j], zero beyond k and n.
-// emulated: B rounded to bf16 and widened back, k × n row-major.
+// emulated: B rounded to bf16, widened back and packed for the fp32 product.
 struct PackedB {
   Bf16Path path = Bf16Path::emulated;
   index_t k = 0, n = 0, pairs = 0, panels = 0;
   std::vector<std::uint32_t> words;
-  RowMatrix<float> rounded;
+  PackedF32 rounded;
 };
 
 // Rows [k_begin, k_begin + k) and columns [n_begin, n_begin + n) of a packed B, for products
@@ -577,10 +579,13 @@ inline void pack_b(const float* b, index_t ldb, index_t k, index_t n, bool trans
   packed.pairs = (k + 1) / 2;
   packed.panels = (n + bf16_panel - 1) / bf16_panel;
   if (packed.path == Bf16Path::emulated) {
-    packed.rounded.resize(k, n);
-    for (index_t row = 0; row < k; ++row)
-      for (index_t col = 0; col < n; ++col)
-        packed.rounded(row, col) = round_to_bf16(transposed ? b[col * ldb + row] : b[row * ldb + col]);
+    // B as given (k × n, or n × k when transposed), rounded, then packed like a float B.
+    const index_t rows = transposed ? n : k, columns = transposed ? k : n;
+    thread_local std::vector<float> rounded;
+    rounded.resize(static_cast<std::size_t>(rows * columns));
+    for (index_t row = 0; row < rows; ++row)
+      for (index_t col = 0; col < columns; ++col) rounded[row * columns + col] = round_to_bf16(b[row * ldb + col]);
+    pack_b(rounded.data(), columns, k, n, transposed, packed.rounded);
     return;
   }
 #if LSATTN_HAS_AVX512_BF16_KERNEL
@@ -612,11 +617,11 @@ inline void matmul_bf16(const float* a, index_t lda, index_t m, const PackedSlic
                         bool accumulate) {
   if (m == 0 || b.n == 0) return;
   if (b.b->path == Bf16Path::emulated) {
-    thread_local RowMatrix<float> rounded;
-    rounded.resize(m, b.k);
+    thread_local std::vector<float> rounded;
+    rounded.resize(static_cast<std::size_t>(m * b.k));
     for (index_t i = 0; i < m; ++i)
-      for (index_t col = 0; col < b.k; ++col) rounded(i, col) = round_to_bf16(a[i * lda + col]);
-    multiply_into(matrix(c, m, b.n, ldc), rounded, b.b->rounded.block(b.k_begin, b.n_begin, b.k, b.n), accumulate);
+      for (index_t col = 0; col < b.k; ++col) rounded[i * b.k + col] = round_to_bf16(a[i * lda + col]);
+    matmul_f32(rounded.data(), b.k, m, slice(b.b->rounded, b.k_begin, b.k, b.n_begin, b.n), c, ldc, accumulate);
     return;
   }
 #if LSATTN_HAS_AVX512_BF16_KERNEL

@@ -7,8 +7,11 @@
 // Paths, chosen at run time like the bf16 ones:
 //  - avx512: 8 × 32 register-blocked FMA micro-kernel, compiled with a target attribute and
 //    used where CPUID reports AVX-512F;
+//  - avx2: 6 × 16 register-blocked FMA micro-kernel on the same packed panels (each panel in two
+//    halves: 12 accumulators, two B vectors and a broadcast fill the 16 YMM registers), for
+//    x86-64 with AVX2 and FMA but no AVX-512 (Zen 2/3, Intel client CPUs);
 //  - eigen: Eigen's product on the unpacked copy; any CPU.
-// LSATTN_FP32_PATH (eigen | avx512) or set_fp32_path() forces a path.
+// LSATTN_FP32_PATH (eigen | avx2 | avx512) or set_fp32_path() forces a path.
 #include <algorithm>
 #include <array>
 #include <vector>
@@ -18,24 +21,32 @@
 #include "lsattn/core/error.hpp"
 #include "lsattn/core/tensor.hpp"
 
-#if LSATTN_HAS_AVX512_KERNELS
-#define LSATTN_HAS_AVX512_F32_KERNEL 1
+#if LSATTN_HAS_X86_KERNELS
+#define LSATTN_HAS_PANEL_F32_KERNELS 1
 #define LSATTN_AVX512_F32_TARGET __attribute__((target("avx512f")))
+#define LSATTN_AVX2_F32_TARGET __attribute__((target("avx2,fma")))
 #else
-#define LSATTN_HAS_AVX512_F32_KERNEL 0
+#define LSATTN_HAS_PANEL_F32_KERNELS 0
 #endif
 
 namespace lsattn {
 
-enum class Fp32Path { eigen, avx512 };
+enum class Fp32Path { eigen, avx2, avx512 };
 
 namespace cpu_detail {
 template <>
 struct PathTraits<Fp32Path> {
-  static constexpr std::array<const char*, 2> names{"eigen", "avx512"};
+  static constexpr std::array<const char*, 3> names{"eigen", "avx2", "avx512"};
   static constexpr const char* variable = "LSATTN_FP32_PATH";
   static constexpr const char* setter = "set_fp32_path";
-  static bool available(Fp32Path path) { return path == Fp32Path::eigen || cpu_supports_avx512(/*with_bf16=*/false); }
+  static bool available(Fp32Path path) {
+    switch (path) {
+      case Fp32Path::eigen: return true;
+      case Fp32Path::avx2: return cpu_supports_avx2_fma();
+      case Fp32Path::avx512: return cpu_supports_avx512(/*with_bf16=*/false);
+    }
+    return false;
+  }
 };
 }  // namespace cpu_detail
 
@@ -48,9 +59,11 @@ inline Fp32Path active_fp32_path() { return cpu_detail::active_path<Fp32Path>();
 namespace cpu_detail {
 
 inline constexpr index_t f32_panel = 32;  // columns of B per packed panel
-inline constexpr index_t f32_rows = 8;    // rows of A per micro-kernel call
+inline constexpr index_t f32_rows = 8;    // rows of A per micro-kernel call (avx512)
+inline constexpr index_t f32_half_panel = f32_panel / 2;  // columns per avx2 micro-kernel call
+inline constexpr index_t f32_avx2_rows = 6;                // rows of A per avx2 micro-kernel call
 
-// B packed for one path. avx512: panels of 32 columns, element (row p, column j) of panel q at
+// B packed for one path. avx512 and avx2: panels of 32 columns, element (row p, column j) of panel q at
 // values[(q·k + p)·32 + j], zero beyond n. eigen: B itself, k × n row-major.
 struct PackedF32 {
   Fp32Path path = Fp32Path::eigen;
@@ -59,8 +72,8 @@ struct PackedF32 {
   RowMatrix<float> plain;
 };
 
-// Rows [k_begin, k_begin + k) and columns [n_begin, n_begin + n) of a packed B; on the avx512
-// path n_begin is a multiple of f32_panel.
+// Rows [k_begin, k_begin + k) and columns [n_begin, n_begin + n) of a packed B; on the panel
+// paths (avx2, avx512) n_begin is a multiple of f32_panel.
 struct F32Slice {
   const PackedF32* b = nullptr;
   index_t k_begin = 0, k = 0, n_begin = 0, n = 0;
@@ -69,7 +82,7 @@ struct F32Slice {
 inline F32Slice whole(const PackedF32& b) { return {&b, 0, b.k, 0, b.n}; }
 
 inline F32Slice slice(const PackedF32& b, index_t k_begin, index_t k, index_t n_begin, index_t n) {
-  if (b.path == Fp32Path::avx512) {
+  if (b.path != Fp32Path::eigen) {
     require(n_begin % f32_panel == 0, "lsattn internal: unaligned fp32 slice (", n_begin, ")");
   }
   return {&b, k_begin, k, n_begin, n};
@@ -101,7 +114,7 @@ inline void pack_b(const float* b, index_t ldb, index_t k, index_t n, bool trans
   }
 }
 
-#if LSATTN_HAS_AVX512_F32_KERNEL
+#if LSATTN_HAS_PANEL_F32_KERNELS
 // C[rows × cols] (+)= A (rows lda apart, read in place) · one panel of B (k rows of 32).
 template <int Rows>
 LSATTN_AVX512_F32_TARGET inline void micro_kernel_f32(index_t k, const float* a, index_t lda, const float* panel,
@@ -131,6 +144,63 @@ LSATTN_AVX512_F32_TARGET inline void micro_kernel_f32_rows(index_t rows, index_t
     return micro_kernel_f32_rows<Rows - 1>(rows, k, a, lda, panel, c, ldc, cols, accumulate);
   }
 }
+
+// C[rows × cols] (+)= A (rows lda apart, read in place) · one half panel of B (k rows of 16,
+// f32_panel apart), cols ≤ 16; masked loads and stores past the last column.
+template <int Rows>
+LSATTN_AVX2_F32_TARGET inline void micro_kernel_avx2(index_t k, const float* a, index_t lda, const float* half_panel,
+                                                    float* c, index_t ldc, index_t cols, bool accumulate) {
+  __m256 sum[Rows][2];
+  LSATTN_UNROLL
+  for (int i = 0; i < Rows; ++i) sum[i][0] = sum[i][1] = _mm256_setzero_ps();
+  for (index_t p = 0; p < k; ++p) {
+    const __m256 b0 = _mm256_loadu_ps(half_panel + p * f32_panel);
+    const __m256 b1 = _mm256_loadu_ps(half_panel + p * f32_panel + 8);
+    LSATTN_UNROLL
+    for (int i = 0; i < Rows; ++i) {
+      const __m256 element = _mm256_broadcast_ss(a + i * lda + p);
+      sum[i][0] = _mm256_fmadd_ps(element, b0, sum[i][0]);
+      sum[i][1] = _mm256_fmadd_ps(element, b1, sum[i][1]);
+    }
+  }
+  if (cols == f32_half_panel) {
+    LSATTN_UNROLL
+    for (int i = 0; i < Rows; ++i) {
+      float* row = c + i * ldc;
+      if (accumulate) {
+        sum[i][0] = _mm256_add_ps(sum[i][0], _mm256_loadu_ps(row));
+        sum[i][1] = _mm256_add_ps(sum[i][1], _mm256_loadu_ps(row + 8));
+      }
+      _mm256_storeu_ps(row, sum[i][0]);
+      _mm256_storeu_ps(row + 8, sum[i][1]);
+    }
+    return;
+  }
+  // Lane j of mask h is set when column 8h + j < cols.
+  const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  const __m256i mask0 = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(cols)), lanes);
+  const __m256i mask1 = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(cols) - 8), lanes);
+  LSATTN_UNROLL
+  for (int i = 0; i < Rows; ++i) {
+    float* row = c + i * ldc;
+    if (accumulate) {
+      sum[i][0] = _mm256_add_ps(sum[i][0], _mm256_maskload_ps(row, mask0));
+      sum[i][1] = _mm256_add_ps(sum[i][1], _mm256_maskload_ps(row + 8, mask1));
+    }
+    _mm256_maskstore_ps(row, mask0, sum[i][0]);
+    _mm256_maskstore_ps(row + 8, mask1, sum[i][1]);
+  }
+}
+
+template <int Rows = f32_avx2_rows>
+LSATTN_AVX2_F32_TARGET inline void micro_kernel_avx2_rows(index_t rows, index_t k, const float* a, index_t lda,
+                                                         const float* half_panel, float* c, index_t ldc, index_t cols,
+                                                         bool accumulate) {
+  if constexpr (Rows > 0) {
+    if (rows == Rows) return micro_kernel_avx2<Rows>(k, a, lda, half_panel, c, ldc, cols, accumulate);
+    return micro_kernel_avx2_rows<Rows - 1>(rows, k, a, lda, half_panel, c, ldc, cols, accumulate);
+  }
+}
 #endif
 
 // C (m × n, rows ldc apart) = A · B, or += when `accumulate`; A is m × k, rows lda apart.
@@ -142,18 +212,25 @@ inline void matmul_f32(const float* a, index_t lda, index_t m, const F32Slice& b
                   accumulate);
     return;
   }
-#if LSATTN_HAS_AVX512_F32_KERNEL
+#if LSATTN_HAS_PANEL_F32_KERNELS
   const PackedF32& packed = *b.b;
   const index_t first_panel = b.n_begin / f32_panel;
   for (index_t n0 = 0; n0 < b.n; n0 += f32_panel) {
     const index_t cols = std::min(f32_panel, b.n - n0);
     const float* panel = packed.values.data() + ((first_panel + n0 / f32_panel) * packed.k + b.k_begin) * f32_panel;
-    for (index_t i = 0; i < m; i += f32_rows)
-      micro_kernel_f32_rows(std::min(f32_rows, m - i), b.k, a + i * lda, lda, panel, c + i * ldc + n0, ldc, cols,
-                            accumulate);
+    if (packed.path == Fp32Path::avx512) {
+      for (index_t i = 0; i < m; i += f32_rows)
+        micro_kernel_f32_rows(std::min(f32_rows, m - i), b.k, a + i * lda, lda, panel, c + i * ldc + n0, ldc, cols,
+                              accumulate);
+      continue;
+    }
+    for (index_t half = 0; half < cols; half += f32_half_panel)
+      for (index_t i = 0; i < m; i += f32_avx2_rows)
+        micro_kernel_avx2_rows(std::min(f32_avx2_rows, m - i), b.k, a + i * lda, lda, panel + half,
+                               c + i * ldc + n0 + half, ldc, std::min(f32_half_panel, cols - half), accumulate);
   }
 #else
-  throw error("lsattn internal: B packed for the avx512 fp32 path in a build without that kernel");
+  throw error("lsattn internal: B packed for a panel fp32 path in a build without its kernels");
 #endif
 }
 
