@@ -4,13 +4,17 @@
 #include <catch2/catch.hpp>
 
 #include <array>
+#include <cmath>
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
+#include <limits>
 #include <random>
 #include <string>
 #include <vector>
 
 #include "lsattn/backend/cpu/block_matmul.hpp"
+#include "lsattn/backend/cpu/softmax.hpp"
 #include "lsattn/backend/cpu/workspace.hpp"
 #include "lsattn/lsattn.hpp"
 
@@ -248,6 +252,88 @@ TEST_CASE("layers give the same bits with a kept workspace as without one", "[ke
         const auto x = random_tensor(Shape<3>{1, 1 + side * side, 24});
         REQUIRE(layer.forward(x.view(), side, side, workspace).values() == layer.forward(x.view(), side, side).values());
       }
+    }
+  }
+}
+
+namespace {
+
+// The fp32 paths with their own softmax code (eigen uses Eigen's exp, checked by every oracle test).
+std::vector<lsattn::Fp32Path> vector_softmax_paths() {
+  std::vector<lsattn::Fp32Path> paths;
+  for (const auto path : runnable_fp32_paths())
+    if (path != lsattn::Fp32Path::eigen) paths.push_back(path);
+  return paths;
+}
+
+// |got − exp(x)| within 4·10⁻⁷ relative (a few ulp) plus one denormal step; 0, inf and NaN exact.
+bool close_to_exp(float got, double x) {
+  if (std::isnan(x)) return std::isnan(got);
+  const double want = std::exp(x);
+  if (want > 3.4028234663852886e38) return std::isinf(got) && got > 0;
+  return std::abs(got - want) <= 4e-7 * want + 1.5e-45;
+}
+
+}  // namespace
+
+TEST_CASE("the vector exp of the softmax kernels is accurate over the whole float range", "[kernels][fp32][softmax]") {
+  PathGuard guard;
+  std::vector<float> inputs;
+  for (double x = -120.0; x <= 90.0; x += 0.01) inputs.push_back(static_cast<float>(x));
+  for (float x : {0.0f, -0.0f, 1e-30f, -1e-30f, 88.72f, 88.73f, -87.33f, -87.34f, -103.9f, -104.0f, -110.0f, -1e30f, 1e30f,
+                  std::numeric_limits<float>::infinity(), -std::numeric_limits<float>::infinity(),
+                  std::numeric_limits<float>::quiet_NaN()})
+    inputs.push_back(x);
+  for (const auto path : vector_softmax_paths()) {
+    INFO("path " << lsattn::fp32_path_name(path));
+    std::vector<float> values = inputs;
+    cpu::exp_shifted(values.data(), static_cast<index_t>(values.size()), 0.0f, path);
+    for (std::size_t i = 0; i < inputs.size(); ++i) {
+      INFO("x = " << inputs[i] << ", got " << values[i] << ", exp " << std::exp(static_cast<double>(inputs[i])));
+      REQUIRE(close_to_exp(values[i], inputs[i]));
+      // The same value alone (the padded tail) as in the long row: position does not matter.
+      float alone = inputs[i];
+      cpu::exp_shifted(&alone, 1, 0.0f, path);
+      REQUIRE(std::memcmp(&alone, &values[i], sizeof alone) == 0);
+    }
+    float minus_infinity = -std::numeric_limits<float>::infinity();
+    cpu::exp_shifted(&minus_infinity, 1, 3.0f, path);
+    REQUIRE(minus_infinity == 0.0f);  // masked scores give probability exactly 0
+  }
+}
+
+TEST_CASE("softmax kernels: maximum, shifted exp and sum, division, on every length", "[kernels][fp32][softmax]") {
+  PathGuard guard;
+  std::mt19937 rng(13);
+  for (const auto path : vector_softmax_paths()) {
+    INFO("path " << lsattn::fp32_path_name(path));
+    for (index_t n = 0; n <= 70; ++n) {
+      INFO("n " << n);
+      auto row = random_values(static_cast<std::size_t>(n) + 1, rng);
+      for (auto& v : row) v *= 8.0f;
+      if (n > 3) row[static_cast<std::size_t>(n / 2)] = -std::numeric_limits<float>::infinity();  // a masked key
+      const float sentinel = row[static_cast<std::size_t>(n)];
+      const std::vector<float> before = row;
+      double want_max = -std::numeric_limits<double>::infinity();
+      for (index_t i = 0; i < n; ++i) want_max = std::max(want_max, static_cast<double>(before[i]));
+      REQUIRE(cpu::row_max(row.data(), n, path) == static_cast<float>(want_max));
+      if (n == 0) continue;
+      std::vector<double> want(static_cast<std::size_t>(n));
+      double sum = 0;
+      // x − max rounded to float as the kernel does; the rest in float64. Bound: the exp's few
+      // ulp and the float sum of at most 70 terms.
+      for (index_t i = 0; i < n; ++i)
+        sum += want[i] = std::exp(static_cast<double>(before[i] - static_cast<float>(want_max)));
+      cpu::softmax_row(row.data(), n, path);
+      for (index_t i = 0; i < n; ++i) REQUIRE(std::abs(row[i] - want[i] / sum) <= 4e-6 * (want[i] / sum) + 1e-12);
+      REQUIRE(row[static_cast<std::size_t>(n)] == sentinel);  // nothing past the row is written
+      // exp(x − shift) against a shift row: the compression's column softmax.
+      std::vector<float> shift(static_cast<std::size_t>(n)), out(static_cast<std::size_t>(n) + 1, 7.0f);
+      for (auto& s : shift) s = static_cast<float>(want_max) + std::uniform_real_distribution<float>(0.0f, 3.0f)(rng);
+      cpu::exp_difference(before.data(), shift.data(), out.data(), n, path);
+      for (index_t i = 0; i < n; ++i)
+        REQUIRE(close_to_exp(out[i], static_cast<double>(before[i] - shift[i])));
+      REQUIRE(out[static_cast<std::size_t>(n)] == 7.0f);
     }
   }
 }

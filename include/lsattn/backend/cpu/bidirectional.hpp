@@ -13,6 +13,7 @@
 #include "lsattn/backend/cpu/linear.hpp"
 #include "lsattn/backend/cpu/block_matmul.hpp"
 #include "lsattn/backend/cpu/parallel.hpp"
+#include "lsattn/backend/cpu/softmax.hpp"
 #include "lsattn/backend/cpu/sequence_projection.hpp"
 #include "lsattn/backend/cpu/workspace.hpp"
 
@@ -50,6 +51,7 @@ struct Executor<cpu, BidirectionalWindow, SequenceProjection> {
     // Double tensors: Eigen products.
     constexpr bool packed = uses_packed_kernels<T>;
     require_precision<T>(config.precision);
+    const Fp32Path kernels = cpu_detail::softmax_path<T>();
     std::vector<PackedOperand> packed_global_key(packed ? heads : 0), packed_global_value(packed ? heads : 0);
 
     const index_t row_blocks = (length + linear_row_block - 1) / linear_row_block;
@@ -154,8 +156,7 @@ struct Executor<cpu, BidirectionalWindow, SequenceProjection> {
             row.setZero();  // step 9: padded query rows get probability 0, hence context 0
             continue;
           }
-          row = (row.array() - row.maxCoeff()).exp();
-          row /= row.sum();
+          softmax_row(row.data(), row.size(), kernels);
         }
         auto block_context = matrix(context_rows + queries.begin * width + column, query_count, head_dim, width);
         if constexpr (packed) {
@@ -192,8 +193,7 @@ struct Executor<cpu, BidirectionalWindow, SequenceProjection> {
           scores.tail(length).noalias() = cls_query * token_context.transpose();
           for (index_t t = 0; t < length; ++t)
             if (!valid[t]) scores(1 + t) = minus_infinity;
-          scores = (scores.array() - scores.maxCoeff()).exp();
-          scores /= scores.sum();
+          softmax_row(scores.data(), scores.size(), kernels);
           auto out = matrix(cls_context + column, 1, head_dim, width);
           out.noalias() = scores(0) * cls_value;
           out.noalias() += scores.tail(length) * token_context;

@@ -14,6 +14,7 @@
 #include "lsattn/backend/cpu/layer_norm.hpp"
 #include "lsattn/backend/cpu/linear.hpp"
 #include "lsattn/backend/cpu/parallel.hpp"
+#include "lsattn/backend/cpu/softmax.hpp"
 #include "lsattn/backend/cpu/workspace.hpp"
 
 namespace lsattn::detail {
@@ -72,6 +73,7 @@ struct Executor<cpu, CausalWindow, ChunkedProjection> {
     // row outside the window). Double tensors: Eigen products.
     constexpr bool packed = uses_packed_kernels<T>;
     require_precision<T>(config.precision);
+    const Fp32Path kernels = cpu_detail::softmax_path<T>();
     const index_t packed_heads = packed ? heads : 0;
     std::vector<PackedOperand> packed_key(packed_heads), packed_value(packed_heads), packed_chunk_key(packed_heads),
         packed_chunk_value(packed_heads), packed_window_position(packed_heads), packed_chunk_position(packed_heads);
@@ -187,8 +189,7 @@ struct Executor<cpu, CausalWindow, ChunkedProjection> {
         // One joint softmax; every query sees at least itself, so no row is empty (step 8).
         for (index_t i = 0; i < query_count; ++i) {
           auto row = scores.row(i);
-          row = (row.array() - row.maxCoeff()).exp();
-          row /= row.sum();
+          cpu_detail::softmax_row(row.data(), row.size(), kernels);
         }
         auto out = matrix(context.data() + (b * length + first_query) * width + column, query_count, head_dim, width);
         if constexpr (packed) {

@@ -13,6 +13,7 @@
 #include "lsattn/backend/cpu/eigen.hpp"
 #include "lsattn/backend/cpu/block_matmul.hpp"
 #include "lsattn/backend/cpu/parallel.hpp"
+#include "lsattn/backend/cpu/softmax.hpp"
 #include "lsattn/core/config.hpp"
 #include "lsattn/core/error.hpp"
 #include "lsattn/core/tensor.hpp"
@@ -64,6 +65,7 @@ void flash_attention(const T* q, const T* k, const T* v, const std::vector<char>
   // any invisible key). Double tensors: Eigen products.
   constexpr bool packed = uses_packed_kernels<T>;
   require_precision<T>(precision);
+  const Fp32Path kernels = softmax_path<T>();
   std::vector<PackedOperand> packed_key(packed ? heads : 0), packed_value(packed ? heads : 0);
   if constexpr (packed) {
     parallel_for(2 * heads, threads, [&](index_t task) {
@@ -125,22 +127,21 @@ void flash_attention(const T* q, const T* k, const T* v, const std::vector<char>
             else row(j) = minus_infinity;
           }
         }
-        const T row_max = end > begin ? visible.maxCoeff() : minus_infinity;
-        if (row_max == std::numeric_limits<T>::infinity() || (any_visible && row_max == minus_infinity)) {
+        const T largest_visible = row_max(visible.data(), end - begin, kernels);
+        if (largest_visible == std::numeric_limits<T>::infinity() || (any_visible && largest_visible == minus_infinity)) {
           overflowed = true;
           return;
         }
-        if (valid.empty() || valid[first + i]) largest = std::max(largest, row_max);  // padded queries do not count
+        if (valid.empty() || valid[first + i]) largest = std::max(largest, largest_visible);  // padded queries do not count
         row.segment(columns.begin, begin - columns.begin).setZero();
         row.segment(end, columns.end - end).setZero();
-        const T new_max = std::max(running_max(i), row_max);
+        const T new_max = std::max(running_max(i), largest_visible);
         if (new_max == minus_infinity) {  // nothing visible yet
           visible.setZero();
           continue;
         }
         const T correction = std::exp(running_max(i) - new_max);
-        visible = (visible.array() - new_max).exp();
-        running_sum(i) = running_sum(i) * correction + visible.sum();
+        running_sum(i) = running_sum(i) * correction + exp_shifted(visible.data(), end - begin, new_max, kernels);
         accumulator.row(i) *= correction;
         running_max(i) = new_max;
       }

@@ -9,6 +9,7 @@
 #include "lsattn/backend/cpu/eigen.hpp"
 #include "lsattn/backend/cpu/linear.hpp"
 #include "lsattn/backend/cpu/parallel.hpp"
+#include "lsattn/backend/cpu/softmax.hpp"
 
 namespace lsattn::cpu_detail {
 
@@ -36,6 +37,7 @@ void compress_sequence(const T* logits, const std::vector<char>& valid, index_t 
       if (is_valid(t)) block_max = block_max.cwiseMax(scores.row(t));
   });
   const Eigen::Matrix<T, 1, Eigen::Dynamic> column_max = partial.colwise().maxCoeff();
+  const Fp32Path kernels = softmax_path<T>();
   parallel_for(row_blocks, threads, [&](index_t block) {
     const index_t first = block * linear_row_block, rows = std::min(linear_row_block, length - first);
     auto block_sum = partial.row(block);
@@ -43,7 +45,7 @@ void compress_sequence(const T* logits, const std::vector<char>& valid, index_t 
     for (index_t t = first; t < first + rows; ++t) {
       auto p = probabilities.row(t);
       if (is_valid(t)) {
-        p = (scores.row(t) - column_max).array().exp();
+        exp_difference(scores.row(t).data(), column_max.data(), p.data(), columns, kernels);
         block_sum += p;
       } else {
         p.setZero();

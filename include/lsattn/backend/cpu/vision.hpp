@@ -14,6 +14,7 @@
 #include "lsattn/backend/cpu/layer_norm.hpp"
 #include "lsattn/backend/cpu/linear.hpp"
 #include "lsattn/backend/cpu/parallel.hpp"
+#include "lsattn/backend/cpu/softmax.hpp"
 #include "lsattn/backend/cpu/sequence_projection.hpp"
 #include "lsattn/backend/cpu/workspace.hpp"
 
@@ -51,6 +52,7 @@ struct Executor<cpu, Window2D, SequenceProjection> {
     const std::vector<char> all_valid;
     constexpr bool packed = uses_packed_kernels<T>;
     require_precision<T>(config.precision);
+    const Fp32Path kernels = cpu_detail::softmax_path<T>();
     const index_t packed_heads = packed ? heads : 0;
     std::vector<PackedOperand> packed_compressed_key(packed_heads), packed_compressed_value(packed_heads),
         packed_global_key(packed_heads), packed_global_value(packed_heads);
@@ -155,8 +157,7 @@ struct Executor<cpu, Window2D, SequenceProjection> {
         }
         for (index_t i = 0; i < query_count; ++i) {
           auto row = scores.row(i);
-          row = (row.array() - row.maxCoeff()).exp();
-          row /= row.sum();
+          cpu_detail::softmax_row(row.data(), row.size(), kernels);
         }
         thread_local Matrix out;
         if constexpr (packed) {
@@ -187,8 +188,7 @@ struct Executor<cpu, Window2D, SequenceProjection> {
           Eigen::Matrix<T, 1, Eigen::Dynamic> scores(globals + patches);
           scores.head(globals).noalias() = global_query * key.block(0, column, globals, head_dim).transpose();
           scores.tail(patches).noalias() = global_query * patch_outputs.transpose();
-          scores = (scores.array() - scores.maxCoeff()).exp();
-          scores /= scores.sum();
+          cpu_detail::softmax_row(scores.data(), scores.size(), kernels);
           Eigen::Matrix<T, 1, Eigen::Dynamic> result = scores.head(globals) * value.block(0, column, globals, head_dim);
           result.noalias() += scores.tail(patches) * patch_outputs;
           // Global rows are written after every task read the patch rows (distinct rows, no race).
