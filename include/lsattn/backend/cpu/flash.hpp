@@ -75,7 +75,7 @@ void flash_attention(const T* q, const T* k, const T* v, const std::vector<char>
     });
   }
   parallel_for(blocks * heads, threads, [&](index_t task) {
-    const index_t h = task % heads, block = task / heads, column = h * head_dim;
+    const index_t h = task / blocks, block = task % blocks, column = h * head_dim;
     const auto visibility = visibility_of(h);
     const index_t first = block * flash_query_block, count = std::min(flash_query_block, length - first);
     const IndexRange keys = visibility.keys(first, first + count, length);
@@ -160,7 +160,7 @@ void flash_attention(const T* q, const T* k, const T* v, const std::vector<char>
     for (index_t i = 0; i < count; ++i)
       if (running_sum(i) > 0) accumulator.row(i) /= running_sum(i);
     matrix(context + first * width + column, count, head_dim, width) = accumulator;
-    block_max[static_cast<std::size_t>(task)] = largest;
+    block_max[static_cast<std::size_t>(block * heads + h)] = largest;
   });
   if (overflowed) {
     throw non_finite("lsattn: attention scores q·k/√dh: non-finite values from finite queries and keys (float overflow)");

@@ -154,8 +154,11 @@ LSATTN_AVX2_F32_TARGET inline void micro_kernel_avx2(index_t k, const float* a, 
   LSATTN_UNROLL
   for (int i = 0; i < Rows; ++i) sum[i][0] = sum[i][1] = _mm256_setzero_ps();
   for (index_t p = 0; p < k; ++p) {
-    const __m256 b0 = _mm256_loadu_ps(half_panel + p * f32_panel);
-    const __m256 b1 = _mm256_loadu_ps(half_panel + p * f32_panel + 8);
+    __m256 b0 = _mm256_loadu_ps(half_panel + p * f32_panel);
+    __m256 b1 = _mm256_loadu_ps(half_panel + p * f32_panel + 8);
+    // Keeps B in registers: for fewer than 6 rows GCC 12 folded these loads into every FMA,
+    // and the kernel became load-bound (two loads a cycle on Zen 2).
+    asm("" : "+x"(b0), "+x"(b1));
     LSATTN_UNROLL
     for (int i = 0; i < Rows; ++i) {
       const __m256 element = _mm256_broadcast_ss(a + i * lda + p);
@@ -224,10 +227,16 @@ inline void matmul_f32(const float* a, index_t lda, index_t m, const F32Slice& b
                               accumulate);
       continue;
     }
+    // Rows in groups of as equal sizes as possible (16 = 6 + 5 + 5, not 6 + 6 + 4): a kernel of
+    // fewer than 5 rows has too few accumulators to cover the FMA latency.
+    const index_t groups = (m + f32_avx2_rows - 1) / f32_avx2_rows, base = m / groups, larger = m % groups;
     for (index_t half = 0; half < cols; half += f32_half_panel)
-      for (index_t i = 0; i < m; i += f32_avx2_rows)
-        micro_kernel_avx2_rows(std::min(f32_avx2_rows, m - i), b.k, a + i * lda, lda, panel + half,
-                               c + i * ldc + n0 + half, ldc, std::min(f32_half_panel, cols - half), accumulate);
+      for (index_t g = 0, i = 0; g < groups; ++g) {
+        const index_t rows = base + (g < larger ? 1 : 0);
+        micro_kernel_avx2_rows(rows, b.k, a + i * lda, lda, panel + half, c + i * ldc + n0 + half, ldc,
+                               std::min(f32_half_panel, cols - half), accumulate);
+        i += rows;
+      }
   }
 #else
   throw error("lsattn internal: B packed for a panel fp32 path in a build without its kernels");
