@@ -215,6 +215,11 @@ inline void matmul_f32(const float* a, index_t lda, index_t m, const F32Slice& b
                   accumulate);
     return;
   }
+  if (b.k == 0) {  // an empty sum (a B of no rows has no panel storage to offset into)
+    if (!accumulate)
+      for (index_t i = 0; i < m; ++i) std::fill_n(c + i * ldc, b.n, 0.0f);
+    return;
+  }
 #if LSATTN_HAS_PANEL_F32_KERNELS
   const PackedF32& packed = *b.b;
   const index_t first_panel = b.n_begin / f32_panel;
