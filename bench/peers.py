@@ -202,8 +202,8 @@ def time_torch(works, work, batch, length, threads, dtype):
 
 
 def time_lsattn(binary, table, threads, dtype):
-    """{(work, batch, L): ms, "paths": the kernel paths it took} from one run of the benchmark binary
-    with OMP_NUM_THREADS = threads."""
+    """({(work, batch, L): ms}, {"fp32": path, "bf16": path}: the kernel paths it took) from one run
+    of the benchmark binary with OMP_NUM_THREADS = threads."""
     wanted = {name: (work, batch, length) for work, sizes in table.items() for batch, length, name in sizes}
     pattern = "^(" + "|".join(wanted) + ")(/|$)"  # the names end in /real_time
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), LSATTN_BENCH_DTYPE=dtype)
@@ -212,14 +212,15 @@ def time_lsattn(binary, table, threads, dtype):
                              "--benchmark_report_aggregates_only=true"],
                             env=env, capture_output=True, text=True, check=True)
     report = json.loads(result.stdout)
-    times = {"paths": {key: report["context"].get(f"lsattn_{key}_path") for key in ("fp32", "bf16")}}
+    paths = {key: report["context"].get(f"lsattn_{key}_path") for key in ("fp32", "bf16")}
+    times = {}
     for bench in report["benchmarks"]:
         if bench.get("aggregate_name") != "median":
             continue
         key = bench["run_name"].removesuffix("/real_time")
         unit = {"ms": 1.0, "us": 1e-3, "ns": 1e-6, "s": 1e3}[bench["time_unit"]]
         times[wanted[key]] = bench["real_time"] * unit
-    return times
+    return times, paths
 
 
 def cpu_description():
@@ -265,7 +266,7 @@ def main():
                     for threads in thread_counts for dtype in ("fp32", "bf16")}
     rows = []
     for threads in thread_counts:
-        lsattn = {dtype: lsattn_times[(threads, dtype)] for dtype in ("fp32", "bf16")}
+        lsattn = {dtype: lsattn_times[(threads, dtype)][0] for dtype in ("fp32", "bf16")}
         for work, sizes in table.items():
             for batch, length, _ in sizes:
                 for dtype in ("fp32", "bf16"):
@@ -280,7 +281,7 @@ def main():
     model, flags = cpu_description()
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     # The kernels lsattn took on this CPU (the benchmark's context), e.g. fp32 avx2 where no AVX-512.
-    paths = lsattn_times[(1, "fp32")]["paths"]
+    paths = lsattn_times[(1, "fp32")][1]
     record = {"torch": torch.__version__, "cpu": model, "cpu_flags": flags, "threads_all": all_threads,
               "lsattn_paths": paths,
               "command": " ".join([os.path.relpath(sys.executable, ROOT) if sys.executable.startswith(ROOT) else "python",
