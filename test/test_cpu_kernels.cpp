@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "lsattn/backend/cpu/block_matmul.hpp"
+#include "lsattn/backend/cpu/sequence_projection.hpp"
 #include "lsattn/backend/cpu/softmax.hpp"
 #include "lsattn/backend/cpu/workspace.hpp"
 #include "lsattn/lsattn.hpp"
@@ -103,6 +104,97 @@ TEST_CASE("the packed fp32 product matches a float64 product on awkward shapes",
         for (index_t j = n; j < ldc; ++j) REQUIRE(c[i * ldc + j] == before[i * ldc + j]);
     }
   }
+}
+
+TEST_CASE("the transposed product of the dynamic projection matches a float64 product", "[kernels][fp32]") {
+  // C = Aᵀ·B with A k × m and B k × n read in place: k spans several of the kernel's row blocks
+  // (and none), m and n every tail of its 6-row groups and 16-column halves.
+  std::mt19937 rng(13);
+  for (const auto path : runnable_fp32_paths()) {
+    INFO("path " << lsattn::fp32_path_name(path));
+    for (int trial = 0; trial < 120; ++trial) {
+      const std::array<index_t, 8> depths{0, 1, 7, cpu::transposed_k_block - 1, cpu::transposed_k_block,
+                                          cpu::transposed_k_block + 1, 3 * cpu::transposed_k_block + 5, 40};
+      const index_t m = rng() % 20, n = rng() % 70, k = trial < 8 ? depths[trial] : rng() % 700;
+      const index_t lda = m + rng() % 3, ldb = n + rng() % 3, ldc = n + rng() % 3;
+      INFO("m " << m << " n " << n << " k " << k << " lda " << lda << " ldb " << ldb);
+      // Exactly as long as the last row needs, so a read past it is a sanitizer error.
+      const auto a = random_values(static_cast<std::size_t>(k > 0 ? (k - 1) * lda + m : 0), rng);
+      const auto b = random_values(static_cast<std::size_t>(k > 0 ? (k - 1) * ldb + n : 0), rng);
+      auto c = random_values(static_cast<std::size_t>(m * ldc), rng);
+      const auto before = c;
+      cpu::transposed_matmul_f32(a.data(), lda, m, b.data(), ldb, n, k, c.data(), ldc, path);
+      for (index_t i = 0; i < m; ++i) {
+        for (index_t j = 0; j < n; ++j) {
+          double want = 0.0, magnitude = 0.0;
+          for (index_t p = 0; p < k; ++p) {
+            const double product = static_cast<double>(a[p * lda + i]) * b[p * ldb + j];
+            want += product;
+            magnitude += std::abs(product);
+          }
+          REQUIRE(std::abs(c[i * ldc + j] - want) <= 1e-5 * (magnitude + 1.0));
+        }
+        for (index_t j = n; j < ldc; ++j) REQUIRE(c[i * ldc + j] == before[i * ldc + j]);  // padding untouched
+      }
+    }
+  }
+}
+
+TEST_CASE("the dynamic projection over a sequence matches float64, for every length regime", "[kernels][fp32]") {
+  // K̄ = Pᵀ K with P the column softmax of the logits over the valid rows: lengths of one row,
+  // one partial row block, several blocks of one chunk each (L <= 32·128) and blocks of several
+  // chunks (L > 4096), with padding, nothing valid, and thread counts 1 and 2 giving one result.
+  std::mt19937 rng(14);
+  PathGuard guard;
+  const index_t heads = 2, rank = 3, head_dim = 5, columns = heads * rank, width = heads * head_dim;
+  struct Case {
+    index_t length;
+    int valid_percent;
+  };
+  for (const auto path : runnable_fp32_paths())
+    for (const Case c : {Case{1, 100}, Case{2, 50}, Case{127, 100}, Case{129, 70}, Case{4097, 100}, Case{9001, 60},
+                         Case{300, 0}}) {
+      INFO("path " << lsattn::fp32_path_name(path) << " L " << c.length << " valid % " << c.valid_percent);
+      lsattn::set_fp32_path(path);
+      const index_t length = c.length;
+      const auto logits = random_values(static_cast<std::size_t>(length * columns), rng);
+      const auto key = random_values(static_cast<std::size_t>(length * width), rng);
+      const auto value = random_values(static_cast<std::size_t>(length * width), rng);
+      std::vector<char> valid(static_cast<std::size_t>(length));
+      for (auto& v : valid) v = static_cast<int>(rng() % 100) < c.valid_percent;
+      std::vector<float> compressed[2][2];  // [threads - 1][key, value]
+      for (int threads : {1, 2}) {
+        lsattn::CpuWorkspace scratch;
+        auto& out = compressed[threads - 1];
+        out[0].assign(static_cast<std::size_t>(rank * width), -1.0f);
+        out[1].assign(static_cast<std::size_t>(rank * width), -1.0f);
+        cpu::compress_sequence(logits.data(), valid, length, heads, rank, head_dim, key.data(), value.data(),
+                               out[0].data(), out[1].data(), scratch, threads);
+      }
+      CHECK(compressed[0][0] == compressed[1][0]);
+      CHECK(compressed[0][1] == compressed[1][1]);
+      for (index_t h = 0; h < heads; ++h)
+        for (index_t j = 0; j < rank; ++j) {
+          const index_t column = h * rank + j;
+          double maximum = -std::numeric_limits<double>::infinity(), sum = 0.0;
+          for (index_t t = 0; t < length; ++t)
+            if (valid[t]) maximum = std::max(maximum, static_cast<double>(logits[t * columns + column]));
+          for (index_t t = 0; t < length; ++t)
+            if (valid[t]) sum += std::exp(logits[t * columns + column] - maximum);
+          for (index_t d = 0; d < head_dim; ++d)
+            for (int which = 0; which < 2; ++which) {
+              const auto& source = which == 0 ? key : value;
+              double want = 0.0, magnitude = 0.0;
+              for (index_t t = 0; t < length; ++t) {
+                if (!valid[t]) continue;
+                const double term = std::exp(logits[t * columns + column] - maximum) / sum * source[t * width + h * head_dim + d];
+                want += term;
+                magnitude += std::abs(term);
+              }
+              REQUIRE(std::abs(compressed[0][which][j * width + h * head_dim + d] - want) <= 1e-5 * (magnitude + 1e-3));
+            }
+        }
+    }
 }
 
 TEST_CASE("slices of a packed operand multiply like the sub-matrix, in both precisions", "[kernels][fp32][bf16]") {

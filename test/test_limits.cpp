@@ -155,6 +155,28 @@ TEMPLATE_TEST_CASE("the finiteness scan finds a non-finite value at every positi
   }
 }
 
+// Tensors of two chunks or more are scanned on the layer's threads, chunk by chunk: a
+// non-finite value in the first, a middle or the last (partial) chunk is found and named by its
+// index, with any thread count.
+TEST_CASE("the threaded finiteness scan finds a non-finite value in every chunk", "[limits][finite][threads]") {
+  const index_t chunk = lsattn::detail::finite_scan_chunk, length = 3 * chunk + 17;
+  std::vector<float> values(static_cast<std::size_t>(length), 1.0f);
+  const lsattn::HostView<const float, 1> view(values.data(), Shape<1>{length});
+  for (int threads : {0, 1, 2, 3}) {
+    INFO("threads " << threads);
+    CHECK(lsattn::detail::all_finite(values.data(), length, threads));
+    CHECK_NOTHROW(lsattn::detail::require_finite(view, "x", threads));
+    for (index_t at : {index_t(0), chunk - 1, chunk, 2 * chunk + 5, length - 1}) {
+      values[at] = NAN;
+      INFO("NaN at " << at);
+      CHECK_FALSE(lsattn::detail::all_finite(values.data(), length, threads));
+      CHECK_THROWS_WITH(lsattn::detail::require_finite(view, "x", threads),
+                        Contains("x: non-finite value") && Contains("(" + std::to_string(at) + ")"));
+      values[at] = 1.0f;
+    }
+  }
+}
+
 TEST_CASE("non-finite weights are refused at construction and at load, naming the tensor", "[limits][weights]") {
   const lra::Config config{2, 4, 8, 4, 2, false, 0};
   const auto good = lra::Weights<float>::random(config, 7);

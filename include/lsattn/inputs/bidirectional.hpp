@@ -70,10 +70,10 @@ void check_inputs(const AttentionConfig& config, const AttentionInputs<T, Space>
   require_shape(out, "context", Shape<3>{batch, length + (cls ? 1 : 0), width});
   check_norm_params<Combiner, T, Space>(config, norm);
   if constexpr (std::is_same_v<Space, host_space>) {
-    require_finite(in.query, "query");
-    require_finite(in.key, "key");
-    require_finite(in.value, "value");
-    if (!in.projection_logits.empty()) require_finite(in.projection_logits, "projection_logits");
+    require_finite(in.query, "query", config.threads);
+    require_finite(in.key, "key", config.threads);
+    require_finite(in.value, "value", config.threads);
+    if (!in.projection_logits.empty()) require_finite(in.projection_logits, "projection_logits", config.threads);
     if (!in.mask.empty()) require_binary_mask(in.mask, "mask");
     if (cls) {
       require_finite(in.cls_query, "cls_query");

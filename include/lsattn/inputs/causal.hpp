@@ -88,7 +88,7 @@ void check_inputs(const AttentionConfig& config, const CausalAttentionInputs<T, 
         {&in.query, "query"}, {&in.window_key, "window_key"}, {&in.window_value, "window_value"},
         {&in.compressed_key, "compressed_key"}, {&in.compressed_value, "compressed_value"}};
     for (const auto& [tensor, name] : tensors) {
-      require_finite(*tensor, name);
+      require_finite(*tensor, name, config.threads);
       require_disjoint(out, "context", *tensor, name);
     }
     require_finite(in.content_bias, "content_bias");

@@ -82,7 +82,7 @@ void check_inputs(const AttentionConfig& config, const VisionAttentionInputs<T, 
         {&in.query, "query"}, {&in.key, "key"}, {&in.value, "value"}, {&in.projection_logits, "projection_logits"},
         {&in.position_bias, "position_bias"}};
     for (const auto& [tensor, name] : tensors) {
-      require_finite(*tensor, name);
+      require_finite(*tensor, name, config.threads);
       require_disjoint(out, "context", *tensor, name);
     }
   }

@@ -157,8 +157,8 @@ class ChunkedLSAttention {
     const index_t cache = h_cache.extent(1);
     require(cache % l == 0, "h_cache: its length M = ", cache, " must be a multiple of chunk_size = ", l,
             " (the cache is compressed in whole chunks)");
-    detail::require_finite(h, "h");
-    detail::require_finite(h_cache, "h_cache");
+    detail::require_finite(h, "h", config_.threads);
+    detail::require_finite(h_cache, "h_cache", config_.threads);
 
     const int threads = config_.threads;
     const index_t cache_window = std::min(cache, config_.window_len), window_rows = cache_window + length;
@@ -248,7 +248,7 @@ class ChunkedLSAttention {
     Tensor<T, 3> y(Shape<3>{batch, length, d});
     detail::overflow_checked("causal::ChunkedLSAttention", [&] { attention_(inputs, norm, context, &workspace); });
     linear(context.data(), batch * length, weights_.proj_out_weight, weights_.proj_out_bias, y.data());
-    detail::require_finite_output(std::as_const(y).view(), "causal::ChunkedLSAttention");
+    detail::require_finite_output(std::as_const(y).view(), "causal::ChunkedLSAttention", config_.threads);
     return y;
   }
 
@@ -280,7 +280,7 @@ class ChunkedLSAttention {
     require(h_cache.empty() || h_cache.extent(1) == d, "h_cache: expected shape (M, d_model = ", d, "), got ",
             to_string(h_cache.shape()));
     require(cache % l == 0, "h_cache: its length M = ", cache, " must be a multiple of chunk_size = ", l);
-    if (cache > 0) detail::require_finite(h_cache, "h_cache");
+    if (cache > 0) detail::require_finite(h_cache, "h_cache", config_.threads);
     DecodeState state;
     state.cache = cache;
     const index_t cache_window = std::min(cache, config_.window_len);
@@ -321,7 +321,7 @@ class ChunkedLSAttention {
     require(h.extent(0) == d && h.data() != nullptr, "h: expected shape (d_model = ", d, "), got ", to_string(h.shape()));
     require(state.window_positions.size() == static_cast<std::size_t>(w * d),
             "state: not a decoding state of this layer (start from begin_decode())");
-    detail::require_finite(h, "h");
+    detail::require_finite(h, "h", config_.threads);
     std::vector<T> query(static_cast<std::size_t>(d)), key(query.size()), value(query.size());
     linear(h.data(), 1, weights_.proj_query_weight, weights_.proj_query_bias, query.data());
     linear(h.data(), 1, weights_.proj_key_weight, weights_.proj_key_bias, key.data());

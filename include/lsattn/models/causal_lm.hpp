@@ -271,7 +271,7 @@ class TransformerLSModel {
         const T log_total = static_cast<T>(std::log(total));
         for (index_t v = 0; v < vocab; ++v) out(b, t, v) = row[v] - top - log_total;
       }
-    detail::require_finite_output(std::as_const(out).view(), "TransformerLSModel");
+    detail::require_finite_output(std::as_const(out).view(), "TransformerLSModel", config_.threads);
     return out;
   }
 

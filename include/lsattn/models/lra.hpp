@@ -140,7 +140,7 @@ class AttentionLS {
     require(x.extent(2) == d, "x: expected feature size transformer_dim = ", d, ", got shape ", to_string(x.shape()));
     require(x.size() == 0 || x.data() != nullptr, "x: null data pointer");
     if (!mask.empty()) detail::require_shape(mask, "mask", Shape<2>{x.extent(0), x.extent(1)});
-    detail::require_finite(x, "x");
+    detail::require_finite(x, "x", config_.threads);
 
     Tensor<T, 3> tokens, pooled_cls;
     Tensor<T, 2> token_mask;
@@ -199,7 +199,7 @@ class AttentionLS {
     detail::overflow_checked("lra::AttentionLS", [&] { attention_(inputs, norm, context, &workspace); });
     Tensor<T, 3> y(Shape<3>{batch, context.extent(1), d});
     linear(context.data(), context.extent(0) * context.extent(1), weights_.W_o_weight, weights_.W_o_bias, d, y.data());
-    detail::require_finite_output(std::as_const(y).view(), "lra::AttentionLS");
+    detail::require_finite_output(std::as_const(y).view(), "lra::AttentionLS", config_.threads);
     return y;
   }
 

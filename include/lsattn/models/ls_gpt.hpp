@@ -101,7 +101,7 @@ class LsGpt {
     Tensor<T, 3> logits(Shape<3>{batch, length, config_.vocab_size});
     normalize(x.data(), normed.data(), rows, final_norm_);
     linear(normed.data(), rows, lm_head_, Tensor<T, 1>{}, logits.data());
-    detail::require_finite_output(std::as_const(logits).view(), "ls_gpt::LsGpt");
+    detail::require_finite_output(std::as_const(logits).view(), "ls_gpt::LsGpt", config_.threads);
     return logits;
   }
 

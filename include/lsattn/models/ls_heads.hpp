@@ -52,7 +52,7 @@ class LsHeadsAttention {
     require(x.extent(0) >= 1 && x.extent(1) >= 1 && x.extent(2) == d, "x: expected shape (B >= 1, L >= 1, dim = ", d,
             "), got ", to_string(x.shape()));
     if (!mask.empty()) detail::require_shape(mask, "mask", Shape<2>{x.extent(0), x.extent(1)});
-    detail::require_finite(x, "x");
+    detail::require_finite(x, "x", config_.threads);
     if (!mask.empty()) detail::require_binary_mask(mask, "mask");
     const index_t batch = x.extent(0), length = x.extent(1), rows = batch * length;
     auto linear = [&](const T* input, const Tensor<T, 2>& w, const Tensor<T, 1>& b, T* y) {
@@ -87,7 +87,7 @@ class LsHeadsAttention {
         if (!valid.empty() && !valid[t]) std::fill_n(context.data() + offset + t * d, d, T(0));
     }
     linear(context.data(), weights_.W_o_weight, weights_.W_o_bias, y.data());
-    detail::require_finite_output(std::as_const(y).view(), "ls_heads::LsHeadsAttention");
+    detail::require_finite_output(std::as_const(y).view(), "ls_heads::LsHeadsAttention", config_.threads);
     if (max_logits != nullptr) *max_logits = largest;
     return y;
   }
@@ -112,7 +112,7 @@ class LsHeadsAttention {
     const index_t d = config_.dim;
     require(config_.causal, "step: decoding needs a causal configuration (causal = true)");
     require(x.extent(0) == d && x.data() != nullptr, "x: expected shape (dim = ", d, "), got ", to_string(x.shape()));
-    detail::require_finite(x, "x");
+    detail::require_finite(x, "x", config_.threads);
     std::vector<T> q(static_cast<std::size_t>(d)), k(q.size()), v(q.size()), context(q.size()), y(q.size());
     auto linear = [&](const T* input, const Tensor<T, 2>& w, const Tensor<T, 1>& b, T* out) {
       cpu_detail::linear(input, 1, d, w.data(), b.data(), d, out, config_.threads, config_.precision);

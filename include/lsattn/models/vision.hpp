@@ -173,7 +173,7 @@ class AttentionLS2D {
     const index_t tokens = detail::grid_token_count(globals, nx, ny);
     require(x.extent(0) >= 1 && x.shape() == Shape<3>{x.extent(0), tokens, c}, "x: expected shape (B, nglo + nx*ny = ",
             globals, " + ", nx, "*", ny, ", dim = ", c, "), got ", to_string(x.shape()));
-    detail::require_finite(x, "x");
+    detail::require_finite(x, "x", config_.threads);
     const index_t batch = x.extent(0), rows = batch * tokens, patches = nx * ny;
     auto linear = [&](const T* input, index_t count, const T* weight, const T* bias, index_t out_features, T* y) {
       detail::LinearOp<Backend>::run(input, count, c, weight, bias, out_features, y, config_.threads, config_.precision);
@@ -206,7 +206,7 @@ class AttentionLS2D {
     Tensor<T, 3> y(x.shape());
     detail::overflow_checked("vision::AttentionLS2D", [&] { attention_(inputs, norm, context, &workspace); });
     linear(context.data(), rows, weights_.proj_weight.data(), weights_.proj_bias.data(), c, y.data());
-    detail::require_finite_output(std::as_const(y).view(), "vision::AttentionLS2D");
+    detail::require_finite_output(std::as_const(y).view(), "vision::AttentionLS2D", config_.threads);
     return y;
   }
 

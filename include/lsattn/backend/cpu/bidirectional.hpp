@@ -64,7 +64,6 @@ struct Executor<cpu, BidirectionalWindow, SequenceProjection> {
     auto take = [&](index_t rows) { return matrix(scratch.take<T>(rows * width), rows, width, width); };
     auto key = take(length), value = take(length);
     auto global_key = take(global_count), global_value = take(global_count);
-    T* probabilities = scratch.take<T>(length * heads * rank);  // of the dynamic projection
     std::vector<char> valid(static_cast<std::size_t>(length), 1);
     const std::vector<char> no_mask;
 
@@ -92,7 +91,7 @@ struct Executor<cpu, BidirectionalWindow, SequenceProjection> {
         compress_sequence(in.projection_logits.data() + b * length * heads * rank, in.mask.empty() ? no_mask : valid,
                           length, heads, rank, head_dim, key.data(), value.data(),
                           global_key.data() + (global_count - rank) * width,
-                          global_value.data() + (global_count - rank) * width, probabilities, threads);
+                          global_value.data() + (global_count - rank) * width, scratch, threads);
       }
       // Step 5: the cls token is global key/value 0, unnormalised by the local LN.
       if (has_cls) {

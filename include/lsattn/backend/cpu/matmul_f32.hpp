@@ -145,6 +145,43 @@ LSATTN_AVX512_F32_TARGET inline void micro_kernel_f32_rows(index_t rows, index_t
   }
 }
 
+// Lane j of mask h is set when column 8h + j of a 16-column tile is below `cols`.
+LSATTN_AVX2_F32_TARGET inline __m256i half_tile_mask(index_t cols, int h) {
+  const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(cols) - 8 * h), lanes);
+}
+
+// Writes (or adds to C, when `accumulate`) a tile of Rows × cols (cols ≤ 16) held in two YMM
+// accumulators a row; masked stores past the last column.
+template <int Rows>
+LSATTN_AVX2_F32_TARGET inline void store_tile_avx2(__m256 (&sum)[Rows][2], float* c, index_t ldc, index_t cols,
+                                                   bool accumulate) {
+  if (cols == f32_half_panel) {
+    LSATTN_UNROLL
+    for (int i = 0; i < Rows; ++i) {
+      float* row = c + i * ldc;
+      if (accumulate) {
+        sum[i][0] = _mm256_add_ps(sum[i][0], _mm256_loadu_ps(row));
+        sum[i][1] = _mm256_add_ps(sum[i][1], _mm256_loadu_ps(row + 8));
+      }
+      _mm256_storeu_ps(row, sum[i][0]);
+      _mm256_storeu_ps(row + 8, sum[i][1]);
+    }
+    return;
+  }
+  const __m256i mask0 = half_tile_mask(cols, 0), mask1 = half_tile_mask(cols, 1);
+  LSATTN_UNROLL
+  for (int i = 0; i < Rows; ++i) {
+    float* row = c + i * ldc;
+    if (accumulate) {
+      sum[i][0] = _mm256_add_ps(sum[i][0], _mm256_maskload_ps(row, mask0));
+      sum[i][1] = _mm256_add_ps(sum[i][1], _mm256_maskload_ps(row + 8, mask1));
+    }
+    _mm256_maskstore_ps(row, mask0, sum[i][0]);
+    _mm256_maskstore_ps(row + 8, mask1, sum[i][1]);
+  }
+}
+
 // C[rows × cols] (+)= A (rows lda apart, read in place) · one half panel of B (k rows of 16,
 // f32_panel apart), cols ≤ 16; masked loads and stores past the last column.
 template <int Rows>
@@ -166,33 +203,7 @@ LSATTN_AVX2_F32_TARGET inline void micro_kernel_avx2(index_t k, const float* a, 
       sum[i][1] = _mm256_fmadd_ps(element, b1, sum[i][1]);
     }
   }
-  if (cols == f32_half_panel) {
-    LSATTN_UNROLL
-    for (int i = 0; i < Rows; ++i) {
-      float* row = c + i * ldc;
-      if (accumulate) {
-        sum[i][0] = _mm256_add_ps(sum[i][0], _mm256_loadu_ps(row));
-        sum[i][1] = _mm256_add_ps(sum[i][1], _mm256_loadu_ps(row + 8));
-      }
-      _mm256_storeu_ps(row, sum[i][0]);
-      _mm256_storeu_ps(row + 8, sum[i][1]);
-    }
-    return;
-  }
-  // Lane j of mask h is set when column 8h + j < cols.
-  const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-  const __m256i mask0 = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(cols)), lanes);
-  const __m256i mask1 = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(cols) - 8), lanes);
-  LSATTN_UNROLL
-  for (int i = 0; i < Rows; ++i) {
-    float* row = c + i * ldc;
-    if (accumulate) {
-      sum[i][0] = _mm256_add_ps(sum[i][0], _mm256_maskload_ps(row, mask0));
-      sum[i][1] = _mm256_add_ps(sum[i][1], _mm256_maskload_ps(row + 8, mask1));
-    }
-    _mm256_maskstore_ps(row, mask0, sum[i][0]);
-    _mm256_maskstore_ps(row + 8, mask1, sum[i][1]);
-  }
+  store_tile_avx2<Rows>(sum, c, ldc, cols, accumulate);
 }
 
 template <int Rows = f32_avx2_rows>
@@ -205,6 +216,19 @@ LSATTN_AVX2_F32_TARGET inline void micro_kernel_avx2_rows(index_t rows, index_t 
   }
 }
 #endif
+
+// body(first, rows) for the rows of an m-row product in groups of at most f32_avx2_rows, of
+// sizes as equal as possible (16 = 6 + 5 + 5, not 6 + 6 + 4): an avx2 kernel of fewer than 5
+// rows has too few accumulators to cover the FMA latency.
+template <class Body>
+void for_each_avx2_row_group(index_t m, const Body& body) {
+  const index_t groups = (m + f32_avx2_rows - 1) / f32_avx2_rows, base = m / groups, larger = m % groups;
+  for (index_t g = 0, i = 0; g < groups; ++g) {
+    const index_t rows = base + (g < larger ? 1 : 0);
+    body(i, rows);
+    i += rows;
+  }
+}
 
 // C (m × n, rows ldc apart) = A · B, or += when `accumulate`; A is m × k, rows lda apart.
 inline void matmul_f32(const float* a, index_t lda, index_t m, const F32Slice& b, float* c, index_t ldc,
@@ -232,16 +256,11 @@ inline void matmul_f32(const float* a, index_t lda, index_t m, const F32Slice& b
                               accumulate);
       continue;
     }
-    // Rows in groups of as equal sizes as possible (16 = 6 + 5 + 5, not 6 + 6 + 4): a kernel of
-    // fewer than 5 rows has too few accumulators to cover the FMA latency.
-    const index_t groups = (m + f32_avx2_rows - 1) / f32_avx2_rows, base = m / groups, larger = m % groups;
     for (index_t half = 0; half < cols; half += f32_half_panel)
-      for (index_t g = 0, i = 0; g < groups; ++g) {
-        const index_t rows = base + (g < larger ? 1 : 0);
+      for_each_avx2_row_group(m, [&](index_t i, index_t rows) {
         micro_kernel_avx2_rows(rows, b.k, a + i * lda, lda, panel + half, c + i * ldc + n0 + half, ldc,
                                std::min(f32_half_panel, cols - half), accumulate);
-        i += rows;
-      }
+      });
   }
 #else
   throw error("lsattn internal: B packed for a panel fp32 path in a build without its kernels");
@@ -251,6 +270,83 @@ inline void matmul_f32(const float* a, index_t lda, index_t m, const F32Slice& b
 inline void matmul_f32(const float* a, index_t lda, index_t m, const PackedF32& b, float* c, index_t ldc,
                        bool accumulate) {
   matmul_f32(a, lda, m, whole(b), c, ldc, accumulate);
+}
+
+// The dynamic projection's K̄ = Pᵀ·K: C (m × n, rows ldc apart) = Aᵀ · B with A k × m (rows lda
+// apart) and B k × n (rows ldb apart), both read in place. There k is the sequence length
+// (thousands) and m, n are small (landmarks, head width): packing would copy all of A and B
+// to use each element a few times only (Eigen's packing took as long as its product here).
+// k runs in blocks that stay in L1/L2 while every tile of C passes over them.
+inline constexpr index_t transposed_k_block = 64;
+
+#if LSATTN_HAS_PANEL_F32_KERNELS
+// C[Rows × cols] (+)= Aᵀ · B over k rows, cols ≤ 16: a column group of A (Rows consecutive
+// elements a row, broadcast) against 16 columns of B (masked loads when `Masked`).
+template <int Rows, bool Masked>
+LSATTN_AVX2_F32_TARGET inline void transposed_kernel_avx2(index_t k, const float* a, index_t lda, const float* b,
+                                                         index_t ldb, float* c, index_t ldc, index_t cols,
+                                                         bool accumulate) {
+  __m256 sum[Rows][2];
+  LSATTN_UNROLL
+  for (int i = 0; i < Rows; ++i) sum[i][0] = sum[i][1] = _mm256_setzero_ps();
+  const __m256i mask0 = half_tile_mask(cols, 0), mask1 = half_tile_mask(cols, 1);
+  for (index_t p = 0; p < k; ++p, a += lda, b += ldb) {
+    __m256 b0, b1;
+    if constexpr (Masked) {
+      b0 = _mm256_maskload_ps(b, mask0);
+      b1 = _mm256_maskload_ps(b + 8, mask1);
+    } else {
+      b0 = _mm256_loadu_ps(b);
+      b1 = _mm256_loadu_ps(b + 8);
+    }
+    asm("" : "+x"(b0), "+x"(b1));  // B in registers, as in micro_kernel_avx2
+    LSATTN_UNROLL
+    for (int i = 0; i < Rows; ++i) {
+      const __m256 element = _mm256_broadcast_ss(a + i);
+      sum[i][0] = _mm256_fmadd_ps(element, b0, sum[i][0]);
+      sum[i][1] = _mm256_fmadd_ps(element, b1, sum[i][1]);
+    }
+  }
+  store_tile_avx2<Rows>(sum, c, ldc, cols, accumulate);
+}
+
+template <int Rows = f32_avx2_rows>
+LSATTN_AVX2_F32_TARGET inline void transposed_kernel_avx2_rows(index_t rows, index_t k, const float* a, index_t lda,
+                                                              const float* b, index_t ldb, float* c, index_t ldc,
+                                                              index_t cols, bool accumulate) {
+  if constexpr (Rows > 0) {
+    if (rows != Rows)
+      return transposed_kernel_avx2_rows<Rows - 1>(rows, k, a, lda, b, ldb, c, ldc, cols, accumulate);
+    if (cols == f32_half_panel) return transposed_kernel_avx2<Rows, false>(k, a, lda, b, ldb, c, ldc, cols, accumulate);
+    return transposed_kernel_avx2<Rows, true>(k, a, lda, b, ldb, c, ldc, cols, accumulate);
+  }
+}
+#endif
+
+// C = Aᵀ · B (or C += Aᵀ · B when `accumulate`) as above, on `path`: eigen, or the avx2 kernel
+// for both avx2 and avx512 (every AVX-512 CPU has AVX2 and FMA; this product is a small part
+// of a layer's time).
+inline void transposed_matmul_f32(const float* a, index_t lda, index_t m, const float* b, index_t ldb, index_t n,
+                                  index_t k, float* c, index_t ldc, Fp32Path path, bool accumulate = false) {
+  if (m == 0 || n == 0) return;
+  if (path == Fp32Path::eigen || k == 0) {  // Eigen's product over no rows is 0
+    multiply_into(matrix(c, m, n, ldc), matrix(a, k, m, lda).transpose(), matrix(b, k, n, ldb), accumulate);
+    return;
+  }
+#if LSATTN_HAS_PANEL_F32_KERNELS
+  for (index_t p0 = 0; p0 < k; p0 += transposed_k_block) {
+    const index_t depth = std::min(transposed_k_block, k - p0);
+    const float* a_block = a + p0 * lda;
+    const float* b_block = b + p0 * ldb;
+    for (index_t j = 0; j < n; j += f32_half_panel)
+      for_each_avx2_row_group(m, [&](index_t i, index_t rows) {
+        transposed_kernel_avx2_rows(rows, depth, a_block + i, lda, b_block + j, ldb, c + i * ldc + j, ldc,
+                                    std::min(f32_half_panel, n - j), accumulate || p0 > 0);
+      });
+  }
+#else
+  throw error("lsattn internal: a panel fp32 path in a build without its kernels");
+#endif
 }
 
 }  // namespace cpu_detail

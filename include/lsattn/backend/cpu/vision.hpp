@@ -48,7 +48,6 @@ struct Executor<cpu, Window2D, SequenceProjection> {
     CpuWorkspace& scratch = call.workspace();
     auto take = [&](index_t count) { return matrix(scratch.take<T>(count * width), count, width, width); };
     auto key = take(tokens), value = take(tokens), compressed_key = take(rank), compressed_value = take(rank);
-    T* probabilities = scratch.take<T>(patches * heads * rank);
     const std::vector<char> all_valid;
     constexpr bool packed = uses_packed_kernels<T>;
     require_precision<T>(config.precision);
@@ -71,7 +70,7 @@ struct Executor<cpu, Window2D, SequenceProjection> {
       if (rank > 0) {
         compress_sequence(in.projection_logits.data() + b * patches * heads * rank, all_valid, patches, heads, rank,
                           head_dim, key.data() + globals * width, value.data() + globals * width,
-                          compressed_key.data(), compressed_value.data(), probabilities, threads);
+                          compressed_key.data(), compressed_value.data(), scratch, threads);
         if constexpr (Combiner::normalizes) {
           layer_norm_rows(compressed_key.data(), compressed_key.data(), rank, width, norm.global);
           layer_norm_rows(compressed_value.data(), compressed_value.data(), rank, width, norm.global);
