@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "lsattn/backend/cpu/block_matmul.hpp"
+#include "lsattn/backend/cpu/layer_norm.hpp"
 #include "lsattn/backend/cpu/sequence_projection.hpp"
 #include "lsattn/backend/cpu/softmax.hpp"
 #include "lsattn/backend/cpu/workspace.hpp"
@@ -195,6 +196,52 @@ TEST_CASE("the dynamic projection over a sequence matches float64, for every len
             }
         }
     }
+}
+
+TEST_CASE("LayerNorm rows match float64 on every path and width, in place or not", "[kernels][fp32][layernorm]") {
+  // Widths across the AVX2 code's 16-wide body, 8-wide steps and masked tails; rows centred at
+  // 100 (the two-pass variance must not lose them); width 1 has no variance (output = bias).
+  std::mt19937 rng(15);
+  PathGuard guard;
+  for (const auto path : runnable_fp32_paths()) {
+    lsattn::set_fp32_path(path);
+    for (index_t width = 1; width <= 72; width += (width < 40 ? 1 : 7))
+      for (bool in_place : {false, true}) {
+        INFO("path " << lsattn::fp32_path_name(path) << " width " << width << " in place " << in_place);
+        const index_t rows = 3;
+        auto x = random_values(static_cast<std::size_t>(rows * width), rng);
+        for (auto& v : x) v += 100.0f;
+        const auto weight = random_values(static_cast<std::size_t>(width), rng);
+        const auto bias = random_values(static_cast<std::size_t>(width), rng);
+        const lsattn::LayerNormParams<float, lsattn::host_space> params{
+            {weight.data(), Shape<1>{width}}, {bias.data(), Shape<1>{width}}, 1e-5};
+        // One spare element each side: nothing outside the rows may be written.
+        std::vector<float> out(static_cast<std::size_t>(rows * width + 2), -7.0f);
+        std::vector<float> io = x;
+        io.insert(io.begin(), -7.0f);
+        io.push_back(-7.0f);
+        float* result = in_place ? io.data() + 1 : out.data() + 1;
+        cpu::layer_norm_rows(in_place ? io.data() + 1 : x.data(), result, rows, width, params);
+        const auto& buffer = in_place ? io : out;
+        CHECK(buffer.front() == -7.0f);
+        CHECK(buffer.back() == -7.0f);
+        for (index_t i = 0; i < rows; ++i) {
+          double mean = 0.0, variance = 0.0;
+          for (index_t j = 0; j < width; ++j) mean += x[i * width + j];
+          mean /= static_cast<double>(width);
+          for (index_t j = 0; j < width; ++j) variance += (x[i * width + j] - mean) * (x[i * width + j] - mean);
+          variance /= static_cast<double>(width);
+          // The mean and x − mean carry a few float roundings of |mean| (100), which the
+          // division by the standard deviation magnifies when a row's spread is small.
+          const double deviation_error = 8 * std::numeric_limits<float>::epsilon() * std::abs(mean);
+          for (index_t j = 0; j < width; ++j) {
+            const double want = (x[i * width + j] - mean) / std::sqrt(variance + 1e-5) * weight[j] + bias[j];
+            const double bound = (std::abs(weight[j]) + 1.0) * (5e-5 + deviation_error / std::sqrt(variance + 1e-5));
+            REQUIRE(std::abs(result[i * width + j] - want) <= bound);
+          }
+        }
+      }
+  }
 }
 
 TEST_CASE("slices of a packed operand multiply like the sub-matrix, in both precisions", "[kernels][fp32][bf16]") {

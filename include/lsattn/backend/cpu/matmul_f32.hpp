@@ -99,7 +99,9 @@ inline void pack_b(const float* b, index_t ldb, index_t k, index_t n, bool trans
     else packed.plain = matrix(b, k, n, ldb);
     return;
   }
-  packed.values.assign(static_cast<std::size_t>(packed.panels * k * f32_panel), 0.0f);
+  // Every element is written below (the columns past n as zeros): no zero fill first, which
+  // doubled the stores of the per-block packs of small windows (a packed buffer is reused).
+  packed.values.resize(static_cast<std::size_t>(packed.panels * k * f32_panel));
   for (index_t q = 0; q < packed.panels; ++q) {
     const index_t n0 = q * f32_panel, cols = std::min(f32_panel, n - n0);
     float* panel = packed.values.data() + q * k * f32_panel;
@@ -111,6 +113,8 @@ inline void pack_b(const float* b, index_t ldb, index_t k, index_t n, bool trans
     } else {
       for (index_t p = 0; p < k; ++p) std::copy_n(b + p * ldb + n0, cols, panel + p * f32_panel);
     }
+    if (cols < f32_panel)
+      for (index_t p = 0; p < k; ++p) std::fill_n(panel + p * f32_panel + cols, f32_panel - cols, 0.0f);
   }
 }
 
@@ -145,10 +149,11 @@ LSATTN_AVX512_F32_TARGET inline void micro_kernel_f32_rows(index_t rows, index_t
   }
 }
 
-// Lane j of mask h is set when column 8h + j of a 16-column tile is below `cols`.
-LSATTN_AVX2_F32_TARGET inline __m256i half_tile_mask(index_t cols, int h) {
+// Lanes [0, count) set (all of them for count ≥ 8, none for count ≤ 0): the mask of masked
+// loads and stores that stop at the end of a row.
+LSATTN_AVX2_F32_TARGET inline __m256i lane_mask_avx2(index_t count) {
   const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-  return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(cols) - 8 * h), lanes);
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(std::min<index_t>(count, 8))), lanes);
 }
 
 // Writes (or adds to C, when `accumulate`) a tile of Rows × cols (cols ≤ 16) held in two YMM
@@ -169,7 +174,7 @@ LSATTN_AVX2_F32_TARGET inline void store_tile_avx2(__m256 (&sum)[Rows][2], float
     }
     return;
   }
-  const __m256i mask0 = half_tile_mask(cols, 0), mask1 = half_tile_mask(cols, 1);
+  const __m256i mask0 = lane_mask_avx2(cols), mask1 = lane_mask_avx2(cols - 8);
   LSATTN_UNROLL
   for (int i = 0; i < Rows; ++i) {
     float* row = c + i * ldc;
@@ -289,7 +294,7 @@ LSATTN_AVX2_F32_TARGET inline void transposed_kernel_avx2(index_t k, const float
   __m256 sum[Rows][2];
   LSATTN_UNROLL
   for (int i = 0; i < Rows; ++i) sum[i][0] = sum[i][1] = _mm256_setzero_ps();
-  const __m256i mask0 = half_tile_mask(cols, 0), mask1 = half_tile_mask(cols, 1);
+  const __m256i mask0 = lane_mask_avx2(cols), mask1 = lane_mask_avx2(cols - 8);
   for (index_t p = 0; p < k; ++p, a += lda, b += ldb) {
     __m256 b0, b1;
     if constexpr (Masked) {

@@ -17,8 +17,8 @@
 // On Zen 2 this is 0.42 ns an element against 0.68 for the first version (Horner, degree-7
 // Taylor, x clamped at both ends, 2ⁿ in two halves): the clamps, compares and blends cost as
 // much as the polynomial there.
-// Lanes are independent and the tail runs through the same vector code on a padded copy, so an
-// element's value does not depend on its position.
+// Lanes are independent and a row's tail runs through the same vector code (masked loads and
+// stores), so an element's value does not depend on its position.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -92,17 +92,28 @@ LSATTN_AVX512_F32_TARGET inline __m512 exp_avx512(__m512 x) {
   return _mm512_mul_ps(p, _mm512_castsi512_ps(_mm512_slli_epi32(biased, 23)));
 }
 
+// The sum of the eight lanes, in lane order.
+LSATTN_AVX2_F32_TARGET inline float lane_sum_avx2(__m256 v) {
+  alignas(32) float lanes[8];
+  _mm256_store_ps(lanes, v);
+  float total = 0;
+  for (float lane : lanes) total += lane;
+  return total;
+}
+
+// x[0 … count) in the first lanes (count < 8) and `fill` in the others, reading nothing past
+// x[count − 1].
+LSATTN_AVX2_F32_TARGET inline __m256 load_tail_avx2(const float* x, index_t count, float fill) {
+  const __m256i mask = lane_mask_avx2(count);
+  return _mm256_blendv_ps(_mm256_set1_ps(fill), _mm256_maskload_ps(x, mask), _mm256_castsi256_ps(mask));
+}
+
 // max over x[0 … n), n ≥ 1 (the tail read through a copy padded with −inf).
 LSATTN_AVX2_F32_TARGET inline float row_max_avx2(const float* x, index_t n) {
   __m256 best = _mm256_set1_ps(-std::numeric_limits<float>::infinity());
   index_t i = 0;
   for (; i + 8 <= n; i += 8) best = _mm256_max_ps(best, _mm256_loadu_ps(x + i));
-  if (i < n) {
-    alignas(32) float tail[8];
-    std::fill_n(tail, 8, -std::numeric_limits<float>::infinity());
-    std::copy(x + i, x + n, tail);
-    best = _mm256_max_ps(best, _mm256_load_ps(tail));
-  }
+  if (i < n) best = _mm256_max_ps(best, load_tail_avx2(x + i, n - i, -std::numeric_limits<float>::infinity()));
   alignas(32) float lanes[8];
   _mm256_store_ps(lanes, best);
   return *std::max_element(lanes, lanes + 8);
@@ -129,20 +140,13 @@ LSATTN_AVX2_F32_TARGET inline float exp_shifted_avx2(float* x, index_t n, float 
     _mm256_storeu_ps(x + i, e);
     sum = _mm256_add_ps(sum, e);
   }
-  if (i < n) {  // the padding's −inf gives exp = 0
-    alignas(32) float tail[8];
-    std::fill_n(tail, 8, -std::numeric_limits<float>::infinity());
-    std::copy(x + i, x + n, tail);
-    const __m256 e = exp_avx2(_mm256_sub_ps(_mm256_load_ps(tail), offset));
-    _mm256_store_ps(tail, e);
-    std::copy(tail, tail + (n - i), x + i);
+  if (i < n) {  // the lanes past the row load −inf, whose exp is 0
+    const __m256 tail = load_tail_avx2(x + i, n - i, -std::numeric_limits<float>::infinity());
+    const __m256 e = exp_avx2(_mm256_sub_ps(tail, offset));
+    _mm256_maskstore_ps(x + i, lane_mask_avx2(n - i), e);
     sum = _mm256_add_ps(sum, e);
   }
-  alignas(32) float lanes[8];
-  _mm256_store_ps(lanes, sum);
-  float total = 0;
-  for (float lane : lanes) total += lane;
-  return total;
+  return lane_sum_avx2(sum);
 }
 
 LSATTN_AVX512_F32_TARGET inline float exp_shifted_avx512(float* x, index_t n, float shift) {
@@ -174,11 +178,8 @@ LSATTN_AVX2_F32_TARGET inline void exp_difference_avx2(const float* x, const flo
   for (; i + 8 <= n; i += 8)
     _mm256_storeu_ps(out + i, exp_avx2(_mm256_sub_ps(_mm256_loadu_ps(x + i), _mm256_loadu_ps(shift + i))));
   if (i < n) {
-    alignas(32) float tail[8] = {}, tail_shift[8] = {};
-    std::copy(x + i, x + n, tail);
-    std::copy(shift + i, shift + n, tail_shift);
-    _mm256_store_ps(tail, exp_avx2(_mm256_sub_ps(_mm256_load_ps(tail), _mm256_load_ps(tail_shift))));
-    std::copy(tail, tail + (n - i), out + i);
+    const __m256 difference = _mm256_sub_ps(load_tail_avx2(x + i, n - i, 0.0f), load_tail_avx2(shift + i, n - i, 0.0f));
+    _mm256_maskstore_ps(out + i, lane_mask_avx2(n - i), exp_avx2(difference));
   }
 }
 
