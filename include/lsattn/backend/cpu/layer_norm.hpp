@@ -15,35 +15,40 @@
 namespace lsattn::cpu_detail {
 
 #if LSATTN_HAS_PANEL_F32_KERNELS
+// Σ x[i] over a row (Deviations: Σ (x[i] − shift)²) in four accumulators (an add's latency is
+// 3–4 cycles: two left Eigen's reductions ahead at width 512); the lanes past the row load
+// `shift` (0 for the plain sum), which adds nothing to either sum.
+template <bool Deviations>
+LSATTN_AVX2_F32_TARGET inline __m256 add_term_avx2(__m256 sum, __m256 v, __m256 shift) {
+  if constexpr (Deviations) {
+    const __m256 d = _mm256_sub_ps(v, shift);
+    return _mm256_fmadd_ps(d, d, sum);
+  } else {
+    return _mm256_add_ps(sum, v);
+  }
+}
+
+template <bool Deviations>
+LSATTN_AVX2_F32_TARGET inline float row_sum_avx2(const float* x, index_t width, float shift) {
+  const __m256 shift_v = _mm256_set1_ps(shift);
+  __m256 sum[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+  index_t i = 0;
+  for (; i + 32 <= width; i += 32)
+    for (int j = 0; j < 4; ++j) sum[j] = add_term_avx2<Deviations>(sum[j], _mm256_loadu_ps(x + i + 8 * j), shift_v);
+  for (int j = 0; i < width; i += 8, ++j)
+    sum[j] = add_term_avx2<Deviations>(sum[j], load_tail_avx2(x + i, width - i, Deviations ? shift : 0.0f), shift_v);
+  return lane_sum_avx2(_mm256_add_ps(_mm256_add_ps(sum[0], sum[1]), _mm256_add_ps(sum[2], sum[3])));
+}
+
 // One float row in AVX2 code (also on the avx512 path: LayerNorm is a small part of a layer),
-// compiled so even where the build's baseline is SSE2, the same two passes as below; the
-// lanes past the row load the value that adds nothing (0 for the sum, the mean for the
-// deviations).
+// compiled for AVX2 even where the build's baseline is SSE2; the same two passes as below.
 LSATTN_AVX2_F32_TARGET inline void layer_norm_row_avx2(const float* x, float* y, index_t width, const float* weight,
                                                        const float* bias, float eps) {
-  __m256 sum0 = _mm256_setzero_ps(), sum1 = _mm256_setzero_ps();
-  index_t i = 0;
-  for (; i + 16 <= width; i += 16) {
-    sum0 = _mm256_add_ps(sum0, _mm256_loadu_ps(x + i));
-    sum1 = _mm256_add_ps(sum1, _mm256_loadu_ps(x + i + 8));
-  }
-  for (; i < width; i += 8) sum0 = _mm256_add_ps(sum0, load_tail_avx2(x + i, width - i, 0.0f));
-  const float mean = lane_sum_avx2(_mm256_add_ps(sum0, sum1)) / static_cast<float>(width);
+  const float mean = row_sum_avx2<false>(x, width, 0.0f) / static_cast<float>(width);
+  const float variance = row_sum_avx2<true>(x, width, mean) / static_cast<float>(width);
   const __m256 mean_v = _mm256_set1_ps(mean);
-  sum0 = sum1 = _mm256_setzero_ps();
-  for (i = 0; i + 16 <= width; i += 16) {
-    const __m256 d0 = _mm256_sub_ps(_mm256_loadu_ps(x + i), mean_v);
-    const __m256 d1 = _mm256_sub_ps(_mm256_loadu_ps(x + i + 8), mean_v);
-    sum0 = _mm256_fmadd_ps(d0, d0, sum0);
-    sum1 = _mm256_fmadd_ps(d1, d1, sum1);
-  }
-  for (; i < width; i += 8) {
-    const __m256 d = _mm256_sub_ps(load_tail_avx2(x + i, width - i, mean), mean_v);
-    sum0 = _mm256_fmadd_ps(d, d, sum0);
-  }
-  const float variance = lane_sum_avx2(_mm256_add_ps(sum0, sum1)) / static_cast<float>(width);
   const __m256 inv_std = _mm256_set1_ps(1.0f / std::sqrt(variance + eps));
-  for (i = 0; i < width; i += 8) {
+  for (index_t i = 0; i < width; i += 8) {
     const index_t count = std::min<index_t>(8, width - i);
     const __m256 normalised = _mm256_mul_ps(_mm256_sub_ps(load_tail_avx2(x + i, count, 0.0f), mean_v), inv_std);
     const __m256 out = _mm256_fmadd_ps(normalised, load_tail_avx2(weight + i, count, 0.0f),
