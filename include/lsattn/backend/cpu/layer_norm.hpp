@@ -48,13 +48,17 @@ LSATTN_AVX2_F32_TARGET inline void layer_norm_row_avx2(const float* x, float* y,
   const float variance = row_sum_avx2<true>(x, width, mean) / static_cast<float>(width);
   const __m256 mean_v = _mm256_set1_ps(mean);
   const __m256 inv_std = _mm256_set1_ps(1.0f / std::sqrt(variance + eps));
-  for (index_t i = 0; i < width; i += 8) {
-    const index_t count = std::min<index_t>(8, width - i);
+  index_t i = 0;
+  for (; i + 8 <= width; i += 8) {
+    const __m256 normalised = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(x + i), mean_v), inv_std);
+    _mm256_storeu_ps(y + i, _mm256_fmadd_ps(normalised, _mm256_loadu_ps(weight + i), _mm256_loadu_ps(bias + i)));
+  }
+  if (i < width) {
+    const index_t count = width - i;
     const __m256 normalised = _mm256_mul_ps(_mm256_sub_ps(load_tail_avx2(x + i, count, 0.0f), mean_v), inv_std);
     const __m256 out = _mm256_fmadd_ps(normalised, load_tail_avx2(weight + i, count, 0.0f),
                                        load_tail_avx2(bias + i, count, 0.0f));
-    if (count == 8) _mm256_storeu_ps(y + i, out);
-    else _mm256_maskstore_ps(y + i, lane_mask_avx2(count), out);
+    _mm256_maskstore_ps(y + i, lane_mask_avx2(count), out);
   }
 }
 #endif

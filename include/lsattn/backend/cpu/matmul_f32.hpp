@@ -99,9 +99,7 @@ inline void pack_b(const float* b, index_t ldb, index_t k, index_t n, bool trans
     else packed.plain = matrix(b, k, n, ldb);
     return;
   }
-  // Every element is written below (the columns past n as zeros): no zero fill first, which
-  // doubled the stores of the per-block packs of small windows (a packed buffer is reused).
-  packed.values.resize(static_cast<std::size_t>(packed.panels * k * f32_panel));
+  packed.values.assign(static_cast<std::size_t>(packed.panels * k * f32_panel), 0.0f);
   for (index_t q = 0; q < packed.panels; ++q) {
     const index_t n0 = q * f32_panel, cols = std::min(f32_panel, n - n0);
     float* panel = packed.values.data() + q * k * f32_panel;
@@ -113,8 +111,6 @@ inline void pack_b(const float* b, index_t ldb, index_t k, index_t n, bool trans
     } else {
       for (index_t p = 0; p < k; ++p) std::copy_n(b + p * ldb + n0, cols, panel + p * f32_panel);
     }
-    if (cols < f32_panel)
-      for (index_t p = 0; p < k; ++p) std::fill_n(panel + p * f32_panel + cols, f32_panel - cols, 0.0f);
   }
 }
 
@@ -157,9 +153,10 @@ LSATTN_AVX2_F32_TARGET inline __m256i lane_mask_avx2(index_t count) {
 }
 
 // Writes (or adds to C, when `accumulate`) a tile of Rows × cols (cols ≤ 16) held in two YMM
-// accumulators a row; masked stores past the last column.
+// accumulators a row; masked stores past the last column. Always inlined: a call takes the
+// accumulators by reference, through memory (GCC 12 left the 1- and 2-row ones out of line).
 template <int Rows>
-LSATTN_AVX2_F32_TARGET inline void store_tile_avx2(__m256 (&sum)[Rows][2], float* c, index_t ldc, index_t cols,
+LSATTN_AVX2_F32_TARGET __attribute__((always_inline)) inline void store_tile_avx2(__m256 (&sum)[Rows][2], float* c, index_t ldc, index_t cols,
                                                    bool accumulate) {
   if (cols == f32_half_panel) {
     LSATTN_UNROLL
@@ -226,7 +223,7 @@ LSATTN_AVX2_F32_TARGET inline void micro_kernel_avx2_rows(index_t rows, index_t 
 // sizes as equal as possible (16 = 6 + 5 + 5, not 6 + 6 + 4): an avx2 kernel of fewer than 5
 // rows has too few accumulators to cover the FMA latency.
 template <class Body>
-void for_each_avx2_row_group(index_t m, const Body& body) {
+__attribute__((always_inline)) inline void for_each_avx2_row_group(index_t m, const Body& body) {
   const index_t groups = (m + f32_avx2_rows - 1) / f32_avx2_rows, base = m / groups, larger = m % groups;
   for (index_t g = 0, i = 0; g < groups; ++g) {
     const index_t rows = base + (g < larger ? 1 : 0);
