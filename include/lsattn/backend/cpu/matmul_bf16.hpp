@@ -579,13 +579,8 @@ inline void pack_b(const float* b, index_t ldb, index_t k, index_t n, bool trans
   packed.pairs = (k + 1) / 2;
   packed.panels = (n + bf16_panel - 1) / bf16_panel;
   if (packed.path == Bf16Path::emulated) {
-    // B as given (k × n, or n × k when transposed), rounded, then packed like a float B.
-    const index_t rows = transposed ? n : k, columns = transposed ? k : n;
-    thread_local std::vector<float> rounded;
-    rounded.resize(static_cast<std::size_t>(rows * columns));
-    for (index_t row = 0; row < rows; ++row)
-      for (index_t col = 0; col < columns; ++col) rounded[row * columns + col] = round_to_bf16(b[row * ldb + col]);
-    pack_b(rounded.data(), columns, k, n, transposed, packed.rounded);
+    // B packed like a float B, each element rounded as it is placed.
+    pack_b(b, ldb, k, n, transposed, packed.rounded, [](float x) { return round_to_bf16(x); });
     return;
   }
 #if LSATTN_HAS_AVX512_BF16_KERNEL

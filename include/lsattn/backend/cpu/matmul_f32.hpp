@@ -89,14 +89,22 @@ inline F32Slice slice(const PackedF32& b, index_t k_begin, index_t k, index_t n_
 }
 
 // Packs B for the active path; `transposed`: `b` holds Bᵀ (n × k, rows ldb apart), else B (k × n).
-inline void pack_b(const float* b, index_t ldb, index_t k, index_t n, bool transposed, PackedF32& packed) {
+// `convert` maps each element as it is packed (the bf16 `emulated` path packs B rounded to bf16
+// this way, in one pass).
+struct Unchanged {
+  float operator()(float x) const { return x; }
+};
+
+template <class Convert = Unchanged>
+void pack_b(const float* b, index_t ldb, index_t k, index_t n, bool transposed, PackedF32& packed,
+            const Convert& convert = {}) {
   packed.path = active_fp32_path();
   packed.k = k;
   packed.n = n;
   packed.panels = (n + f32_panel - 1) / f32_panel;
   if (packed.path == Fp32Path::eigen) {
-    if (transposed) packed.plain = matrix(b, n, k, ldb).transpose();
-    else packed.plain = matrix(b, k, n, ldb);
+    if (transposed) packed.plain = matrix(b, n, k, ldb).transpose().unaryExpr(convert);
+    else packed.plain = matrix(b, k, n, ldb).unaryExpr(convert);
     return;
   }
   packed.values.assign(static_cast<std::size_t>(packed.panels * k * f32_panel), 0.0f);
@@ -106,10 +114,13 @@ inline void pack_b(const float* b, index_t ldb, index_t k, index_t n, bool trans
     if (transposed) {
       for (index_t j = 0; j < cols; ++j) {
         const float* column = b + (n0 + j) * ldb;
-        for (index_t p = 0; p < k; ++p) panel[p * f32_panel + j] = column[p];
+        for (index_t p = 0; p < k; ++p) panel[p * f32_panel + j] = convert(column[p]);
       }
     } else {
-      for (index_t p = 0; p < k; ++p) std::copy_n(b + p * ldb + n0, cols, panel + p * f32_panel);
+      for (index_t p = 0; p < k; ++p) {
+        const float* row = b + p * ldb + n0;
+        std::transform(row, row + cols, panel + p * f32_panel, convert);
+      }
     }
   }
 }
@@ -156,8 +167,9 @@ LSATTN_AVX2_F32_TARGET inline __m256i lane_mask_avx2(index_t count) {
 // accumulators a row; masked stores past the last column. Always inlined: a call takes the
 // accumulators by reference, through memory (GCC 12 left the 1- and 2-row ones out of line).
 template <int Rows>
-LSATTN_AVX2_F32_TARGET __attribute__((always_inline)) inline void store_tile_avx2(__m256 (&sum)[Rows][2], float* c, index_t ldc, index_t cols,
-                                                   bool accumulate) {
+LSATTN_AVX2_F32_TARGET __attribute__((always_inline)) inline void store_tile_avx2(__m256 (&sum)[Rows][2], float* c,
+                                                                                 index_t ldc, index_t cols,
+                                                                                 bool accumulate) {
   if (cols == f32_half_panel) {
     LSATTN_UNROLL
     for (int i = 0; i < Rows; ++i) {
