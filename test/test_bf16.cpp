@@ -50,7 +50,8 @@ constexpr Bf16Path every_path[] = {Bf16Path::emulated, Bf16Path::avx512_bf16, Bf
 // ---------------------------------------------------------------------------------------------
 // Which paths run, and the environment switches
 
-// Sets an environment variable for one scope and restores what was there (or its absence).
+// Sets an environment variable for one scope and restores what was there (or its absence). The
+// library reads its path variables once, so every change is followed by a reset of both choices.
 class ScopedEnvironment {
  public:
   explicit ScopedEnvironment(std::string name) : name_(std::move(name)) {
@@ -61,11 +62,22 @@ class ScopedEnvironment {
   ~ScopedEnvironment() {
     if (saved_) ::setenv(name_.c_str(), saved_->c_str(), 1);
     else ::unsetenv(name_.c_str());
+    reread();
   }
-  void set(const char* value) const { ::setenv(name_.c_str(), value, 1); }
-  void unset() const { ::unsetenv(name_.c_str()); }
+  void set(const char* value) const {
+    ::setenv(name_.c_str(), value, 1);
+    reread();
+  }
+  void unset() const {
+    ::unsetenv(name_.c_str());
+    reread();
+  }
 
  private:
+  static void reread() {
+    lsattn::reset_bf16_path();
+    lsattn::reset_fp32_path();
+  }
   std::string name_;
   std::optional<std::string> saved_;
 };

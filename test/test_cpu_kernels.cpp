@@ -286,10 +286,14 @@ TEST_CASE("slices of a packed operand multiply like the sub-matrix, in both prec
 TEST_CASE("fp32 path selection: unknown or unavailable paths are errors", "[kernels][fp32]") {
   PathGuard guard;
   ::setenv("LSATTN_FP32_PATH", "sse9", 1);
+  lsattn::reset_fp32_path();  // the variable is read once; a reset reads it again
   REQUIRE_THROWS_WITH(lsattn::active_fp32_path(), Catch::Contains("LSATTN_FP32_PATH") && Catch::Contains("sse9"));
+  REQUIRE_THROWS_WITH(lsattn::active_fp32_path(), Catch::Contains("sse9"));  // an error is not cached
   ::setenv("LSATTN_FP32_PATH", "eigen", 1);
   REQUIRE(lsattn::active_fp32_path() == lsattn::Fp32Path::eigen);
   ::unsetenv("LSATTN_FP32_PATH");
+  REQUIRE(lsattn::active_fp32_path() == lsattn::Fp32Path::eigen);  // resolved once: unset changes nothing
+  lsattn::reset_fp32_path();
   // The default is the fastest available path: avx512, else avx2, else eigen.
   auto fastest = lsattn::Fp32Path::eigen;
   for (const auto path : {lsattn::Fp32Path::avx2, lsattn::Fp32Path::avx512}) {

@@ -102,8 +102,9 @@ inline bool bf16_path_available(Bf16Path path) { return cpu_detail::PathTraits<B
 // Forces `path` for every later bf16 product of this process; throws when this CPU cannot run it.
 inline void set_bf16_path(Bf16Path path) { cpu_detail::force_path(path); }
 
-// Back to the default: LSATTN_BF16_PATH if set, else the fastest available path.
-inline void reset_bf16_path() { cpu_detail::forced_path<Bf16Path>() = -1; }
+// Back to the default: LSATTN_BF16_PATH if set (read again at the next product: the variable is
+// read once, not per product), else the fastest available path.
+inline void reset_bf16_path() { cpu_detail::reset_path_choice<Bf16Path>(); }
 
 // The path bf16 products take now. A path named in LSATTN_BF16_PATH that this CPU cannot run
 // is an error, not a silent fallback.

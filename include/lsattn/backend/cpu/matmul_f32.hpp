@@ -11,7 +11,8 @@
 //    halves: 12 accumulators, two B vectors and a broadcast fill the 16 YMM registers), for
 //    x86-64 with AVX2 and FMA but no AVX-512 (Zen 2/3, Intel client CPUs);
 //  - eigen: Eigen's product on the unpacked copy; any CPU.
-// LSATTN_FP32_PATH (eigen | avx2 | avx512) or set_fp32_path() forces a path.
+// LSATTN_FP32_PATH (eigen | avx2 | avx512; read at the first product, again after
+// reset_fp32_path()) or set_fp32_path() forces a path.
 #include <algorithm>
 #include <array>
 #include <vector>
@@ -53,7 +54,7 @@ struct PathTraits<Fp32Path> {
 inline const char* fp32_path_name(Fp32Path path) { return cpu_detail::path_name(path); }
 inline bool fp32_path_available(Fp32Path path) { return cpu_detail::PathTraits<Fp32Path>::available(path); }
 inline void set_fp32_path(Fp32Path path) { cpu_detail::force_path(path); }
-inline void reset_fp32_path() { cpu_detail::forced_path<Fp32Path>() = -1; }
+inline void reset_fp32_path() { cpu_detail::reset_path_choice<Fp32Path>(); }
 inline Fp32Path active_fp32_path() { return cpu_detail::active_path<Fp32Path>(); }
 
 namespace cpu_detail {
