@@ -47,12 +47,24 @@ struct Executor<cpu, BidirectionalWindow, SequenceProjection> {
     const T scale = T(1) / std::sqrt(static_cast<T>(head_dim));
     const int threads = config.threads;
     // Float tensors use the packed kernels (fp32 or bf16 products): the global keys/values are
-    // packed once per batch item and head, each block's window keys/values once per task.
-    // Double tensors: Eigen products.
+    // packed once per batch item and head, each block's window keys (and, for large windows,
+    // values) once per task. Double tensors: Eigen products.
     constexpr bool packed = uses_packed_kernels<T>;
     require_precision<T>(config.precision);
     const Fp32Path kernels = cpu_detail::softmax_path<T>();
     std::vector<PackedOperand> packed_global_key(packed ? heads : 0), packed_global_value(packed ? heads : 0);
+    // Small windows (LRA: w = 8, 16 keys per block of 8 queries): each head's values are packed
+    // once per sequence and blocks multiply row slices of them, instead of packing 2w values per
+    // block of w queries (the per-block packing was ~10% of LRA text's time, perf). The packed
+    // values live in a thread-local vector reused across calls (no page faults per call). Large
+    // windows keep the per-block packing: there it is under 1/w of a block's work and needs no
+    // L × D copy.
+    constexpr index_t sequence_values_max_window = 32;
+    const bool values_per_sequence = packed && window.enabled() && window.block <= sequence_values_max_window;
+    // (A reference: the worker threads' tasks must read this thread's vector, not their own.)
+    thread_local std::vector<PackedOperand> sequence_values_storage;
+    std::vector<PackedOperand>& sequence_values = sequence_values_storage;
+    if (values_per_sequence && sequence_values.size() < static_cast<std::size_t>(heads)) sequence_values.resize(heads);
 
     const index_t row_blocks = (length + linear_row_block - 1) / linear_row_block;
     const index_t query_blocks = window.enabled() ? window.block_count(length)
@@ -113,6 +125,12 @@ struct Executor<cpu, BidirectionalWindow, SequenceProjection> {
                                         /*transposed=*/false, config.precision);
           });
         }
+        if (values_per_sequence) {
+          parallel_for(heads, threads, [&](index_t h) {
+            sequence_values[h].pack(value.data() + h * head_dim, width, length, head_dim, /*transposed=*/false,
+                                    config.precision);
+          });
+        }
       }
 
       // Steps 7–10: one joint softmax over [global keys ‖ window keys] per query block and head.
@@ -162,6 +180,13 @@ struct Executor<cpu, BidirectionalWindow, SequenceProjection> {
           const index_t stride = scores.cols();
           if (global_count > 0)
             block_matmul(scores.data(), stride, query_count, packed_global_value[h], block_context.data(), width, false);
+          // bf16 slices start on a pair and cover whole pairs (an odd count would read the next key).
+          if (values_per_sequence && (config.precision != Precision::bf16 || (keys.begin % 2 == 0 && key_count % 2 == 0))) {
+            block_matmul(scores.data() + global_count, stride, query_count,
+                         slice(sequence_values[h], keys.begin, key_count, 0, head_dim), block_context.data(), width,
+                         global_count > 0);
+            return;
+          }
           packed_window.pack(value.data() + keys.begin * width + column, width, key_count, head_dim,
                              /*transposed=*/false, config.precision);
           block_matmul(scores.data() + global_count, stride, query_count, packed_window, block_context.data(), width,
