@@ -109,7 +109,7 @@ TEST_CASE("the packed fp32 product matches a float64 product on awkward shapes",
 
 TEST_CASE("the transposed product of the dynamic projection matches a float64 product", "[kernels][fp32]") {
   // C = Aᵀ·B with A k × m and B k × n read in place: k spans several of the kernel's row blocks
-  // (and none), m and n every tail of its 6-row groups and 16-column halves.
+  // (and none), m and n every tail of its row groups (6 rows avx2, 8 avx512) and column groups (16, 32).
   std::mt19937 rng(13);
   for (const auto path : runnable_fp32_paths()) {
     INFO("path " << lsattn::fp32_path_name(path));

@@ -150,13 +150,16 @@ inline bool cpu_supports_avx512(bool with_bf16) {
 #if LSATTN_HAS_X86_KERNELS
 // The epilogue of both 8 × 32 micro-kernels: C[Rows × cols] (+)= sum, cols ≤ 32, masked stores
 // so that nothing past the last column is touched.
+// Lanes [0, count) of a 16-lane mask (all for count ≥ 16, none for count ≤ 0).
+inline __mmask16 lane_mask16(std::ptrdiff_t count) {
+  if (count >= 16) return static_cast<__mmask16>(0xffff);
+  return count > 0 ? static_cast<__mmask16>((1u << count) - 1u) : static_cast<__mmask16>(0);
+}
+
 template <int Rows>
 __attribute__((target("avx512f"))) inline void store_tile(__m512 (&sum)[Rows][2], float* c, std::ptrdiff_t ldc,
                                                           std::ptrdiff_t cols, bool accumulate) {
-  const __mmask16 mask0 = cols >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << cols) - 1u);
-  const __mmask16 mask1 = cols >= 32 ? static_cast<__mmask16>(0xffff)
-                          : cols > 16 ? static_cast<__mmask16>((1u << (cols - 16)) - 1u)
-                                      : static_cast<__mmask16>(0);
+  const __mmask16 mask0 = lane_mask16(cols), mask1 = lane_mask16(cols - 16);
   LSATTN_UNROLL
   for (int i = 0; i < Rows; ++i) {
     float* row = c + i * ldc;

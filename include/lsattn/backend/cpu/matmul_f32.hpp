@@ -127,19 +127,36 @@ void pack_b(const float* b, index_t ldb, index_t k, index_t n, bool transposed, 
 }
 
 #if LSATTN_HAS_PANEL_F32_KERNELS
-// C[rows × cols] (+)= A (rows lda apart, read in place) · one panel of B (k rows of 32).
-template <int Rows>
-LSATTN_AVX512_F32_TARGET inline void micro_kernel_f32(index_t k, const float* a, index_t lda, const float* panel,
-                                                     float* c, index_t ldc, index_t cols, bool accumulate) {
+// How a tile kernel reads its operands. packed: C (+)= A·B, A read along its rows (rows lda
+// apart), B a packed panel (rows f32_panel apart, zero past n). transposed: C (+)= Aᵀ·B with
+// both read in place, A k × m (element (p, i) at a[p·lda + i]) and B rows ldb apart;
+// transposed_masked: the same with B's loads masked past `cols` (B may end at its last column).
+enum class TileOperands { packed, transposed, transposed_masked };
+
+// C[Rows × cols] (+)= A · one panel of B (k rows of 32), or Aᵀ · B (see TileOperands), cols ≤ 32.
+template <int Rows, TileOperands Operands = TileOperands::packed>
+LSATTN_AVX512_F32_TARGET inline void micro_kernel_f32(index_t k, const float* a, index_t lda, const float* b,
+                                                     index_t ldb, float* c, index_t ldc, index_t cols,
+                                                     bool accumulate) {
+  constexpr bool packed = Operands == TileOperands::packed;
+  const index_t b_step = packed ? f32_panel : ldb;
+  const __mmask16 mask0 = lane_mask16(cols), mask1 = lane_mask16(cols - 16);
   __m512 sum[Rows][2];
   LSATTN_UNROLL
   for (int i = 0; i < Rows; ++i) sum[i][0] = sum[i][1] = _mm512_setzero_ps();
   for (index_t p = 0; p < k; ++p) {
-    const __m512 b0 = _mm512_loadu_ps(panel + p * f32_panel);
-    const __m512 b1 = _mm512_loadu_ps(panel + p * f32_panel + 16);
+    const float* b_row = b + p * b_step;
+    __m512 b0, b1;
+    if constexpr (Operands == TileOperands::transposed_masked) {
+      b0 = _mm512_maskz_loadu_ps(mask0, b_row);
+      b1 = _mm512_maskz_loadu_ps(mask1, b_row + 16);
+    } else {
+      b0 = _mm512_loadu_ps(b_row);
+      b1 = _mm512_loadu_ps(b_row + 16);
+    }
     LSATTN_UNROLL
     for (int i = 0; i < Rows; ++i) {
-      const __m512 element = _mm512_set1_ps(a[i * lda + p]);
+      const __m512 element = _mm512_set1_ps(packed ? a[i * lda + p] : a[p * lda + i]);
       sum[i][0] = _mm512_fmadd_ps(element, b0, sum[i][0]);
       sum[i][1] = _mm512_fmadd_ps(element, b1, sum[i][1]);
     }
@@ -147,13 +164,13 @@ LSATTN_AVX512_F32_TARGET inline void micro_kernel_f32(index_t k, const float* a,
   store_tile<Rows>(sum, c, ldc, cols, accumulate);
 }
 
-template <int Rows = f32_rows>
+template <TileOperands Operands, int Rows = f32_rows>
 LSATTN_AVX512_F32_TARGET inline void micro_kernel_f32_rows(index_t rows, index_t k, const float* a, index_t lda,
-                                                          const float* panel, float* c, index_t ldc, index_t cols,
-                                                          bool accumulate) {
+                                                          const float* b, index_t ldb, float* c, index_t ldc,
+                                                          index_t cols, bool accumulate) {
   if constexpr (Rows > 0) {
-    if (rows == Rows) return micro_kernel_f32<Rows>(k, a, lda, panel, c, ldc, cols, accumulate);
-    return micro_kernel_f32_rows<Rows - 1>(rows, k, a, lda, panel, c, ldc, cols, accumulate);
+    if (rows == Rows) return micro_kernel_f32<Rows, Operands>(k, a, lda, b, ldb, c, ldc, cols, accumulate);
+    return micro_kernel_f32_rows<Operands, Rows - 1>(rows, k, a, lda, b, ldb, c, ldc, cols, accumulate);
   }
 }
 
@@ -197,23 +214,33 @@ LSATTN_AVX2_F32_TARGET __attribute__((always_inline)) inline void store_tile_avx
   }
 }
 
-// C[rows × cols] (+)= A (rows lda apart, read in place) · one half panel of B (k rows of 16,
-// f32_panel apart), cols ≤ 16; masked loads and stores past the last column.
-template <int Rows>
-LSATTN_AVX2_F32_TARGET inline void micro_kernel_avx2(index_t k, const float* a, index_t lda, const float* half_panel,
-                                                    float* c, index_t ldc, index_t cols, bool accumulate) {
+// C[Rows × cols] (+)= A · one half panel of B (k rows of 16, f32_panel apart), or Aᵀ · B (see
+// TileOperands), cols ≤ 16; masked stores past the last column.
+template <int Rows, TileOperands Operands = TileOperands::packed>
+LSATTN_AVX2_F32_TARGET inline void micro_kernel_avx2(index_t k, const float* a, index_t lda, const float* b,
+                                                    index_t ldb, float* c, index_t ldc, index_t cols, bool accumulate) {
+  constexpr bool packed = Operands == TileOperands::packed;
+  const index_t b_step = packed ? f32_panel : ldb;
+  const __m256i mask0 = lane_mask_avx2(cols), mask1 = lane_mask_avx2(cols - 8);
   __m256 sum[Rows][2];
   LSATTN_UNROLL
   for (int i = 0; i < Rows; ++i) sum[i][0] = sum[i][1] = _mm256_setzero_ps();
   for (index_t p = 0; p < k; ++p) {
-    __m256 b0 = _mm256_loadu_ps(half_panel + p * f32_panel);
-    __m256 b1 = _mm256_loadu_ps(half_panel + p * f32_panel + 8);
+    const float* b_row = b + p * b_step;
+    __m256 b0, b1;
+    if constexpr (Operands == TileOperands::transposed_masked) {
+      b0 = _mm256_maskload_ps(b_row, mask0);
+      b1 = _mm256_maskload_ps(b_row + 8, mask1);
+    } else {
+      b0 = _mm256_loadu_ps(b_row);
+      b1 = _mm256_loadu_ps(b_row + 8);
+    }
     // Keeps B in registers: for fewer than 6 rows GCC 12 folded these loads into every FMA,
     // and the kernel became load-bound (two loads a cycle on Zen 2).
     asm("" : "+x"(b0), "+x"(b1));
     LSATTN_UNROLL
     for (int i = 0; i < Rows; ++i) {
-      const __m256 element = _mm256_broadcast_ss(a + i * lda + p);
+      const __m256 element = _mm256_broadcast_ss(packed ? a + i * lda + p : a + p * lda + i);
       sum[i][0] = _mm256_fmadd_ps(element, b0, sum[i][0]);
       sum[i][1] = _mm256_fmadd_ps(element, b1, sum[i][1]);
     }
@@ -221,13 +248,13 @@ LSATTN_AVX2_F32_TARGET inline void micro_kernel_avx2(index_t k, const float* a, 
   store_tile_avx2<Rows>(sum, c, ldc, cols, accumulate);
 }
 
-template <int Rows = f32_avx2_rows>
+template <TileOperands Operands, int Rows = f32_avx2_rows>
 LSATTN_AVX2_F32_TARGET inline void micro_kernel_avx2_rows(index_t rows, index_t k, const float* a, index_t lda,
-                                                         const float* half_panel, float* c, index_t ldc, index_t cols,
-                                                         bool accumulate) {
+                                                         const float* b, index_t ldb, float* c, index_t ldc,
+                                                         index_t cols, bool accumulate) {
   if constexpr (Rows > 0) {
-    if (rows == Rows) return micro_kernel_avx2<Rows>(k, a, lda, half_panel, c, ldc, cols, accumulate);
-    return micro_kernel_avx2_rows<Rows - 1>(rows, k, a, lda, half_panel, c, ldc, cols, accumulate);
+    if (rows == Rows) return micro_kernel_avx2<Rows, Operands>(k, a, lda, b, ldb, c, ldc, cols, accumulate);
+    return micro_kernel_avx2_rows<Operands, Rows - 1>(rows, k, a, lda, b, ldb, c, ldc, cols, accumulate);
   }
 }
 #endif
@@ -267,14 +294,15 @@ inline void matmul_f32(const float* a, index_t lda, index_t m, const F32Slice& b
     const float* panel = packed.values.data() + ((first_panel + n0 / f32_panel) * packed.k + b.k_begin) * f32_panel;
     if (packed.path == Fp32Path::avx512) {
       for (index_t i = 0; i < m; i += f32_rows)
-        micro_kernel_f32_rows(std::min(f32_rows, m - i), b.k, a + i * lda, lda, panel, c + i * ldc + n0, ldc, cols,
-                              accumulate);
+        micro_kernel_f32_rows<TileOperands::packed>(std::min(f32_rows, m - i), b.k, a + i * lda, lda, panel, f32_panel,
+                                                    c + i * ldc + n0, ldc, cols, accumulate);
       continue;
     }
     for (index_t half = 0; half < cols; half += f32_half_panel)
       for_each_avx2_row_group(m, [&](index_t i, index_t rows) {
-        micro_kernel_avx2_rows(rows, b.k, a + i * lda, lda, panel + half, c + i * ldc + n0 + half, ldc,
-                               std::min(f32_half_panel, cols - half), accumulate);
+        micro_kernel_avx2_rows<TileOperands::packed>(rows, b.k, a + i * lda, lda, panel + half, f32_panel,
+                                                     c + i * ldc + n0 + half, ldc,
+                                                     std::min(f32_half_panel, cols - half), accumulate);
       });
   }
 #else
@@ -294,53 +322,8 @@ inline void matmul_f32(const float* a, index_t lda, index_t m, const PackedF32& 
 // k runs in blocks that stay in L1/L2 while every tile of C passes over them.
 inline constexpr index_t transposed_k_block = 64;
 
-#if LSATTN_HAS_PANEL_F32_KERNELS
-// C[Rows × cols] (+)= Aᵀ · B over k rows, cols ≤ 16: a column group of A (Rows consecutive
-// elements a row, broadcast) against 16 columns of B (masked loads when `Masked`).
-template <int Rows, bool Masked>
-LSATTN_AVX2_F32_TARGET inline void transposed_kernel_avx2(index_t k, const float* a, index_t lda, const float* b,
-                                                         index_t ldb, float* c, index_t ldc, index_t cols,
-                                                         bool accumulate) {
-  __m256 sum[Rows][2];
-  LSATTN_UNROLL
-  for (int i = 0; i < Rows; ++i) sum[i][0] = sum[i][1] = _mm256_setzero_ps();
-  const __m256i mask0 = lane_mask_avx2(cols), mask1 = lane_mask_avx2(cols - 8);
-  for (index_t p = 0; p < k; ++p, a += lda, b += ldb) {
-    __m256 b0, b1;
-    if constexpr (Masked) {
-      b0 = _mm256_maskload_ps(b, mask0);
-      b1 = _mm256_maskload_ps(b + 8, mask1);
-    } else {
-      b0 = _mm256_loadu_ps(b);
-      b1 = _mm256_loadu_ps(b + 8);
-    }
-    asm("" : "+x"(b0), "+x"(b1));  // B in registers, as in micro_kernel_avx2
-    LSATTN_UNROLL
-    for (int i = 0; i < Rows; ++i) {
-      const __m256 element = _mm256_broadcast_ss(a + i);
-      sum[i][0] = _mm256_fmadd_ps(element, b0, sum[i][0]);
-      sum[i][1] = _mm256_fmadd_ps(element, b1, sum[i][1]);
-    }
-  }
-  store_tile_avx2<Rows>(sum, c, ldc, cols, accumulate);
-}
-
-template <int Rows = f32_avx2_rows>
-LSATTN_AVX2_F32_TARGET inline void transposed_kernel_avx2_rows(index_t rows, index_t k, const float* a, index_t lda,
-                                                              const float* b, index_t ldb, float* c, index_t ldc,
-                                                              index_t cols, bool accumulate) {
-  if constexpr (Rows > 0) {
-    if (rows != Rows)
-      return transposed_kernel_avx2_rows<Rows - 1>(rows, k, a, lda, b, ldb, c, ldc, cols, accumulate);
-    if (cols == f32_half_panel) return transposed_kernel_avx2<Rows, false>(k, a, lda, b, ldb, c, ldc, cols, accumulate);
-    return transposed_kernel_avx2<Rows, true>(k, a, lda, b, ldb, c, ldc, cols, accumulate);
-  }
-}
-#endif
-
-// C = Aᵀ · B (or C += Aᵀ · B when `accumulate`) as above, on `path`: eigen, or the avx2 kernel
-// for both avx2 and avx512 (every AVX-512 CPU has AVX2 and FMA; this product is a small part
-// of a layer's time).
+// C = Aᵀ · B (or C += Aᵀ · B when `accumulate`) as above, on `path`: eigen, or the tile kernels
+// of the avx2 and avx512 paths with their `transposed` operands.
 inline void transposed_matmul_f32(const float* a, index_t lda, index_t m, const float* b, index_t ldb, index_t n,
                                   index_t k, float* c, index_t ldc, Fp32Path path, bool accumulate = false) {
   if (m == 0 || n == 0) return;
@@ -353,11 +336,33 @@ inline void transposed_matmul_f32(const float* a, index_t lda, index_t m, const 
     const index_t depth = std::min(transposed_k_block, k - p0);
     const float* a_block = a + p0 * lda;
     const float* b_block = b + p0 * ldb;
-    for (index_t j = 0; j < n; j += f32_half_panel)
+    const bool add = accumulate || p0 > 0;
+    if (path == Fp32Path::avx512) {
+      for (index_t j = 0; j < n; j += f32_panel) {
+        const index_t cols = std::min(f32_panel, n - j);
+        for (index_t i = 0; i < m; i += f32_rows) {
+          const index_t rows = std::min(f32_rows, m - i);
+          if (cols == f32_panel)
+            micro_kernel_f32_rows<TileOperands::transposed>(rows, depth, a_block + i, lda, b_block + j, ldb,
+                                                            c + i * ldc + j, ldc, cols, add);
+          else
+            micro_kernel_f32_rows<TileOperands::transposed_masked>(rows, depth, a_block + i, lda, b_block + j, ldb,
+                                                                   c + i * ldc + j, ldc, cols, add);
+        }
+      }
+      continue;
+    }
+    for (index_t j = 0; j < n; j += f32_half_panel) {
+      const index_t cols = std::min(f32_half_panel, n - j);
       for_each_avx2_row_group(m, [&](index_t i, index_t rows) {
-        transposed_kernel_avx2_rows(rows, depth, a_block + i, lda, b_block + j, ldb, c + i * ldc + j, ldc,
-                                    std::min(f32_half_panel, n - j), accumulate || p0 > 0);
+        if (cols == f32_half_panel)
+          micro_kernel_avx2_rows<TileOperands::transposed>(rows, depth, a_block + i, lda, b_block + j, ldb,
+                                                           c + i * ldc + j, ldc, cols, add);
+        else
+          micro_kernel_avx2_rows<TileOperands::transposed_masked>(rows, depth, a_block + i, lda, b_block + j, ldb,
+                                                                  c + i * ldc + j, ldc, cols, add);
       });
+    }
   }
 #else
   throw error("lsattn internal: a panel fp32 path in a build without its kernels");
